@@ -1,0 +1,7 @@
+"""rgflow-jax: RG-Flow (hierarchical, explainable normalizing flow) in JAX."""
+
+from rgflow_jax.geometry import Geometry, level_of_site
+from rgflow_jax.model import RGFlow, init
+
+__all__ = ["Geometry", "RGFlow", "init", "level_of_site"]
+__version__ = "0.1.0"

@@ -1,0 +1,80 @@
+"""The conditioner networks s(.) and t(.) of an RNVP coupling: residual MLPs.
+
+One network maps a flattened block (``dim = k*k*C`` values) to ``dim`` values:
+
+    x <- (x + f(x)) / sqrt(2)            repeated n_res times
+    f  = [Swish, Linear] over widths [dim, hidden, ..., hidden, dim]
+    out = scale * x                      scale starts at zero
+
+Linear layers are weight-normalised (w = g * v / |v| per output unit), v drawn
+uniform in +-sqrt(3 * 2.81 / fan_in), g set so that w = v at init, biases zero. Swish
+has a learnable per-feature slope: x * sigmoid(beta * x), beta = 1 at init. The zero
+final scale makes every coupling, and so the whole flow, the identity at init.
+
+Parameters are plain pytrees: the n_res residual blocks are stacked on a leading axis,
+so stacking several networks (s and t, or the layers of an RNVP block) is one
+``jax.vmap`` of :func:`init_network` over keys.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+INIT_GAIN = 2.81  # variance gain of the uniform init (REFERENCE.md)
+
+
+def widths(dim: int, hidden: int, depth: int) -> tuple[int, ...]:
+  """Layer widths of ``f``: ``depth`` hidden layers of ``hidden`` units."""
+  return (dim,) + (hidden,) * depth + (dim,)
+
+
+def init_network(rng, dim: int, hidden: int, depth: int, n_res: int,
+                 dtype=jnp.float32, stack: tuple[int, ...] = ()) -> dict:
+  """Parameters of one residual-MLP conditioner, or of a ``stack`` of independent ones.
+
+  With ``stack`` = (n_layer, 2), say, every leaf gets those leading axes; each network
+  in the stack is drawn independently (one random call per layer keeps compiles fast).
+  """
+  ws = widths(dim, hidden, depth)
+  keys = jax.random.split(rng, len(ws) - 1)
+  layers = []
+  for key, fan_in, fan_out in zip(keys, ws[:-1], ws[1:]):
+    bound = math.sqrt(3.0 * INIT_GAIN / fan_in)
+    lead = stack + (n_res,)
+    v = jax.random.uniform(key, lead + (fan_in, fan_out), dtype, -bound, bound)
+    layers.append({
+        "beta": jnp.ones(lead + (fan_in,), dtype),
+        "v": v,
+        "g": jnp.linalg.norm(v, axis=-2),
+        "b": jnp.zeros(lead + (fan_out,), dtype),
+    })
+  return {"layers": layers, "scale": jnp.zeros(stack + (dim,), dtype)}
+
+
+def swish(x, beta):
+  return x * jax.nn.sigmoid(beta * x)
+
+
+def weight_norm(v, g):
+  """w = g * v / |v|, the norm over the input axis of each output unit."""
+  return v * (g / jnp.linalg.norm(v, axis=-2))[..., None, :]
+
+
+def apply_network(params: dict, x: jnp.ndarray) -> jnp.ndarray:
+  """Apply one conditioner to ``x`` of shape (..., dim)."""
+  layers = params["layers"]
+  n_res = layers[0]["v"].shape[0]
+  weights = [weight_norm(p["v"], p["g"]) for p in layers]
+  for r in range(n_res):
+    h = x
+    for p, w in zip(layers, weights):
+      h = swish(h, p["beta"][r]) @ w[r] + p["b"][r]
+    x = (x + h) * (1.0 / math.sqrt(2.0))
+  return x * params["scale"]
+
+
+def count_params(tree) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(tree)))

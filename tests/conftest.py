@@ -1,0 +1,42 @@
+"""Shared fixtures: float64 switch, perturbed (non-identity) parameters, tiny models."""
+
+import functools
+import os
+
+# The suite is bound by XLA compile time, not run time: compile with fewer LLVM passes.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import pytest
+
+from rgflow_jax import RGFlow
+
+
+@pytest.fixture
+def x64():
+  """Run the test with float64 enabled, restoring the previous setting after."""
+  old = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield jnp.float64
+  jax.config.update("jax_enable_x64", old)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def perturb(params, rng, scale=0.2):
+  """Random non-identity parameters: every leaf (the zero-init scales too) + noise."""
+  flat, unravel = jax.flatten_util.ravel_pytree(params)
+  return unravel(flat + scale * jax.random.normal(rng, flat.shape, flat.dtype))
+
+
+def tiny_flow(image_size=8, channels=1, block_size=4, **kw):
+  kw = {"n_layers": 2, "n_res": 1, "hidden": 16, "mlp_depth": 1, **kw}
+  return RGFlow(image_size=image_size, channels=channels, block_size=block_size, **kw)
+
+
+def random_flow(image_size=8, channels=1, block_size=4, dtype=jnp.float32, seed=0, **kw):
+  flow = tiny_flow(image_size, channels, block_size, **kw)
+  params = perturb(flow.init(jax.random.PRNGKey(seed), dtype),
+                   jax.random.PRNGKey(seed + 1))
+  return flow, params

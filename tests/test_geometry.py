@@ -1,0 +1,80 @@
+import jax
+import numpy as np
+import pytest
+
+from rgflow_jax import Geometry, RGFlow, geometry
+from rgflow_jax.cones import block_ids
+
+
+def test_latent_counts_paper_size():
+  geo = Geometry(32, 3, 4)
+  assert geo.num_levels == 4
+  assert geo.latents_per_level() == (2304, 576, 144, 48)
+  assert sum(geo.latents_per_level()) == 32 * 32 * 3
+
+
+@pytest.mark.parametrize("L,k", [(32, 4), (16, 2), (64, 4), (24, 6)])
+def test_level_of_site_matches_sublattice_rule(L, k):
+  geo = Geometry(L, 1, k)
+  H = geo.num_levels
+  expected = np.zeros((L, L), int)
+  for i in range(L):
+    for j in range(L):
+      expected[i, j] = max(h for h in range(H) if i % 2**h == 0 and j % 2**h == 0)
+  np.testing.assert_array_equal(geo.level_of_site(), expected)
+
+
+@pytest.mark.parametrize("layer", geometry.LAYERS)
+@pytest.mark.parametrize("edge,k,c", [(8, 4, 1), (16, 4, 3), (8, 2, 2), (4, 4, 1)])
+def test_blocks_hold_the_right_sites(layer, edge, k, c):
+  x = np.arange(edge * edge * c, dtype=np.float32).reshape(1, edge, edge, c)
+  blocks = np.asarray(geometry.to_blocks(x, k, layer))
+  assert blocks.shape == (1, (edge // k) ** 2, k, k, c)
+  ids = block_ids(edge, k, layer)
+  for b in range(blocks.shape[1]):
+    want = np.sort(x[0][ids == b].reshape(-1))
+    np.testing.assert_array_equal(np.sort(blocks[0, b].reshape(-1)), want)
+  np.testing.assert_array_equal(np.asarray(geometry.from_blocks(blocks, layer)), x)
+
+
+def test_disentangler_block_is_shifted_by_half_a_block():
+  # Paper eq. 8: block (0, 0) of the disentangler starts at site (k/2, k/2).
+  x = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)
+  blocks = np.asarray(geometry.to_blocks(x, 4, geometry.DISENTANGLER))
+  np.testing.assert_array_equal(blocks[0, 0, :, :, 0], x[0, 2:6, 2:6, 0])
+  # Periodic wrap: the last block covers rows 6, 7, 0, 1.
+  np.testing.assert_array_equal(blocks[0, 3, :, 0, 0], x[0, [6, 7, 0, 1], 6, 0])
+
+
+def test_coarse_sites_round_trip():
+  x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+  coarse = geometry.coarse_sites(x)
+  np.testing.assert_array_equal(np.asarray(coarse), x[:, ::2, ::2])
+  new = np.zeros_like(coarse)
+  y = np.asarray(geometry.with_coarse_sites(x, new))
+  assert (y[:, ::2, ::2] == 0).all()
+  keep = np.ones((8, 8), bool)
+  keep[::2, ::2] = False
+  np.testing.assert_array_equal(y[:, keep], x[:, keep])
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(image_size=30), "image_size must be block_size"),
+    (dict(image_size=48), "image_size must be block_size"),
+    (dict(block_size=3, image_size=24), "block_size must be an even"),
+    (dict(channels=0), "channels must be"),
+    (dict(n_layers=(1, 2)), "one value per level"),
+    (dict(prior="cauchy"), "prior must be one of"),
+    (dict(n_layers=(2, 2, 1, 1), share_levels=True), "share_levels"),
+])
+def test_bad_model_config_is_a_clear_error(kwargs, msg):
+  with pytest.raises(ValueError, match=msg):
+    RGFlow(**kwargs)
+
+
+def test_from_config_rejects_unknown_keys():
+  with pytest.raises(ValueError, match="unknown model config keys"):
+    RGFlow.from_config({"image_size": 8, "block_size": 4, "hiden": 3})
+  flow = RGFlow.from_config({"name": "rgflow", "image_size": 8, "channels": 1,
+                             "n_layers": [1, 2]})
+  assert flow.n_layers == (1, 2)
