@@ -5,7 +5,10 @@ PY := $(VENV)/bin/python
 # pytest workers: one per core by default (CI machines have 2).
 PYTEST_WORKERS ?= auto
 
-.PHONY: test install clean
+DEMO_CONFIG ?= configs/msds1.py:cpu
+DEMO_DIR ?= runs/msds1-cpu
+
+.PHONY: test demo install clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +20,12 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+
+# Trains the CPU-sized MSDS1 model for 9 minutes (resuming if DEMO_DIR has a run),
+# then writes test bits/dim, samples, receptive fields and the BPD curve to DEMO_DIR/eval.
+demo: install
+	$(PY) train.py --config $(DEMO_CONFIG) --workdir $(DEMO_DIR)
+	$(PY) eval.py --config $(DEMO_CONFIG) --workdir $(DEMO_DIR) --mode all --draws 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache

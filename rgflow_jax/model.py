@@ -33,8 +33,10 @@ def _per_level(name: str, value, num_levels: int) -> tuple[int, ...]:
     values = (int(value),) * num_levels
   elif isinstance(value, Sequence):
     values = tuple(int(v) for v in value)
+    if len(values) == 1:  # one value for every level
+      values *= num_levels
   else:
-    raise ValueError(f"{name} must be an int or a list of {num_levels} ints, "
+    raise ValueError(f"{name} must be an int, or a list of 1 or {num_levels} ints, "
                      f"got {value!r}")
   if len(values) != num_levels:
     raise ValueError(f"{name} needs one value per level ({num_levels} levels), "

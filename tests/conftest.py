@@ -5,6 +5,11 @@ import os
 
 # The suite is bound by XLA compile time, not run time: compile with fewer LLVM passes.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# Many tests compile the same programs (smoke models of several configs, subprocess
+# runs): share compiled executables through JAX's persistent cache.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax
 import jax.flatten_util

@@ -165,3 +165,14 @@ def test_parameter_counts_match_the_authors_code(kw, count):
   flow = RGFlow(**kw)
   shapes = jax.eval_shape(flow.init, jax.random.PRNGKey(0))
   assert flow.num_params(shapes) == count
+
+
+def test_remat_changes_memory_not_results():
+  flow, params = random_flow(8, 3, 4)
+  flow_remat = tiny_flow(8, 3, 4, remat=True)
+  x = _images(flow, 2, jnp.float32)
+  loss = lambda f: jax.jit(jax.value_and_grad(lambda p: jnp.mean(f.log_prob(p, x))))
+  (v1, g1), (v2, g2) = loss(flow)(params), loss(flow_remat)(params)
+  np.testing.assert_allclose(v1, v2, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

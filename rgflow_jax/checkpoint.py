@@ -1,0 +1,71 @@
+"""Checkpoints with Orbax: the last K, and the best by test bits/dim, written atomically.
+
+A checkpoint holds the train state (params, optimizer state, step, rng) as an Orbax
+pytree and, beside it, a JSON item with the data pipeline's position and counters.
+Orbax writes into a temporary folder and renames it when complete, so a run killed
+mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+  """``workdir/checkpoints`` (the last ``keep``) and ``workdir/best`` (lowest test BPD)."""
+
+  def __init__(self, workdir, keep: int = 3):
+    workdir = Path(workdir).absolute()
+    # Synchronous saves: when save() returns the checkpoint is committed, so a kill
+    # at any later moment loses at most one checkpoint interval.
+    common = dict(create=True, cleanup_tmp_directories=True,
+                  enable_async_checkpointing=False)
+    self.last = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
+    self.best = ocp.CheckpointManager(
+        workdir / "best",
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m["test_bpd"], best_mode="min",
+            keep_checkpoints_without_metrics=False, **common))
+
+  def latest_step(self) -> int | None:
+    return self.last.latest_step()
+
+  def save(self, step: int, state, meta: dict, test_bpd: float | None = None):
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              meta=ocp.args.JsonSave(meta))
+    self.last.save(step, args=args, force=True)
+    if test_bpd is not None:
+      self.best.save(step, args=args, metrics={"test_bpd": float(test_bpd)}, force=True)
+
+  def restore(self, state_like, step: int | None = None, best: bool = False):
+    """(state, meta) at ``step`` (default: latest, or the best with ``best=True``)."""
+    mngr = self.best if best else self.last
+    if step is None:
+      step = mngr.best_step() if best else mngr.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    out = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return out["state"], dict(out["meta"])
+
+  def wait(self):
+    self.last.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self):
+    self.last.close()
+    self.best.close()
+
+
+def save_json_atomic(path, obj):
+  path = Path(path)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+  tmp.replace(path)

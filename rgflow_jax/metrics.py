@@ -1,0 +1,68 @@
+"""Run metrics: ``metrics.jsonl`` always, TensorBoard event files where TensorBoard is
+installed (its pure-Python writer; TensorFlow is not needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+
+from rgflow_jax import plots
+
+
+class TensorBoardWriter:
+  """Scalars to ``logdir/events.*``; ``TensorBoardWriter.create`` is None without TensorBoard."""
+
+  def __init__(self, logdir):
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    self._event, self._summary = Event, Summary
+    self._writer = EventFileWriter(str(logdir))
+
+  @classmethod
+  def create(cls, logdir):
+    try:
+      return cls(logdir)
+    except ImportError:
+      return None
+
+  def write(self, step: int, scalars: dict):
+    values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+    self._writer.add_event(self._event(wall_time=time.time(), step=int(step),
+                                       summary=self._summary(value=values)))
+    self._writer.flush()
+
+  def close(self):
+    self._writer.close()
+
+
+class MetricsLog:
+  """Append-only metrics.jsonl (+ TensorBoard); on resume, rows after the restored step
+  are dropped so every step appears once."""
+
+  def __init__(self, workdir, resume_step: int | None, tensorboard: bool = True):
+    workdir = Path(workdir)
+    self.path = workdir / "metrics.jsonl"
+    self.active = jax.process_index() == 0
+    rows = plots.read_metrics(self.path) if resume_step is not None else []
+    rows = [r for r in rows if r["step"] <= resume_step] if rows else []
+    if self.active:
+      self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    self.offset_minutes = max((r.get("minutes", 0.0) for r in rows), default=0.0)
+    self.tb = TensorBoardWriter.create(workdir / "tensorboard") \
+        if tensorboard and self.active else None
+
+  def write(self, row: dict):
+    if not self.active:
+      return
+    with self.path.open("a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self.tb is not None:
+      self.tb.write(row["step"], {k: v for k, v in row.items() if k != "step"})
+
+  def close(self):
+    if self.tb is not None:
+      self.tb.close()

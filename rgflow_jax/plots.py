@@ -1,0 +1,103 @@
+"""Figures: image grids, training curves, receptive-field maps (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
+  """(N, H, W, C) uint8 -> one (rows*(H+pad)+pad, ...) uint8 mosaic on a grey ground."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  ncol = ncol or int(np.ceil(np.sqrt(n)))
+  nrow = -(-n // ncol)
+  grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 128, np.uint8)
+  for i, img in enumerate(images):
+    r, q = divmod(i, ncol)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + q * (w + pad):pad + q * (w + pad) + w] = img
+  return grid
+
+
+def save_grid(images: np.ndarray, path, ncol: int | None = None, scale: int = 4):
+  """Save a mosaic of uint8 images as a PNG, enlarged ``scale`` times (nearest)."""
+  grid = image_grid(images, ncol)
+  img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+  img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+  Path(path).parent.mkdir(parents=True, exist_ok=True)
+  img.save(path)
+  return path
+
+
+def read_metrics(path) -> list[dict]:
+  path = Path(path)
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
+  """Train and test bits/dim against wall-clock minutes (and steps on a top axis).
+
+  ``reference``: an optional {label: ([minutes], [bpd])} curve drawn for comparison.
+  """
+  rows = read_metrics(metrics_path)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, style in (("train_bpd", "-"), ("test_bpd", "o-")):
+    pts = [(r["minutes"], r[key]) for r in rows if key in r]
+    if pts:
+      ax.plot(*zip(*pts), style, label=key.replace("_", " "), ms=4)
+  for label, (minutes, bpd) in (reference or {}).items():
+    ax.plot(minutes, bpd, "s--", label=label, ms=4)
+  ax.set_xlabel("training time (minutes)")
+  ax.set_ylabel("bits per dimension")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=120)
+  plt.close(fig)
+  return out_path
+
+
+def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
+              cmap: str = "viridis"):
+  """A panel of 2-D maps (e.g. receptive fields), each with its own colour scale."""
+  n = len(maps)
+  nrow = -(-n // ncol)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(2 * ncol, 2 * nrow), squeeze=False)
+  for ax in axes.flat:
+    ax.axis("off")
+  for ax, m, t in zip(axes.flat, maps, titles):
+    ax.imshow(m, cmap=cmap, interpolation="nearest")
+    ax.set_title(t, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)
+  return out_path
+
+
+def plot_histograms(values: dict, out_path, xlabel: str):
+  """One histogram per key (log-scaled x), e.g. receptive-field strengths per level."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, v in values.items():
+    v = np.asarray(v)
+    v = v[v > 0]
+    if len(v):
+      bins = np.logspace(np.log10(v.min()), np.log10(v.max()) + 1e-9, 30)
+      ax.hist(v, bins=bins, histtype="step", label=str(label))
+  ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("count")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=120)
+  plt.close(fig)
+  return out_path

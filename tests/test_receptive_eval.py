@@ -1,0 +1,83 @@
+"""Receptive fields (exact, forward mode) and eval.py's library function."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import random_flow, tiny_flow
+from rgflow_jax import cones, evaluation, receptive, training
+from test_training import smoke_config
+
+
+def test_receptive_field_at_identity_init_is_its_own_site():
+  flow = tiny_flow(8, 2, 4)
+  params = flow.init(jax.random.PRNGKey(0))
+  for level, site in [(0, (1, 2)), (1, (2, 6)), (1, (0, 2))]:
+    rf = receptive.receptive_field(flow, params, level, site, jax.random.PRNGKey(1), 4)
+    support = np.argwhere(rf > 0)
+    assert support.tolist() == [list(site)]
+
+
+def test_receptive_fields_fill_their_generation_cone(x64):
+  flow, params = random_flow(16, 1, 4, jnp.float64, n_layers=2)
+  for level in range(flow.num_levels):
+    for site in receptive.latent_sites(flow, level)[::7][:3]:
+      rf = receptive.receptive_field(flow, params, level, tuple(site), jax.random.PRNGKey(2), 2)
+      cone = cones.generation_cone(flow, level, tuple(site))
+      assert not (rf[~cone] != 0).any()
+      assert (rf[cone] > 0).mean() > 0.99
+
+
+def test_receptive_field_matches_finite_differences(x64):
+  flow, params = random_flow(8, 1, 4, jnp.float64)
+  rng = jax.random.PRNGKey(3)
+  rf = receptive.receptive_fields(flow, params, [(2, 4, 0)], rng, n_samples=3)[0]
+  z = flow.sample_latents(rng, 3, 1.0, jnp.float64)
+  image = jax.jit(lambda v: receptive._image(flow, params, v))
+  eps = 1e-6
+  dz = jnp.zeros_like(z).at[:, 2, 4, 0].set(eps)
+  fd = np.asarray((image(z + dz) - image(z - dz)) / (2 * eps))
+  want = np.abs(fd).sum(axis=-1).mean(axis=0)
+  np.testing.assert_allclose(rf, want, rtol=1e-3, atol=1e-9)
+
+
+def test_bad_receptive_field_requests():
+  flow = tiny_flow(8, 1, 4)
+  params = flow.init(jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="holds a latent of level"):
+    receptive.receptive_field(flow, params, 1, (1, 1), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="level must be"):
+    receptive.latent_sites(flow, 5)
+
+
+def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
+  c = smoke_config(tmp_path)
+  training.train_and_evaluate(c, tmp_path / "run")
+  results = evaluation.evaluate(c, tmp_path / "run", ["all"], draws=2, rf_samples=2,
+                                progress=False)
+  out = tmp_path / "run" / "eval"
+  for name in ["samples_T1.0.png", "samples_T0.0.png", "receptive_fields.png",
+               "rf_strengths.png", "bpd_curve.png", "eval.json"]:
+    assert (out / name).exists(), name
+  saved = json.loads((out / "eval.json").read_text())
+  assert saved["test_bpd"]["images"] == c.data.n_test
+  assert np.isfinite(saved["test_bpd"]["bpd"]) and len(saved["test_bpd"]["draws"]) == 2
+  assert set(saved["rf"]) == {f"level{h}" for h in range(4)}
+  assert results["step"] == c.num_steps
+  # bits/dim on a user's .npz, and a clear error for a wrong shape.
+  imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+  np.savez(tmp_path / "mine.npz", images=imgs)
+  r = evaluation.evaluate(c, tmp_path / "run", ["bpd"], str(tmp_path / "mine.npz"), draws=1,
+                          progress=False)
+  assert r["test_bpd"]["images"] == 10
+  np.savez(tmp_path / "small.npz", images=imgs[:, :16, :16])
+  with pytest.raises(ValueError, match="model expects"):
+    evaluation.evaluate(c, tmp_path / "run", ["bpd"], str(tmp_path / "small.npz"),
+                        progress=False)
+  with pytest.raises(ValueError, match="unknown eval mode"):
+    evaluation.evaluate(c, tmp_path / "run", ["fid"], progress=False)
+  with pytest.raises(FileNotFoundError, match="train first"):
+    evaluation.evaluate(c, tmp_path / "nothing", ["bpd"], progress=False)

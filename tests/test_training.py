@@ -1,0 +1,297 @@
+"""Training end to end: smoke runs of every config, resume after SIGKILL, SIGTERM,
+multi-device equivalence, the NaN guard and config errors."""
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from rgflow_jax import checkpoint, data, training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(name, variant="smoke"):
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config(variant)
+
+
+def smoke_config(tmp_path, name="msds1", **overrides):
+  c = load_config(name)
+  c.data.data_dir = str(tmp_path / "data")
+  for key, value in overrides.items():
+    target = c
+    *path, leaf = key.split(".")
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def _check_run_outputs(workdir):
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert any("train_bpd" in r for r in rows) and any("test_bpd" in r for r in rows)
+  assert all(np.isfinite(r.get("train_bpd", 0.0)) for r in rows)
+  assert list((workdir / "samples").glob("*.png"))
+  assert (workdir / "bpd_curve.png").exists()
+  assert (workdir / "checkpoints").is_dir() and list((workdir / "checkpoints").iterdir())
+  assert json.loads((workdir / "config.json").read_text())["model"]
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  events = [e for f in (workdir / "tensorboard").glob("events*") for e in EventFileLoader(str(f)).Load()]
+  tags = {v.tag for e in events for v in e.summary.value}
+  assert {"train_bpd", "test_bpd", "grad_norm"} <= tags
+
+
+@pytest.mark.parametrize("name", ["msds1", "msds2"])
+def test_smoke_run_msds(tmp_path, name):
+  summary = training.train_and_evaluate(smoke_config(tmp_path, name), tmp_path / "run")
+  assert summary["step"] == 6 and summary["stopped_by"] == "num_steps"
+  assert np.isfinite(summary["best_test_bpd"])
+  _check_run_outputs(tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", ["celeba", "cifar10", "mnist"])
+def test_smoke_run_tfds_mocked(tmp_path, name):
+  with tfds.testing.mock_data(num_examples=64):
+    summary = training.train_and_evaluate(smoke_config(tmp_path, name), tmp_path / "run")
+  assert summary["step"] == 6
+  _check_run_outputs(tmp_path / "run")
+
+
+def test_smoke_run_image_folder(tmp_path):
+  folder = tmp_path / "chairs"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(80):
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+  c = smoke_config(tmp_path, "chairs")
+  c.data.path = str(folder)
+  c.data.test_fraction = 0.3
+  summary = training.train_and_evaluate(c, tmp_path / "run")
+  assert summary["step"] == 6
+  _check_run_outputs(tmp_path / "run")
+
+
+def test_every_config_has_its_variants():
+  for name in ("msds1", "msds2", "celeba", "cifar10", "mnist", "chairs"):
+    for variant in ("", "cpu", "smoke"):
+      c = load_config(name, variant)
+      training.validate_config(c)
+      flow = training.build_model(c)
+      assert flow.image_size == 32
+    with pytest.raises(ValueError, match="unknown variant"):
+      load_config(name, "huge")
+  paper = training.build_model(load_config("celeba", ""))
+  assert paper.n_layers == (8, 6, 4, 2) and paper.hidden == (512,) * 4
+
+
+# ------------------------------------------------------------ kill and resume
+def _train_cmd(workdir, data_dir, steps, extra=()):
+  return [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/msds1.py:smoke"),
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+          f"--config.num_steps={steps}", "--config.ckpt_every=3", "--config.log_every=1",
+          "--config.eval_every=1000", "--config.sample_every=0", *extra]
+
+
+def _final_params(workdir):
+  flow = training.build_model(load_config("msds1"))
+  c = load_config("msds1")
+  state = training.init_state(flow, c, jnp.float32)
+  ckpts = checkpoint.Checkpoints(workdir)
+  restored, meta = ckpts.restore(state)
+  ckpts.close()
+  return restored, meta
+
+
+def _wait_for(predicate, proc, timeout=240):
+  start = time.time()
+  while not predicate():
+    assert proc.poll() is None, proc.communicate()[0]
+    assert time.time() - start < timeout, "timed out"
+    time.sleep(0.05)
+
+
+def _logged_steps(workdir):
+  path = workdir / "metrics.jsonl"
+  if not path.exists():
+    return []
+  rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+  return [r["step"] for r in rows if "train_bpd" in r]
+
+
+def test_killed_run_resumes_to_the_same_params(tmp_path):
+  steps = 16
+  data_dir = tmp_path / "data"
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  # Uninterrupted reference run.
+  subprocess.run(_train_cmd(tmp_path / "ref", data_dir, steps), env=env, check=True,
+                 capture_output=True)
+  # A run killed with SIGKILL after step 8 is logged...
+  work = tmp_path / "killed"
+  proc = subprocess.Popen(_train_cmd(work, data_dir, steps), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  _wait_for(lambda: max(_logged_steps(work), default=0) >= 8, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(_logged_steps(work))
+  ckpts = checkpoint.Checkpoints(work)
+  resume_from = ckpts.latest_step()
+  ckpts.close()
+  assert killed_at - resume_from <= 3  # at most one checkpoint interval lost
+  # ...is resumed, stopped again with SIGTERM (which saves where it stands)...
+  proc = subprocess.Popen(_train_cmd(work, data_dir, steps), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  _wait_for(lambda: max(_logged_steps(work), default=0) >= killed_at + 2, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "SIGTERM" in out
+  _, meta = _final_params(work)
+  assert meta["step"] == max(_logged_steps(work))  # saved exactly where it stopped
+  assert meta["step"] < steps
+  # ...and finished.
+  subprocess.run(_train_cmd(work, data_dir, steps), env=env, check=True, capture_output=True)
+  ref, ref_meta = _final_params(tmp_path / "ref")
+  got, got_meta = _final_params(work)
+  assert got_meta["step"] == ref_meta["step"] == steps
+  assert got_meta["data_state"] == ref_meta["data_state"]
+  for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise
+  # The metrics log has each step once, in order.
+  assert _logged_steps(work) == sorted(set(_logged_steps(work)))
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path):
+  c = smoke_config(tmp_path, num_steps=2, eval_every=2, ckpt_every=2, sample_every=0)
+  training.train_and_evaluate(c, tmp_path / "run")
+  c2 = smoke_config(tmp_path, num_steps=4, sample_every=0)
+  c2.model.hidden = (12,)
+  with pytest.raises(training.TrainingError, match="different config.model"):
+    training.train_and_evaluate(c2, tmp_path / "run")
+  # The same model with a longer schedule resumes.
+  c3 = smoke_config(tmp_path, num_steps=4, eval_every=2, ckpt_every=2, sample_every=0)
+  assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
+
+
+# ------------------------------------------------------------- devices
+DEVICE_SCRIPT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, {root!r})
+from configs import msds1
+from rgflow_jax import training
+c = msds1.get_config("smoke")
+c.batch_size = 8
+flow = training.build_model(c)
+mesh = training.make_mesh()
+state = training.init_state(flow, c, jnp.float32)
+rng = np.random.default_rng(0)
+batch = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+step = training.make_train_step(flow, training.make_optimizer(c), mesh)
+state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+losses = []
+for _ in range(2):
+  state, m = step(state, training.global_batch(batch, mesh))
+  losses.append(float(m["train_bpd"]))
+leaf = np.asarray(state["params"]["level0"]["dis"]["layers"][0]["v"]).ravel()[:50]
+print(json.dumps({{"devices": jax.device_count(), "losses": losses, "leaf": leaf.tolist()}}))
+"""
+
+
+def _run_on_devices(n):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
+  out = subprocess.run([sys.executable, "-c", DEVICE_SCRIPT.format(root=str(ROOT))], env=env,
+                       check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def test_four_devices_give_the_same_loss_as_one():
+  one, four = _run_on_devices(1), _run_on_devices(4)
+  assert one["devices"] == 1 and four["devices"] == 4
+  np.testing.assert_allclose(four["losses"], one["losses"], rtol=0, atol=1e-5)
+  np.testing.assert_allclose(four["leaf"], one["leaf"], rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------- NaN guard
+def test_nonfinite_batch_skips_the_update():
+  c = load_config("msds1")
+  flow = training.build_model(c)
+  mesh = training.make_mesh()
+  state = training.init_state(flow, c, jnp.float32)
+  before = jax.tree.map(np.asarray, state["params"])
+  step = training.make_train_step(flow, training.make_optimizer(c), mesh)
+  bad = np.full((8, 32, 32, 3), np.nan, np.float32)
+  state, m = step(state, training.global_batch(bad, mesh))
+  assert not bool(m["finite"])
+  assert int(state["step"]) == 1
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"])):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_nonfinite_steps_in_a_row_stop_the_run_with_the_good_checkpoint(tmp_path, monkeypatch):
+  real = data.train_batches
+
+  class Poisoned:
+    """The real pipeline for 4 batches, then NaN batches."""
+
+    def __init__(self, *a, **kw):
+      self.inner, self.n = real(*a, **kw), 0
+
+    def __next__(self):
+      self.n += 1
+      batch = next(self.inner)
+      return batch if self.n <= 4 else np.full(batch.shape, np.nan, np.float32)
+
+    def get_state(self):
+      return self.inner.get_state()
+
+    def set_state(self, s):
+      self.inner.set_state(s)
+
+  monkeypatch.setattr(data, "train_batches", Poisoned)
+  c = smoke_config(tmp_path, num_steps=50, max_nonfinite=3, ckpt_every=2, eval_every=1000,
+                   sample_every=0)
+  with pytest.raises(training.TrainingError, match="3 non-finite losses") as err:
+    training.train_and_evaluate(c, tmp_path / "run")
+  assert "last good checkpoint (step 6)" in str(err.value)
+  flow = training.build_model(c)
+  ckpts = checkpoint.Checkpoints(tmp_path / "run")
+  state, meta = ckpts.restore(training.init_state(flow, c, jnp.float32))
+  ckpts.close()
+  assert meta["skipped_steps"] == 2  # steps 5 and 6, saved at 6; step 7 stopped the run
+  assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(state["params"]))
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("lr", -1.0, "config.lr"), ("batch_size", 0, "config.batch_size"),
+    ("schedule", "linear", "config.schedule"), ("dtype", "float16", "config.dtype"),
+    ("data.name", "imagenet", "config.data.name"), ("model.prior", "cauchy", "prior"),
+])
+def test_invalid_config_values_are_one_line_errors(tmp_path, key, value, msg):
+  c = smoke_config(tmp_path, **{key: value})
+  with pytest.raises(ValueError, match=msg) as err:
+    training.train_and_evaluate(c, tmp_path / "run")
+  assert "\n" not in str(err.value)
+
+
+def test_train_script_reports_missing_data_in_one_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/celeba.py:smoke"),
+       f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path}"],
+      capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert out.returncode != 0
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: celeba is not prepared") and "Traceback" not in out.stderr

@@ -1,0 +1,41 @@
+"""Train RG-Flow: ``python train.py --config configs/msds1.py:cpu [--workdir runs/x]``.
+
+Resumes from the latest checkpoint in the workdir; override any config value on the
+command line (``--config.batch_size=32``). All logic lives in
+``rgflow_jax.training.train_and_evaluate``.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default runs/<config name>).")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config_arg: str) -> str:
+  path, _, variant = config_arg.partition(":")
+  return str(Path("runs") / (Path(path).stem + (f"-{variant}" if variant else "")))
+
+
+def main(argv):
+  del argv
+  for name in ("absl", "jax"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+  from rgflow_jax.data import DataError
+  from rgflow_jax.training import TrainingError, train_and_evaluate
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+  try:
+    summary = train_and_evaluate(_CONFIG.value, workdir)
+  except (DataError, TrainingError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  print(f"done: {summary}")
+
+
+if __name__ == "__main__":
+  app.run(main)
