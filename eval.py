@@ -1,6 +1,7 @@
 """Evaluate a trained run: ``python eval.py --config configs/msds1.py:cpu --workdir runs/x --mode all``.
 
-Modes: bpd, samples, rf, curve, all (comma-separated for several). ``--images f.npz``
+Modes: bpd, samples, progressive, rf, traverse, mix, inpaint, curve, all
+(comma-separated for several). ``--images f.npz``
 evaluates bits/dim on any uint8 image set. Writes PNGs and eval.json to <workdir>/eval/.
 """
 
@@ -14,11 +15,15 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder with checkpoints.")
-_MODE = flags.DEFINE_string("mode", "all", "bpd, samples, rf, curve or all (comma-separated).")
+_MODE = flags.DEFINE_string("mode", "all", "bpd, samples, progressive, rf, traverse, mix, "
+                            "inpaint, curve or all (comma-separated).")
 _IMAGES = flags.DEFINE_string("images", None, ".npz of uint8 images (N, H, W, C) for bpd.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
 _DRAWS = flags.DEFINE_integer("draws", 4, "Dequantisation draws for bpd.")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Evaluate bpd on the first N images.")
+_INPAINT_IMAGES = flags.DEFINE_integer("inpaint_images", 4, "Test images to inpaint.")
+_INPAINT_STARTS = flags.DEFINE_integer("inpaint_starts", 200, "Random starts per inpainting.")
+_INPAINT_STEPS = flags.DEFINE_integer("inpaint_steps", 300, "Adam steps per inpainting.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,7 +36,9 @@ def main(argv):
   from rgflow_jax.training import TrainingError
   try:
     results = evaluate(_CONFIG.value, _WORKDIR.value, _MODE.value.split(","), _IMAGES.value,
-                       _CHECKPOINT.value, _DRAWS.value, _MAX_IMAGES.value)
+                       _CHECKPOINT.value, _DRAWS.value, _MAX_IMAGES.value,
+                       inpaint_images=_INPAINT_IMAGES.value,
+                       inpaint_starts=_INPAINT_STARTS.value, inpaint_steps=_INPAINT_STEPS.value)
   except (DataError, TrainingError, ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps({k: v for k, v in results.items() if k != "rf"}, indent=1))

@@ -7,6 +7,8 @@ the model and :mod:`rgflow_jax.cones`.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,6 +90,36 @@ def free_latents(flow, region: np.ndarray, how: str = "cone", rng=None) -> np.nd
   raise ValueError(f"how must be 'cone', 'all' or 'random', got {how!r}")
 
 
+def _neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
+  """-log p of the corrupted image with the region generated from the latents."""
+  z = jnp.where(free_mask, z_free, z_fixed)
+  y, _ = flow.decode(params, z[None])
+  x_gen = (jax.nn.sigmoid(y[0]) - pixels.ALPHA) / (1 - 2 * pixels.ALPHA)
+  x = jnp.where(region3, jnp.clip(x_gen, 1e-6, 1 - 1e-6), corrupted)
+  return -flow.log_prob_pixels(params, x[None])[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _best_start_then_adam(flow, params, starts, z_fixed, free_mask, region3, corrupted,
+                          steps, lr):
+  """One compiled program per model and step count: pick the best start, run Adam."""
+  nll = functools.partial(_neg_log_lik, flow, params, z_fixed=z_fixed, free_mask=free_mask,
+                          region3=region3, corrupted=corrupted)
+  scores = jax.vmap(nll)(starts)
+  z = starts[jnp.argmin(scores)]
+  # Decaying steps: the Laplace prior's kink at 0 would leave Adam oscillating there.
+  opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
+
+  def body(_, carry):
+    z, state = carry
+    g = jax.grad(nll)(z) * free_mask
+    updates, state = opt.update(g, state)
+    return optax.apply_updates(z, updates), state
+
+  z, _ = jax.lax.fori_loop(0, steps, body, (z, opt.init(z)))
+  return jnp.where(free_mask, z, z_fixed), nll(z)
+
+
 def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: int = 300,
             lr: float = 0.05, free: str = "cone", truth=None):
   """Inpaint ``region`` of one image (App. F).
@@ -97,49 +129,30 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   stay at the encoding of the corrupted image (outside the cone they equal the
   truth's). The objective is the log-likelihood of the corrupted image with the
   generated region pasted in. The best of ``n_starts`` prior draws for the free
-  latents starts Adam (``steps`` steps, learning rate ``lr`` decayed to 0 on a cosine). Returns (image in [0, 1], info dict with the PSNR over the
-  region against ``truth`` if given, the final log-likelihood and the free mask).
+  latents starts Adam (``steps`` steps, learning rate ``lr`` decayed to 0 on a cosine).
+  Returns (image in [0, 1], info dict with the PSNR over the region against ``truth``
+  if given, the final negative log-likelihood, the latents and the free mask).
   """
   region = np.asarray(region, bool)
-  corrupted = jnp.asarray(corrupted, jax.tree.leaves(params)[0].dtype)
+  dtype = jax.tree.leaves(params)[0].dtype
+  corrupted = jnp.asarray(corrupted, dtype)
   shape = flow.event_shape
   if corrupted.shape != shape or region.shape != shape[:2]:
     raise ValueError(f"inpaint expects an image of shape {shape} and a region of shape "
                      f"{shape[:2]}, got {corrupted.shape} and {region.shape}")
-  free_mask = jnp.asarray(free_latents(flow, region, free, np.asarray(rng)[-1].item()))
+  rng, rng_free = jax.random.split(rng)
+  seed = int(jax.random.randint(rng_free, (), 0, 2**31 - 1))
+  free_mask = jnp.asarray(free_latents(flow, region, free, seed))
   region3 = jnp.asarray(region[..., None])
   y0, _ = pixels.to_flow(jnp.clip(corrupted, 1e-6, 1 - 1e-6)[None])
-  z_fixed = flow.encode(params, y0)[0][0]
-
-  def compose(z_free):
-    return jnp.where(free_mask, z_free, z_fixed)
-
-  def neg_log_lik(z_free):
-    y, _ = flow.decode(params, compose(z_free)[None])
-    x_gen = (jax.nn.sigmoid(y[0]) - pixels.ALPHA) / (1 - 2 * pixels.ALPHA)
-    x = jnp.where(region3, jnp.clip(x_gen, 1e-6, 1 - 1e-6), corrupted)
-    return -flow.log_prob_pixels(params, x[None])[0]
-
-  starts = flow.sample_latents(rng, n_starts, 1.0, corrupted.dtype)
-  scores = jax.jit(jax.vmap(neg_log_lik))(starts)
-  z = starts[jnp.argmin(scores)]
-  # Decaying steps: the Laplace prior's kink at 0 would leave Adam oscillating there.
-  opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
-
-  @jax.jit
-  def step(z, state):
-    loss, g = jax.value_and_grad(neg_log_lik)(z)
-    updates, state = opt.update(g * free_mask, state)
-    return optax.apply_updates(z, updates), state, loss
-
-  state = opt.init(z)
-  for _ in range(steps):
-    z, state, loss = step(z, state)
-  z_final = compose(z)
-  y, _ = flow.decode(params, z_final[None])
+  z_fixed = jax.jit(flow.encode)(params, y0)[0][0]
+  starts = flow.sample_latents(rng, n_starts, 1.0, dtype)
+  z, nll = _best_start_then_adam(flow, params, starts, z_fixed, free_mask, region3,
+                                 corrupted, steps, lr)
+  y, _ = jax.jit(flow.decode)(params, z[None])
   x = jnp.where(region3, pixels.from_flow(y)[0], corrupted)
-  info = {"neg_log_lik": float(neg_log_lik(z)), "free_latents": int(free_mask.sum()),
-          "z": z_final, "free_mask": free_mask}
+  info = {"neg_log_lik": float(nll), "free_latents": int(free_mask.sum()), "z": z,
+          "free_mask": free_mask}
   if truth is not None:
     info["psnr"] = psnr(x, truth, region[..., None])
   return x, info

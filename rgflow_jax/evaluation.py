@@ -1,9 +1,13 @@
 """Evaluation of a trained run: ``evaluate(config, workdir, modes)``, behind eval.py.
 
 Modes: ``bpd`` (test bits/dim over several dequantisation draws: mean and standard
-error), ``samples`` (grids at several temperatures), ``rf`` (receptive-field maps of
-the strongest latents per level and the strength histograms), ``curve`` (the training
-bits/dim curve), ``all``. Every number goes to ``<workdir>/eval/eval.json``.
+error), ``samples`` (grids at several temperatures, and one per-level temperature),
+``progressive`` (coarse-to-fine decoding, Fig. 5a), ``rf`` (receptive-field maps of
+the strongest latents per level and the strength histograms, Fig. 5c), ``traverse``
+(the strongest latent of each level varied, PNG rows and a GIF, Fig. 6), ``mix``
+(level mixing of test images, Fig. 7), ``inpaint`` (10 x 10 regions of test images,
+cone-constrained and unconstrained, PSNR table, Fig. 8), ``curve``, ``all``. Every
+number goes to ``<workdir>/eval/eval.json``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax import checkpoint, data, pixels, plots, receptive, training
+from rgflow_jax import analysis, checkpoint, data, pixels, plots, receptive, training
 
-MODES = ("bpd", "samples", "rf", "curve")
+MODES = ("bpd", "samples", "progressive", "rf", "traverse", "mix", "inpaint", "curve")
 
 
 def load_params(config, workdir, which: str = "best"):
@@ -61,9 +65,60 @@ def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
           "images": n}
 
 
+def _to_uint8(x):
+  return np.asarray(pixels.to_uint8(x))
+
+
+def _test_images(config, flow, n, progress):
+  source = data.make_source(config.data, "test", flow.image_size, progress)
+  return np.stack([source[i] for i in range(min(n, len(source)))])
+
+
+def _strongest_latents(flow, params, rng, n_samples):
+  """The latent (i, j, c) with the largest receptive field at each level."""
+  top = []
+  for level in range(flow.num_levels):
+    latents, s = receptive.receptive_field_strengths(flow, params, level, rng, n_samples)
+    top.append(tuple(int(v) for v in latents[np.argmax(s)]))
+  return top
+
+
+def _inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progress):
+  L = flow.image_size
+  size = max(2, round(10 * L / 32))  # the paper's 10 x 10 region on 32 x 32 images
+  truth_u8 = _test_images(config, flow, n_images, progress)
+  gen = np.random.default_rng(config.seed)
+  rows, panels = [], []
+  items = enumerate(truth_u8)
+  if progress:
+    from tqdm.auto import tqdm
+    items = tqdm(items, total=len(truth_u8), desc="inpainting", unit="img")
+  for k, truth_u8_k in items:
+    truth = (truth_u8_k.astype(np.float32) + 0.5) / 256.0
+    top, left = gen.integers(0, L - size + 1, size=2)
+    region = np.zeros((L, L), bool)
+    region[top:top + size, left:left + size] = True
+    corrupted = np.where(region[..., None], gen.uniform(size=truth.shape), truth)
+    row = {"image": k, "region": [int(top), int(left), size],
+           "psnr_corrupted": analysis.psnr(corrupted, truth, region[..., None])}
+    panel = [truth, corrupted]
+    # Only the cone-constrained run: for RG-Flow, latents outside the inference cone
+    # cannot reach the region, so freeing them all gives the same result exactly.
+    for how in ("cone",):
+      x, info = analysis.inpaint(flow, params, corrupted, region, jax.random.fold_in(rng, k),
+                                 n_starts, steps, free=how, truth=truth)
+      row[f"psnr_{how}"] = info["psnr"]
+      row[f"free_latents_{how}"] = info["free_latents"]
+      panel.append(np.asarray(x))
+    rows.append(row)
+    panels.extend(panel)
+  return rows, np.stack(panels)
+
+
 def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
              which: str = "best", draws: int = 4, max_images: int | None = None,
-             rf_samples: int = 8, progress: bool = True) -> dict:
+             rf_samples: int = 8, progress: bool = True, inpaint_images: int = 4,
+             inpaint_starts: int = 200, inpaint_steps: int = 300) -> dict:
   modes = MODES if "all" in modes else tuple(modes)
   unknown = set(modes) - set(MODES)
   if unknown:
@@ -90,14 +145,33 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
       imgs = pixels.to_uint8(sample(params, jax.random.fold_in(rng, 2), 64, t))
       plots.save_grid(np.asarray(imgs), out_dir / f"samples_T{t:.1f}.png", ncol=8)
     results["samples"] = [f"samples_T{t:.1f}.png" for t in (1.0, 0.8, 0.5, 0.0)]
+    # App. D: warm high levels, cooler low levels.
+    mixed_t = np.linspace(0.6, 1.0, flow.num_levels).tolist()
+    imgs = pixels.to_uint8(sample(params, jax.random.fold_in(rng, 2), 64, jnp.asarray(mixed_t)))
+    plots.save_grid(np.asarray(imgs), out_dir / "samples_mixed_T.png", ncol=8)
+    results["samples_mixed_temperatures"] = mixed_t
 
+  if "progressive" in modes:
+    z = flow.sample_latents(jax.random.fold_in(rng, 5), 8, config.sample_temperature,
+                            jax.tree.leaves(params)[0].dtype)
+    steps = jax.jit(lambda p, zz: analysis.progressive(flow, p, zz))(params, z)
+    plots.save_grid(_to_uint8(steps.reshape((-1,) + flow.event_shape)),
+                    out_dir / "progressive.png", ncol=8)
+
+  strongest = None  # the strongest latent of each level, from the rf mode if it ran
   if "rf" in modes:
+    strongest = []
     strengths, maps, titles = {}, [], []
-    for level in range(flow.num_levels):
+    levels = range(flow.num_levels)
+    if progress:
+      from tqdm.auto import tqdm
+      levels = tqdm(levels, desc="receptive fields", unit="level")
+    for level in levels:
       latents, s = receptive.receptive_field_strengths(
           flow, params, level, jax.random.fold_in(rng, 3), n_samples=max(2, rf_samples // 2))
       strengths[f"level {level}"] = s
       top = latents[np.argsort(-s)[:6]]
+      strongest.append(tuple(int(v) for v in top[0]))
       rfs = receptive.receptive_fields(flow, params, top, jax.random.fold_in(rng, 4),
                                        rf_samples)
       maps.extend(rfs)
@@ -108,6 +182,44 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     plots.plot_maps(np.stack(maps), titles, out_dir / "receptive_fields.png", ncol=6)
     plots.plot_histograms(strengths, out_dir / "rf_strengths.png",
                           "receptive-field strength (sum of the map)")
+
+  if "traverse" in modes:
+    z = flow.sample_latents(jax.random.fold_in(rng, 6), 4, 0.8, jax.tree.leaves(params)[0].dtype)
+    values = np.linspace(-3.0, 3.0, 9)
+    tops = strongest or _strongest_latents(flow, params, jax.random.fold_in(rng, 3),
+                                           max(2, rf_samples // 2))
+    traverse = jax.jit(lambda p, zz, lat, v: analysis.traverse(flow, p, zz, lat, v))
+    frames_per_level = []
+    for level, latent in enumerate(tops):
+      rows = np.asarray(traverse(params, z, jnp.asarray(latent), jnp.asarray(values)))
+      grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
+      plots.save_grid(_to_uint8(grid), out_dir / f"traverse_level{level}.png", ncol=len(values))
+      frames_per_level.append(rows)
+    plots.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
+                    for v in range(len(values))], out_dir / "traverse.gif", ncol=4)
+    results["traverse"] = {"latents": tops, "values": values.tolist()}
+
+  if "mix" in modes:
+    imgs = _test_images(config, flow, 4, progress)
+    y, _ = pixels.to_flow((imgs.astype(np.float32) + 0.5) / 256.0)
+    z, _ = jax.jit(flow.encode)(params, y)
+    n = len(imgs) - len(imgs) % 2
+    pairs = [(a, a + 1) for a in range(0, n, 2)] + [(a + 1, a) for a in range(0, n, 2)]
+    zm = jnp.stack([analysis.mix_levels(flow, z[a], z[b], theta)
+                    for a, b in pairs for theta in range(flow.num_levels + 1)])
+    panels = pixels.from_flow(jax.jit(flow.decode)(params, zm)[0])
+    plots.save_grid(_to_uint8(panels), out_dir / "mix.png", ncol=flow.num_levels + 1)
+    results["mix"] = {"columns": "theta = 0 (all of A) .. %d (all of B)" % flow.num_levels}
+
+  if "inpaint" in modes:
+    rows, panels = _inpaint_table(config, flow, params, jax.random.fold_in(rng, 8),
+                                  inpaint_images, inpaint_starts, inpaint_steps, progress)
+    plots.save_grid(_to_uint8(panels), out_dir / "inpaint.png", ncol=3)
+    results["inpaint"] = {
+        "columns": ["truth", "corrupted", "cone-constrained"],
+        "rows": rows,
+        "mean_psnr_corrupted": float(np.mean([r["psnr_corrupted"] for r in rows])),
+        "mean_psnr_cone": float(np.mean([r["psnr_cone"] for r in rows]))}
 
   if "curve" in modes:
     plots.plot_bpd_curve(workdir / "metrics.jsonl", out_dir / "bpd_curve.png",

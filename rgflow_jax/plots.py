@@ -37,6 +37,19 @@ def save_grid(images: np.ndarray, path, ncol: int | None = None, scale: int = 4)
   return path
 
 
+def save_gif(frames: list, path, ncol: int | None = None, scale: int = 4,
+             duration_ms: int = 250):
+  """An animated GIF: each frame a mosaic of uint8 images (N, H, W, C)."""
+  imgs = []
+  for frame in frames:
+    grid = image_grid(frame, ncol)
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    imgs.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
+  imgs[0].save(path, save_all=True, append_images=imgs[1:] + imgs[-2:0:-1],
+               duration=duration_ms, loop=0)
+  return path
+
+
 def read_metrics(path) -> list[dict]:
   path = Path(path)
   if not path.exists():

@@ -2,10 +2,12 @@
 
 RF_l = E_{z ~ p(z)} sum_c |d x(z) / d z_l|, with x = G(z) the generated image in
 [0, 1] pixel units (before clipping). Each derivative is one ``jax.jvp`` with a
-one-hot tangent, vmapped over prior samples and over many latents at once.
+one-hot tangent, batched over prior samples and vmapped over a chunk of latents.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +28,7 @@ def latent_sites(flow, level: int) -> np.ndarray:
   return np.argwhere(flow.level_of_site() == level)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _rf_batch(flow, params, z, latents):
   """(len(latents), L, L) receptive fields; ``latents`` is (n, 3) int (i, j, c)."""
   shape = z.shape[1:]
@@ -36,7 +39,7 @@ def _rf_batch(flow, params, z, latents):
     _, dx = jax.jvp(lambda v: _image(flow, params, v), (z,), (tangents,))
     return jnp.mean(jnp.sum(jnp.abs(dx), axis=-1), axis=0)
 
-  return jax.lax.map(one, latents)
+  return jax.vmap(one)(latents)
 
 
 def receptive_fields(flow, params, latents, rng, n_samples: int = 16,
@@ -49,13 +52,12 @@ def receptive_fields(flow, params, latents, rng, n_samples: int = 16,
     raise ValueError(f"latents must be (i, j, c) with 0 <= i, j < {L}, 0 <= c < {C}")
   dtype = jax.tree.leaves(params)[0].dtype
   z = flow.sample_latents(rng, n_samples, temperature, dtype)
-  fn = jax.jit(lambda p, zz, lat: _rf_batch(flow, p, zz, lat))
   out = []
   for start in range(0, len(latents), chunk):
     part = latents[start:start + chunk]
     pad = chunk - len(part) if len(latents) > chunk else 0
     padded = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)]) if pad else part
-    out.append(np.asarray(fn(params, z, jnp.asarray(padded)))[:len(part)])
+    out.append(np.asarray(_rf_batch(flow, params, z, jnp.asarray(padded)))[:len(part)])
   return np.concatenate(out)
 
 

@@ -57,16 +57,22 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   c = smoke_config(tmp_path)
   training.train_and_evaluate(c, tmp_path / "run")
   results = evaluation.evaluate(c, tmp_path / "run", ["all"], draws=2, rf_samples=2,
-                                progress=False)
+                                progress=False, inpaint_images=2, inpaint_starts=4,
+                                inpaint_steps=5)
   out = tmp_path / "run" / "eval"
-  for name in ["samples_T1.0.png", "samples_T0.0.png", "receptive_fields.png",
-               "rf_strengths.png", "bpd_curve.png", "eval.json"]:
+  for name in ["samples_T1.0.png", "samples_T0.0.png", "samples_mixed_T.png",
+               "progressive.png", "receptive_fields.png", "rf_strengths.png",
+               "traverse_level0.png", "traverse_level3.png", "traverse.gif", "mix.png",
+               "inpaint.png", "bpd_curve.png", "eval.json"]:
     assert (out / name).exists(), name
   saved = json.loads((out / "eval.json").read_text())
   assert saved["test_bpd"]["images"] == c.data.n_test
   assert np.isfinite(saved["test_bpd"]["bpd"]) and len(saved["test_bpd"]["draws"]) == 2
   assert set(saved["rf"]) == {f"level{h}" for h in range(4)}
   assert results["step"] == c.num_steps
+  rows = saved["inpaint"]["rows"]
+  assert len(rows) == 2 and all(np.isfinite(r["psnr_cone"]) for r in rows)
+  assert all(0 < r["free_latents_cone"] < 32 * 32 * 3 for r in rows)
   # bits/dim on a user's .npz, and a clear error for a wrong shape.
   imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
   np.savez(tmp_path / "mine.npz", images=imgs)
