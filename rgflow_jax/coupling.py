@@ -7,8 +7,8 @@ a + b is even, the same for every channel) that share ONE pair of networks s, t:
     y' = y * exp(s((1-m) y)) + t((1-m) y),   s, t vanish where m = 0
 
 with s = tanh(.) of the s-network. log|det dy'/dx| = sum of both s. An RNVP block
-stacks ``n_layer`` such layers (parameters stacked on a leading axis, run with
-``lax.scan``). Functions here act on ONE flattened block of ``dim`` values; the model
+stacks ``n_layer`` such layers (parameters stacked on a leading axis, applied in an
+unrolled loop). Functions here act on ONE flattened block of ``dim`` values; the model
 vmaps them over the patch grid.
 
 Direction names: ``encode`` is the RG direction (image -> latent, the paper's R),
@@ -67,7 +67,7 @@ def _layer_decode(layer_params, y, mask):
   return y, log_det
 
 
-def _scan_layers(layer_fn, params, x, mask, reverse, remat):
+def _run_layers(layer_fn, params, x, mask, reverse, remat):
   if remat:
     layer_fn = jax.checkpoint(layer_fn)
   mask = jnp.asarray(mask, x.dtype)
@@ -83,9 +83,9 @@ def _scan_layers(layer_fn, params, x, mask, reverse, remat):
 
 def block_encode(params, x, mask, remat: bool = False):
   """One block (dim,) through all RNVP layers, RG direction: (y, log|det dy/dx|)."""
-  return _scan_layers(_layer_encode, params, x, mask, reverse=False, remat=remat)
+  return _run_layers(_layer_encode, params, x, mask, reverse=False, remat=remat)
 
 
 def block_decode(params, y, mask, remat: bool = False):
   """Inverse of :func:`block_encode`: (x, log|det dx/dy|) = (x, -encode's)."""
-  return _scan_layers(_layer_decode, params, y, mask, reverse=True, remat=remat)
+  return _run_layers(_layer_decode, params, y, mask, reverse=True, remat=remat)
