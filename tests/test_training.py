@@ -132,7 +132,7 @@ def _logged_steps(workdir):
 
 
 def test_killed_run_resumes_to_the_same_params(tmp_path):
-  steps = 16
+  steps = 30  # leaves the SIGTERM below ample time to land before the end
   data_dir = tmp_path / "data"
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   # Uninterrupted reference run.
