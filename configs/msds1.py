@@ -23,6 +23,5 @@ def get_config(arg: str = ""):
   c.data.name = "msds1"
   base.apply_variant(c, arg)
   if arg == "cpu":
-    c.data.n_train = 30_000  # generated in about 15 s
     c.reference_curve = {"authors' PyTorch, small model": AUTHORS_CPU_CURVE}
   return c

@@ -41,7 +41,7 @@ def init_network(rng, dim: int, hidden: int, depth: int, n_res: int,
   ws = widths(dim, hidden, depth)
   keys = jax.random.split(rng, len(ws) - 1)
   layers = []
-  for key, fan_in, fan_out in zip(keys, ws[:-1], ws[1:]):
+  for key, fan_in, fan_out in zip(keys, ws[:-1], ws[1:], strict=True):
     bound = math.sqrt(3.0 * INIT_GAIN / fan_in)
     lead = stack + (n_res,)
     v = jax.random.uniform(key, lead + (fan_in, fan_out), dtype, -bound, bound)
@@ -70,7 +70,7 @@ def apply_network(params: dict, x: jnp.ndarray) -> jnp.ndarray:
   weights = [weight_norm(p["v"], p["g"]) for p in layers]
   for r in range(n_res):
     h = x
-    for p, w in zip(layers, weights):
+    for p, w in zip(layers, weights, strict=True):
       h = swish(h, p["beta"][r]) @ w[r] + p["b"][r]
     x = (x + h) * (1.0 / math.sqrt(2.0))
   return x * params["scale"]

@@ -30,7 +30,7 @@ def _close_over_blocks(touched: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def _as_geometry(geo) -> Geometry:
   if isinstance(geo, Geometry):
     return geo
-  return getattr(geo, "geometry")  # an RGFlow model
+  return geo.geometry  # an RGFlow model
 
 
 def inference_cone(geo, region: np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ def generation_cone(geo, level: int, site: tuple[int, int]) -> np.ndarray:
   ``site`` = (i, j) in image coordinates; it must be a latent site of ``level``.
   """
   geo = _as_geometry(geo)
-  L, k = geo.image_size, geo.block_size
+  k = geo.block_size
   i, j = site
   if not (0 <= level < geo.num_levels):
     raise ValueError(f"level must be in 0..{geo.num_levels - 1}, got {level}")

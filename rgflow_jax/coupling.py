@@ -76,7 +76,7 @@ def _run_layers(layer_fn, params, x, mask, reverse, remat):
   # An unrolled loop: on XLA:CPU the backward pass of lax.scan here is about twice
   # as slow, and n_layer is small.
   for i in (reversed(range(n_layer)) if reverse else range(n_layer)):
-    x, ld = layer_fn(jax.tree.map(lambda a: a[i], params), x, mask)
+    x, ld = layer_fn(jax.tree.map(lambda a, i=i: a[i], params), x, mask)
     log_det = log_det + ld
   return x, log_det
 

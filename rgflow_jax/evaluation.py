@@ -12,7 +12,6 @@ number goes to ``<workdir>/eval/eval.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax

@@ -47,8 +47,8 @@ class MetricsLog:
     workdir = Path(workdir)
     self.path = workdir / "metrics.jsonl"
     self.active = jax.process_index() == 0
-    rows = plots.read_metrics(self.path) if resume_step is not None else []
-    rows = [r for r in rows if r["step"] <= resume_step] if rows else []
+    rows = [] if resume_step is None else \
+        [r for r in plots.read_metrics(self.path) if r["step"] <= resume_step]
     if self.active:
       self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     self.offset_minutes = max((r.get("minutes", 0.0) for r in rows), default=0.0)

@@ -106,7 +106,7 @@ class RGFlow:
 
   def level_specs(self) -> tuple[tuple[int, int, int, int], ...]:
     """(n_layer, n_res, hidden, mlp_depth) for each level."""
-    return tuple(zip(self.n_layers, self.n_res, self.hidden, self.mlp_depth))
+    return tuple(zip(self.n_layers, self.n_res, self.hidden, self.mlp_depth, strict=True))
 
   def level_of_site(self) -> np.ndarray:
     return self._level_map

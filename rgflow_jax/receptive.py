@@ -55,6 +55,7 @@ def receptive_fields(flow, params, latents, rng, n_samples: int = 16,
   out = []
   for start in range(0, len(latents), chunk):
     part = latents[start:start + chunk]
+    # Pad the last chunk to the others' size: one compiled shape for every chunk.
     pad = chunk - len(part) if len(latents) > chunk else 0
     padded = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)]) if pad else part
     out.append(np.asarray(_rf_batch(flow, params, z, jnp.asarray(padded)))[:len(part)])

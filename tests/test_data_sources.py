@@ -9,7 +9,6 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from rgflow_jax import data
-from rgflow_jax.data import images as image_lib
 
 
 def _cfg(**kw):

@@ -174,5 +174,5 @@ def test_remat_changes_memory_not_results():
   loss = lambda f: jax.jit(jax.value_and_grad(lambda p: jnp.mean(f.log_prob(p, x))))
   (v1, g1), (v2, g2) = loss(flow)(params), loss(flow_remat)(params)
   np.testing.assert_allclose(v1, v2, rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

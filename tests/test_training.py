@@ -12,7 +12,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -167,7 +166,7 @@ def test_killed_run_resumes_to_the_same_params(tmp_path):
   got, got_meta = _final_params(work)
   assert got_meta["step"] == ref_meta["step"] == steps
   assert got_meta["data_state"] == ref_meta["data_state"]
-  for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+  for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise
   # The metrics log has each step once, in order.
   assert _logged_steps(work) == sorted(set(_logged_steps(work)))
@@ -237,7 +236,7 @@ def test_nonfinite_batch_skips_the_update():
   state, m = step(state, training.global_batch(bad, mesh))
   assert not bool(m["finite"])
   assert int(state["step"]) == 1
-  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"])):
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True):
     np.testing.assert_array_equal(a, np.asarray(b))
 
 
