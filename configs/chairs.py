@@ -4,7 +4,7 @@ Default: n_layer = 8 at every level, n_res = 4, width 512; each image centre-cro
 to 300 x 300, bicubic to 32 x 32, random horizontal flips; a deterministic 10 % test
 split by file name. The paper reports 0.930 bits/dim (Real NVP: 0.933) and FID 36.2.
 Point ``--config.data.path`` at the unpacked ``rendered_chairs`` folder (README,
-'Data sets'). Variants: ``:cpu``, ``:smoke``.
+'Data sets'). Variants: ``:cpu``, ``:smoke``, and ``realnvp`` / ``gaussian`` (base.py).
 """
 
 from configs import base
@@ -18,6 +18,6 @@ def get_config(arg: str = ""):
   c.data.flip = True
   c.model.n_layers = (8,)
   base.apply_variant(c, arg)
-  if arg == "smoke":
+  if base.size_variant(arg) == "smoke":
     c.data.crop = 0  # test folders hold small images
   return c

@@ -7,6 +7,8 @@ Default: the paper's MSDS model, n_layer = 4 at every level, n_res = 4, width 51
 Variants (``--config configs/msds1.py:VARIANT``):
   cpu    sized to learn in minutes on a 2-core CPU (``make demo``: 10 minutes).
   smoke  seconds, for tests.
+  and, comma-separated after a size, ``realnvp`` (the Real NVP baseline at the same
+  parameter count) and ``gaussian`` (the prior ablation): ``:cpu,realnvp``.
 """
 
 from configs import base
@@ -22,6 +24,6 @@ def get_config(arg: str = ""):
   c = base.base_config()
   c.data.name = "msds1"
   base.apply_variant(c, arg)
-  if arg == "cpu":
+  if base.size_variant(arg) == "cpu":
     c.reference_curve = {"authors' PyTorch, small model": AUTHORS_CPU_CURVE}
   return c

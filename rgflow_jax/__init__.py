@@ -2,6 +2,7 @@
 
 from rgflow_jax.geometry import Geometry, level_of_site
 from rgflow_jax.model import RGFlow, init
+from rgflow_jax.realnvp import RealNVP
 
-__all__ = ["Geometry", "RGFlow", "init", "level_of_site"]
+__all__ = ["Geometry", "RGFlow", "RealNVP", "init", "level_of_site"]
 __version__ = "0.1.0"

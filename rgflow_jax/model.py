@@ -46,8 +46,73 @@ def _per_level(name: str, value, num_levels: int) -> tuple[int, ...]:
   return values
 
 
+class FlowDensity:
+  """Densities and sampling shared by every flow of this package.
+
+  A subclass provides ``encode``/``decode`` (params first), ``event_shape``,
+  ``num_dims``, ``num_levels``, ``prior`` and a static ``_level_map`` (L, L) of
+  latent levels.
+  """
+
+  @property
+  def num_dims(self) -> int:
+    return int(np.prod(self.event_shape))
+
+  def _check(self, x, what: str):
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != 4 or shape[1:] != self.event_shape:
+      raise ValueError(
+          f"{what} expects an array of shape (batch, {', '.join(map(str, self.event_shape))}) "
+          f"(NHWC), got {shape}")
+
+  def temperature_map(self, temperature, dtype=jnp.float32):
+    """A number, or one per level, -> a number or an (L, L, 1) map over latent sites."""
+    t = jnp.asarray(temperature, dtype)
+    if t.ndim == 0:
+      return t
+    if t.shape != (self.num_levels,):
+      raise ValueError(f"temperature must be a number or one per level "
+                       f"({self.num_levels} values), got shape {t.shape}")
+    return t[self._level_map][..., None]
+
+  def prior_log_prob(self, z, temperature=1.0):
+    """Per-image log p(z) under the factorised prior."""
+    t = self.temperature_map(temperature, z.dtype)
+    lp = priors.log_density(self.prior, z, t)
+    return lp.reshape(z.shape[0], -1).sum(axis=1)
+
+  def log_prob(self, params, y):
+    """Per-image log-density of flow-space images y (B, L, L, C)."""
+    z, log_det = self.encode(params, y)
+    return self.prior_log_prob(z) + log_det
+
+  def log_prob_pixels(self, params, x):
+    """Per-image log-density of images x in [0, 1] (B, L, L, C), pixel transform included."""
+    y, ld_pix = pixels.to_flow(x)
+    return self.log_prob(params, y) + ld_pix
+
+  def bits_per_dim(self, params, images_uint8, rng):
+    """Per-image bits per dimension of uint8 images, one dequantisation draw from rng."""
+    self._check(images_uint8, "bits_per_dim")
+    dtype = jax.tree.leaves(params)[0].dtype
+    x = pixels.dequantize(rng, images_uint8, dtype)
+    return pixels.bits_per_dim(self.log_prob_pixels(params, x), self.num_dims)
+
+  def sample_latents(self, rng, n: int, temperature=1.0, dtype=jnp.float32):
+    """Prior draws (n, L, L, C), temperature a number or one per level."""
+    t = self.temperature_map(temperature, dtype)
+    return priors.sample(self.prior, rng, (n,) + self.event_shape, t, dtype)
+
+  def sample(self, params, rng, n: int, temperature=1.0):
+    """n images in [0, 1] (B, L, L, C) drawn at the given temperature(s)."""
+    dtype = jax.tree.leaves(params)[0].dtype
+    z = self.sample_latents(rng, n, temperature, dtype)
+    y, _ = self.decode(params, z)
+    return pixels.from_flow(y)
+
+
 @dataclasses.dataclass(frozen=True)
-class RGFlow:
+class RGFlow(FlowDensity):
   """Static description of an RG-Flow model; see the module docstring."""
 
   image_size: int = 32
@@ -100,10 +165,6 @@ class RGFlow:
   def event_shape(self) -> tuple[int, int, int]:
     return self.geometry.event_shape
 
-  @property
-  def num_dims(self) -> int:
-    return int(np.prod(self.event_shape))
-
   def level_specs(self) -> tuple[tuple[int, int, int, int], ...]:
     """(n_layer, n_res, hidden, mlp_depth) for each level."""
     return tuple(zip(self.n_layers, self.n_res, self.hidden, self.mlp_depth, strict=True))
@@ -140,6 +201,12 @@ class RGFlow:
   def num_params(self, params) -> int:
     return conditioner.count_params(params)
 
+  def count_params(self) -> int:
+    """Parameter count of ``init``'s output, from shapes alone (nothing allocated)."""
+    shapes = jax.eval_shape(functools.partial(self._init, dtype=jnp.float32),
+                            jax.random.PRNGKey(0))
+    return conditioner.count_params(shapes)
+
   # ----------------------------------------------------------- layer helpers
   def _apply_layer(self, block_params, x, layer, inverse):
     """Apply one layer's bijector to every block of sub-lattice x (B, M, M, C)."""
@@ -151,13 +218,6 @@ class RGFlow:
         block_params, flat, self._mask, self.remat)
     out = geometry.from_blocks(out.reshape(blocks.shape), layer)
     return out, log_det.reshape(b, nb).sum(axis=1)
-
-  def _check(self, x, what: str):
-    shape = tuple(getattr(x, "shape", ()))
-    if len(shape) != 4 or shape[1:] != self.event_shape:
-      raise ValueError(
-          f"{what} expects an array of shape (batch, {', '.join(map(str, self.event_shape))}) "
-          f"(NHWC), got {shape}")
 
   # -------------------------------------------------------------- directions
   def encode(self, params, x):
@@ -194,52 +254,6 @@ class RGFlow:
       x, ld_dis = self._apply_layer(p[DISENTANGLER], y, DISENTANGLER, True)
       log_det = log_det + ld_dec + ld_dis
     return x, log_det
-
-  # ------------------------------------------------------------ densities
-  def temperature_map(self, temperature, dtype=jnp.float32):
-    """A number, or one per level, -> a number or an (L, L, 1) map over latent sites."""
-    t = jnp.asarray(temperature, dtype)
-    if t.ndim == 0:
-      return t
-    if t.shape != (self.num_levels,):
-      raise ValueError(f"temperature must be a number or one per level "
-                       f"({self.num_levels} values), got shape {t.shape}")
-    return t[self._level_map][..., None]
-
-  def prior_log_prob(self, z, temperature=1.0):
-    """Per-image log p(z) under the factorised prior."""
-    t = self.temperature_map(temperature, z.dtype)
-    lp = priors.log_density(self.prior, z, t)
-    return lp.reshape(z.shape[0], -1).sum(axis=1)
-
-  def log_prob(self, params, y):
-    """Per-image log-density of flow-space images y (B, L, L, C)."""
-    z, log_det = self.encode(params, y)
-    return self.prior_log_prob(z) + log_det
-
-  def log_prob_pixels(self, params, x):
-    """Per-image log-density of images x in [0, 1] (B, L, L, C), pixel transform included."""
-    y, ld_pix = pixels.to_flow(x)
-    return self.log_prob(params, y) + ld_pix
-
-  def bits_per_dim(self, params, images_uint8, rng):
-    """Per-image bits per dimension of uint8 images, one dequantisation draw from rng."""
-    self._check(images_uint8, "bits_per_dim")
-    dtype = jax.tree.leaves(params)[0].dtype
-    x = pixels.dequantize(rng, images_uint8, dtype)
-    return pixels.bits_per_dim(self.log_prob_pixels(params, x), self.num_dims)
-
-  def sample_latents(self, rng, n: int, temperature=1.0, dtype=jnp.float32):
-    """Prior draws (n, L, L, C), temperature a number or one per level."""
-    t = self.temperature_map(temperature, dtype)
-    return priors.sample(self.prior, rng, (n,) + self.event_shape, t, dtype)
-
-  def sample(self, params, rng, n: int, temperature=1.0):
-    """n images in [0, 1] (B, L, L, C) drawn at the given temperature(s)."""
-    dtype = jax.tree.leaves(params)[0].dtype
-    z = self.sample_latents(rng, n, temperature, dtype)
-    y, _ = self.decode(params, z)
-    return pixels.from_flow(y)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))

@@ -25,9 +25,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgflow_jax import checkpoint, data, pixels, plots
+from rgflow_jax import checkpoint, data, models, pixels, plots
 from rgflow_jax.metrics import MetricsLog
-from rgflow_jax.model import RGFlow
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +36,9 @@ class TrainingError(RuntimeError):
 
 
 # ------------------------------------------------------------------- building
-def build_model(config) -> RGFlow:
-  cfg = dict(config.model)
-  name = cfg.pop("name", "rgflow")
-  if name != "rgflow":
-    raise ValueError(f"config.model.name must be 'rgflow', got {name!r}")
-  return RGFlow.from_config(cfg)
+def build_model(config):
+  """The flow named by ``config.model.name`` ('rgflow' or 'realnvp')."""
+  return models.build(config.model)
 
 
 def param_dtype(config):

@@ -16,7 +16,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import pytest
 
-from rgflow_jax import RGFlow
+from rgflow_jax import RGFlow, RealNVP
 
 
 @pytest.fixture
@@ -44,4 +44,27 @@ def random_flow(image_size=8, channels=1, block_size=4, dtype=jnp.float32, seed=
   flow = tiny_flow(image_size, channels, block_size, **kw)
   params = perturb(flow.init(jax.random.PRNGKey(seed), dtype),
                    jax.random.PRNGKey(seed + 1))
+  return flow, params
+
+
+def tiny_realnvp(image_size=8, channels=1, **kw):
+  kw = {"num_scales": 3 if image_size <= 16 else 4, "hidden": 8, "n_res": 1,
+        "n_checker": 2, "n_channel": 2, **kw}
+  return RealNVP(image_size=image_size, channels=channels, **kw)
+
+
+# The model registry the shared bijection tests run over: name -> (factory, scale of
+# the parameter perturbation that keeps the random flow well conditioned in float32).
+MODEL_ZOO = {
+    "rgflow": (tiny_flow, 0.2),
+    "realnvp": (tiny_realnvp, 0.02),
+}
+
+
+def zoo_flow(name, image_size=8, channels=1, dtype=jnp.float32, seed=0, **kw):
+  """(flow, random non-identity params) of a small model of the registry."""
+  factory, scale = MODEL_ZOO[name]
+  flow = factory(image_size, channels, **kw)
+  params = perturb(flow.init(jax.random.PRNGKey(seed), dtype), jax.random.PRNGKey(seed + 1),
+                   scale)
   return flow, params

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import tiny_flow
 from rgflow_jax import pixels, priors
 
 
@@ -41,25 +40,3 @@ def test_dequantized_pixels_stay_in_their_bin():
   x = pixels.dequantize(jax.random.PRNGKey(0), u)
   assert ((x * 256 >= u) & (x * 256 < u.astype(jnp.float32) + 1)).all()
   np.testing.assert_array_equal(pixels.to_uint8(x), u)
-
-
-@pytest.mark.parametrize("prior", priors.PRIORS)
-def test_bits_per_dim_of_the_identity_flow_is_the_closed_form(x64, prior):
-  flow = tiny_flow(8, 3, 4, prior=prior)
-  params = flow.init(jax.random.PRNGKey(0), jnp.float64)
-  u = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3))
-  rng = jax.random.PRNGKey(7)
-  bpd = flow.bits_per_dim(params, u, rng)
-  # By hand: identity flow, so z = logit(0.05 + 0.9 x).
-  noise = np.asarray(jax.random.uniform(rng, u.shape, jnp.float64))
-  x = (u + noise) / 256.0
-  p = 0.05 + 0.9 * x
-  z = np.log(p / (1 - p))
-  if prior == "laplace":
-    b = 1 / math.sqrt(2)
-    log_pz = -np.abs(z) / b - np.log(2 * b)
-  else:
-    log_pz = -0.5 * z**2 - 0.5 * np.log(2 * np.pi)
-  log_px = (log_pz + np.log(0.9) - np.log(p) - np.log(1 - p)).sum(axis=(1, 2, 3))
-  expected = (-log_px / (8 * 8 * 3) + np.log(256)) / np.log(2)
-  np.testing.assert_allclose(bpd, expected, rtol=1e-12)
