@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rgflow_jax import cones, pixels
+from rgflow_jax import cones, models, pixels
+from rgflow_jax.geometry import Geometry
 
 
 def level_mask(flow, levels) -> np.ndarray:
@@ -70,24 +71,35 @@ def psnr(a, b, mask=None) -> float:
   return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
 
 
+def _cone_geometry(flow) -> Geometry:
+  """RG-Flow's own geometry; for other models, the paper's RG-Flow of the same image
+  size (k = 4), whose cone sizes the randomly constrained baseline (App. F)."""
+  geo = getattr(flow, "geometry", None)
+  return geo if isinstance(geo, Geometry) else Geometry(flow.image_size, flow.channels, 4)
+
+
 def free_latents(flow, region: np.ndarray, how: str = "cone", rng=None) -> np.ndarray:
   """(L, L, C) bool: the latents inpainting may change.
 
-  ``cone``: the inference cone of the region (App. F); ``all``: every latent;
-  ``random``: as many latents as the cone holds, chosen at random (the paper's
-  constrained Real NVP baseline).
+  ``cone``: the inference cone of the region (App. F; RG-Flow only); ``all``: every
+  latent; ``random``: as many latents as RG-Flow's cone of that region holds, chosen
+  at random (the paper's constrained Real NVP baseline).
   """
-  cone = np.repeat(cones.inference_cone(flow, region)[..., None], flow.channels, axis=2)
+  if how not in ("cone", "all", "random"):
+    raise ValueError(f"how must be 'cone', 'all' or 'random', got {how!r}")
+  if how == "cone" and not models.is_rgflow(flow):
+    raise ValueError(f"{type(flow).__name__} has no causal cone: free 'random' latents "
+                     "(as many as RG-Flow's cone holds, App. F) or 'all'")
+  cone = np.repeat(cones.inference_cone(_cone_geometry(flow), region)[..., None],
+                   flow.channels, axis=2)
   if how == "cone":
     return cone
   if how == "all":
     return np.ones_like(cone)
-  if how == "random":
-    gen = np.random.default_rng(rng)
-    flat = np.zeros(cone.size, bool)
-    flat[gen.choice(cone.size, int(cone.sum()), replace=False)] = True
-    return flat.reshape(cone.shape)
-  raise ValueError(f"how must be 'cone', 'all' or 'random', got {how!r}")
+  gen = np.random.default_rng(rng)
+  flat = np.zeros(cone.size, bool)
+  flat[gen.choice(cone.size, int(cone.sum()), replace=False)] = True
+  return flat.reshape(cone.shape)
 
 
 def _neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):

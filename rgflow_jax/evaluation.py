@@ -5,8 +5,9 @@ error), ``samples`` (grids at several temperatures, and one per-level temperatur
 ``progressive`` (coarse-to-fine decoding, Fig. 5a), ``rf`` (receptive-field maps of
 the strongest latents per level and the strength histograms, Fig. 5c), ``traverse``
 (the strongest latent of each level varied, PNG rows and a GIF, Fig. 6), ``mix``
-(level mixing of test images, Fig. 7), ``inpaint`` (10 x 10 regions of test images,
-cone-constrained and unconstrained, PSNR table, Fig. 8), ``curve``, ``all``. Every
+(level mixing of test images, Fig. 7), ``inpaint`` (10 x 10 regions of test images:
+cone-constrained for RG-Flow, randomly constrained and unconstrained for Real NVP;
+PSNR table, Fig. 8), ``curve``, ``all``. Every
 number goes to ``<workdir>/eval/eval.json``.
 """
 
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax import analysis, checkpoint, data, pixels, plots, receptive, training
+from rgflow_jax import analysis, checkpoint, data, models, pixels, plots, receptive, training
 
 MODES = ("bpd", "samples", "progressive", "rf", "traverse", "mix", "inpaint", "curve")
 
@@ -82,7 +83,24 @@ def _strongest_latents(flow, params, rng, n_samples):
   return top
 
 
-def _inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progress):
+def inpaint_modes(flow) -> tuple[str, ...]:
+  """Which latents inpainting frees for this model (App. F, Table F1).
+
+  RG-Flow: its inference cone only (latents outside it cannot reach the region, so
+  freeing all of them gives the same result exactly). Other models: a random set as
+  large as RG-Flow's cone ("constrained"), and every latent.
+  """
+  return ("cone",) if models.is_rgflow(flow) else ("random", "all")
+
+
+def inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progress,
+                  frees=None):
+  """PSNR rows and panels (truth, corrupted, one per mode) for 10 x 10 regions.
+
+  Images and regions depend only on ``config.seed`` and the test set, so two models
+  evaluated with the same config seed inpaint the same images.
+  """
+  frees = tuple(frees or inpaint_modes(flow))
   L = flow.image_size
   size = max(2, round(10 * L / 32))  # the paper's 10 x 10 region on 32 x 32 images
   truth_u8 = _test_images(config, flow, n_images, progress)
@@ -101,9 +119,7 @@ def _inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progres
     row = {"image": k, "region": [int(top), int(left), size],
            "psnr_corrupted": analysis.psnr(corrupted, truth, region[..., None])}
     panel = [truth, corrupted]
-    # Only the cone-constrained run: for RG-Flow, latents outside the inference cone
-    # cannot reach the region, so freeing them all gives the same result exactly.
-    for how in ("cone",):
+    for how in frees:
       x, info = analysis.inpaint(flow, params, corrupted, region, jax.random.fold_in(rng, k),
                                  n_starts, steps, free=how, truth=truth)
       row[f"psnr_{how}"] = info["psnr"]
@@ -111,7 +127,50 @@ def _inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progres
       panel.append(np.asarray(x))
     rows.append(row)
     panels.extend(panel)
-  return rows, np.stack(panels)
+  summary = {"columns": ["truth", "corrupted"] + [f"free: {h}" for h in frees],
+             "rows": rows, "modes": list(frees),
+             "mean_psnr_corrupted": float(np.mean([r["psnr_corrupted"] for r in rows]))}
+  for how in frees:
+    summary[f"mean_psnr_{how}"] = float(np.mean([r[f"psnr_{how}"] for r in rows]))
+    summary[f"mean_free_latents_{how}"] = float(np.mean([r[f"free_latents_{how}"]
+                                                         for r in rows]))
+  return summary, np.stack(panels)
+
+
+def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
+                            progress=False):
+  """Maps of the 6 strongest latents per level and the strength histograms (Fig. 5c,
+  C1); returns (summary per level, the strongest latent of each level)."""
+  strongest, strengths, maps, titles, summary = [], {}, [], [], {}
+  levels = range(flow.num_levels)
+  if progress:
+    from tqdm.auto import tqdm
+    levels = tqdm(levels, desc="receptive fields", unit="level")
+  for level in levels:
+    latents, s = receptive.receptive_field_strengths(
+        flow, params, level, jax.random.fold_in(rng, 3), n_samples=max(2, rf_samples // 2))
+    strengths[f"level {level}"] = s
+    top = latents[np.argsort(-s)[:6]]
+    strongest.append(tuple(int(v) for v in top[0]))
+    rfs = receptive.receptive_fields(flow, params, top, jax.random.fold_in(rng, 4),
+                                     rf_samples)
+    maps.extend(rfs)
+    titles.extend(f"h={level} ({i},{j},{c})" for i, j, c in top)
+    summary[f"level{level}"] = {
+        "median_strength": float(np.median(s)), "max_strength": float(s.max()),
+        "count_strength_above_1": int((s > 1).sum()), "top": top.tolist(),
+        # how spread out the strongest map is: pixels holding half its mass
+        "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
+  plots.plot_maps(np.stack(maps), titles, Path(out_dir) / f"{prefix}receptive_fields.png",
+                  ncol=6)
+  plots.plot_histograms(strengths, Path(out_dir) / f"{prefix}rf_strengths.png",
+                        "receptive-field strength (sum of the map)")
+  return summary, strongest
+
+
+def _pixels_for_half(rf_map) -> int:
+  v = np.sort(np.asarray(rf_map).reshape(-1))[::-1]
+  return int(np.searchsorted(np.cumsum(v), 0.5 * v.sum()) + 1)
 
 
 def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
@@ -159,28 +218,8 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
 
   strongest = None  # the strongest latent of each level, from the rf mode if it ran
   if "rf" in modes:
-    strongest = []
-    strengths, maps, titles = {}, [], []
-    levels = range(flow.num_levels)
-    if progress:
-      from tqdm.auto import tqdm
-      levels = tqdm(levels, desc="receptive fields", unit="level")
-    for level in levels:
-      latents, s = receptive.receptive_field_strengths(
-          flow, params, level, jax.random.fold_in(rng, 3), n_samples=max(2, rf_samples // 2))
-      strengths[f"level {level}"] = s
-      top = latents[np.argsort(-s)[:6]]
-      strongest.append(tuple(int(v) for v in top[0]))
-      rfs = receptive.receptive_fields(flow, params, top, jax.random.fold_in(rng, 4),
-                                       rf_samples)
-      maps.extend(rfs)
-      titles.extend(f"h={level} ({i},{j},{c})" for i, j, c in top)
-      results.setdefault("rf", {})[f"level{level}"] = {
-          "median_strength": float(np.median(s)), "max_strength": float(s.max()),
-          "count_strength_above_1": int((s > 1).sum()), "top": top.tolist()}
-    plots.plot_maps(np.stack(maps), titles, out_dir / "receptive_fields.png", ncol=6)
-    plots.plot_histograms(strengths, out_dir / "rf_strengths.png",
-                          "receptive-field strength (sum of the map)")
+    results["rf"], strongest = receptive_field_figures(flow, params, rng, rf_samples,
+                                                       out_dir, progress=progress)
 
   if "traverse" in modes:
     z = flow.sample_latents(jax.random.fold_in(rng, 6), 4, 0.8, jax.tree.leaves(params)[0].dtype)
@@ -211,14 +250,11 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     results["mix"] = {"columns": "theta = 0 (all of A) .. %d (all of B)" % flow.num_levels}
 
   if "inpaint" in modes:
-    rows, panels = _inpaint_table(config, flow, params, jax.random.fold_in(rng, 8),
-                                  inpaint_images, inpaint_starts, inpaint_steps, progress)
-    plots.save_grid(_to_uint8(panels), out_dir / "inpaint.png", ncol=3)
-    results["inpaint"] = {
-        "columns": ["truth", "corrupted", "cone-constrained"],
-        "rows": rows,
-        "mean_psnr_corrupted": float(np.mean([r["psnr_corrupted"] for r in rows])),
-        "mean_psnr_cone": float(np.mean([r["psnr_cone"] for r in rows]))}
+    results["inpaint"], panels = inpaint_table(config, flow, params, jax.random.fold_in(rng, 8),
+                                               inpaint_images, inpaint_starts, inpaint_steps,
+                                               progress)
+    plots.save_grid(_to_uint8(panels), out_dir / "inpaint.png",
+                    ncol=len(results["inpaint"]["columns"]))
 
   if "curve" in modes:
     plots.plot_bpd_curve(workdir / "metrics.jsonl", out_dir / "bpd_curve.png",

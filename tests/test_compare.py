@@ -1,0 +1,104 @@
+"""compare.py end to end on :smoke runs of RG-Flow and Real NVP (issue 5), and the
+analysis paths that differ for Real NVP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rgflow_jax import analysis, evaluation, training
+from test_training import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  base = tmp_path_factory.mktemp("compare")
+  out = {}
+  for variant in ("smoke", "smoke,realnvp"):
+    c = load_config("msds1", variant)
+    c.data.data_dir = str(base / "data")
+    c.sample_every = 0
+    workdir = base / variant.replace(",", "_")
+    summary = training.train_and_evaluate(c, workdir)
+    assert summary["step"] == c.num_steps and np.isfinite(summary["best_test_bpd"])
+    out[variant] = (c, workdir)
+  return base, out
+
+
+def test_realnvp_config_is_sized_to_the_rgflow_of_the_same_config():
+  rg, rnvp = load_config("msds1", "cpu"), load_config("msds1", "cpu,realnvp")
+  n_rg = training.build_model(rg).count_params()
+  flow = training.build_model(rnvp)
+  assert rnvp.model.name == "realnvp" and rnvp.model.target_params == n_rg
+  assert abs(flow.count_params() - n_rg) / n_rg < 0.01
+  assert load_config("msds1", "cpu,gaussian").model.prior == "gaussian"
+  with pytest.raises(ValueError, match="unknown or conflicting variant"):
+    load_config("msds1", "cpu,smoke")
+
+
+def test_realnvp_has_no_cone_but_a_random_set_of_the_cone_size(runs):
+  _, r = runs
+  c, workdir = r["smoke,realnvp"]
+  flow, _, _ = evaluation.load_params(c, workdir)
+  region = np.zeros((32, 32), bool)
+  region[5:15, 7:17] = True
+  with pytest.raises(ValueError, match="no causal cone"):
+    analysis.free_latents(flow, region, "cone")
+  rg_flow, _, _ = evaluation.load_params(*r["smoke"])
+  n_cone = analysis.free_latents(rg_flow, region, "cone").sum()
+  rnd = analysis.free_latents(flow, region, "random", 0)
+  assert rnd.sum() == n_cone and rnd.shape == (32, 32, 3)
+  assert analysis.free_latents(flow, region, "all").all()
+
+
+def test_eval_modes_run_on_realnvp(runs):
+  _, r = runs
+  c, workdir = r["smoke,realnvp"]
+  res = evaluation.evaluate(c, workdir, ["mix", "progressive"], progress=False)
+  assert (workdir / "eval" / "mix.png").exists() and (workdir / "eval" / "progressive.png").exists()
+  assert res["num_params"] > 0
+
+
+def test_compare_py_writes_every_table_and_figure(runs):
+  base, r = runs
+  out = base / "cmp"
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "compare.py"), f"--out={out}", "--draws=1", "--samples=16",
+       "--inpaint_images=1", "--inpaint_starts=4", "--inpaint_steps=2", "--rf_samples=2",
+       str(r["smoke"][1]), str(r["smoke,realnvp"][1])],
+      env=env, capture_output=True, text=True, cwd=base)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((out / "compare.json").read_text())
+  labels = [row["label"] for row in result["runs"]]
+  assert labels == ["RG-Flow + Laplace", "Real NVP + Laplace"]
+  rg, rnvp = result["runs"]
+  assert rg["inpaint"]["modes"] == ["cone"] and rnvp["inpaint"]["modes"] == ["random", "all"]
+  # the constrained Real NVP frees as many latents as RG-Flow's cone holds
+  assert rnvp["inpaint"]["mean_free_latents_random"] == rg["inpaint"]["mean_free_latents_cone"]
+  assert rnvp["inpaint"]["mean_free_latents_all"] == 32 * 32 * 3
+  for row in result["runs"]:
+    assert np.isfinite(row["test_bpd"]["bpd"]) and row["paper_bpd"] is not None
+    assert set(row["semantic"]) == {"colour_spread", "angle_spread"}
+    assert set(row["rf"]) == {f"level{h}" for h in range(4)}
+  for name in ["samples.png", "inpaint.png", "compare.md", "rg_flow_laplace_receptive_fields.png",
+               "rg_flow_laplace_rf_strengths.png", "real_nvp_laplace_receptive_fields.png",
+               "real_nvp_laplace_rf_strengths.png"]:
+    assert (out / name).stat().st_size > 0, name
+  md = (out / "compare.md").read_text()
+  assert md.count("| Real NVP + Laplace |") >= 2 + 4 and "Table F1" in md
+  assert "| Real NVP + Laplace | random | " in md
+
+
+def test_compare_py_errors_are_one_line(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.run([sys.executable, str(ROOT / "compare.py"), str(tmp_path / "none")],
+                        env=env, capture_output=True, text=True)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: no trained run in")
