@@ -85,12 +85,12 @@ def test_smoke_run_image_folder(tmp_path):
 
 def test_every_config_has_its_variants():
   for name in ("msds1", "msds2", "celeba", "cifar10", "mnist", "chairs"):
-    for variant in ("", "cpu", "smoke"):
+    for variant in ("", "cpu", "smoke", "smoke,realnvp", "cpu,gaussian"):
       c = load_config(name, variant)
       training.validate_config(c)
       flow = training.build_model(c)
       assert flow.image_size == 32
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="unknown or conflicting variant 'huge'"):
       load_config(name, "huge")
   paper = training.build_model(load_config("celeba", ""))
   assert paper.n_layers == (8, 6, 4, 2) and paper.hidden == (512,) * 4
