@@ -102,6 +102,18 @@ def free_latents(flow, region: np.ndarray, how: str = "cone", rng=None) -> np.nd
   return flat.reshape(cone.shape)
 
 
+# Jitted once per model (the flow is static and hashable): ``jax.jit(flow.encode)``
+# would make a new bound method, and a new compilation, on every call.
+@functools.partial(jax.jit, static_argnums=0)
+def encode_jit(flow, params, y):
+  return flow.encode(params, y)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode_jit(flow, params, z):
+  return flow.decode(params, z)
+
+
 def _neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
   """-log p of the corrupted image with the region generated from the latents."""
   z = jnp.where(free_mask, z_free, z_fixed)
@@ -157,11 +169,11 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   free_mask = jnp.asarray(free_latents(flow, region, free, seed))
   region3 = jnp.asarray(region[..., None])
   y0, _ = pixels.to_flow(jnp.clip(corrupted, 1e-6, 1 - 1e-6)[None])
-  z_fixed = jax.jit(flow.encode)(params, y0)[0][0]
+  z_fixed = encode_jit(flow, params, y0)[0][0]
   starts = flow.sample_latents(rng, n_starts, 1.0, dtype)
   z, nll = _best_start_then_adam(flow, params, starts, z_fixed, free_mask, region3,
                                  corrupted, steps, lr)
-  y, _ = jax.jit(flow.decode)(params, z[None])
+  y, _ = decode_jit(flow, params, z[None])
   x = jnp.where(region3, pixels.from_flow(y)[0], corrupted)
   info = {"neg_log_lik": float(nll), "free_latents": int(free_mask.sum()), "z": z,
           "free_mask": free_mask}

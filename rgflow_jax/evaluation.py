@@ -147,13 +147,14 @@ def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
     from tqdm.auto import tqdm
     levels = tqdm(levels, desc="receptive fields", unit="level")
   for level in levels:
-    latents, s = receptive.receptive_field_strengths(
-        flow, params, level, jax.random.fold_in(rng, 3), n_samples=max(2, rf_samples // 2))
+    # One pass over every latent of the level: strengths, and the maps of the top 6.
+    latents, s, rfs = receptive.receptive_field_strengths(
+        flow, params, level, jax.random.fold_in(rng, 3), n_samples=rf_samples,
+        return_maps=True)
     strengths[f"level {level}"] = s
-    top = latents[np.argsort(-s)[:6]]
+    order = np.argsort(-s)[:6]
+    top, rfs = latents[order], rfs[order]
     strongest.append(tuple(int(v) for v in top[0]))
-    rfs = receptive.receptive_fields(flow, params, top, jax.random.fold_in(rng, 4),
-                                     rf_samples)
     maps.extend(rfs)
     titles.extend(f"h={level} ({i},{j},{c})" for i, j, c in top)
     summary[f"level{level}"] = {
@@ -225,7 +226,7 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     z = flow.sample_latents(jax.random.fold_in(rng, 6), 4, 0.8, jax.tree.leaves(params)[0].dtype)
     values = np.linspace(-3.0, 3.0, 9)
     tops = strongest or _strongest_latents(flow, params, jax.random.fold_in(rng, 3),
-                                           max(2, rf_samples // 2))
+                                           rf_samples)
     traverse = jax.jit(lambda p, zz, lat, v: analysis.traverse(flow, p, zz, lat, v))
     frames_per_level = []
     for level, latent in enumerate(tops):
@@ -240,12 +241,12 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
   if "mix" in modes:
     imgs = _test_images(config, flow, 4, progress)
     y, _ = pixels.to_flow((imgs.astype(np.float32) + 0.5) / 256.0)
-    z, _ = jax.jit(flow.encode)(params, y)
+    z, _ = analysis.encode_jit(flow, params, y)
     n = len(imgs) - len(imgs) % 2
     pairs = [(a, a + 1) for a in range(0, n, 2)] + [(a + 1, a) for a in range(0, n, 2)]
     zm = jnp.stack([analysis.mix_levels(flow, z[a], z[b], theta)
                     for a, b in pairs for theta in range(flow.num_levels + 1)])
-    panels = pixels.from_flow(jax.jit(flow.decode)(params, zm)[0])
+    panels = pixels.from_flow(analysis.decode_jit(flow, params, zm)[0])
     plots.save_grid(_to_uint8(panels), out_dir / "mix.png", ncol=flow.num_levels + 1)
     results["mix"] = {"columns": "theta = 0 (all of A) .. %d (all of B)" % flow.num_levels}
 

@@ -53,10 +53,12 @@ def receptive_fields(flow, params, latents, rng, n_samples: int = 16,
   dtype = jax.tree.leaves(params)[0].dtype
   z = flow.sample_latents(rng, n_samples, temperature, dtype)
   out = []
+  # Pad every short chunk to a power of two (at most ``chunk``): few compiled shapes
+  # whatever the number of latents, and at most twice the work for a short list.
+  chunk = min(chunk, 1 << max(len(latents) - 1, 0).bit_length())
   for start in range(0, len(latents), chunk):
     part = latents[start:start + chunk]
-    # Pad the last chunk to the others' size: one compiled shape for every chunk.
-    pad = chunk - len(part) if len(latents) > chunk else 0
+    pad = chunk - len(part)
     padded = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)]) if pad else part
     out.append(np.asarray(_rf_batch(flow, params, z, jnp.asarray(padded)))[:len(part)])
   return np.concatenate(out)
@@ -79,9 +81,13 @@ def receptive_field(flow, params, level: int, site, rng, n_samples: int = 16,
 
 
 def receptive_field_strengths(flow, params, level: int, rng, n_samples: int = 8,
-                              chunk: int = 64):
-  """(sites (n, 3) as (i, j, c), strengths (n,)): each latent's summed receptive field."""
+                              chunk: int = 64, return_maps: bool = False):
+  """(sites (n, 3) as (i, j, c), strengths (n,)): each latent's summed receptive field.
+
+  With ``return_maps``, also the (n, L, L) fields themselves.
+  """
   sites = latent_sites(flow, level)
   latents = np.array([(i, j, c) for i, j in sites for c in range(flow.channels)])
   rfs = receptive_fields(flow, params, latents, rng, n_samples, chunk=chunk)
-  return latents, rfs.reshape(len(latents), -1).sum(axis=1)
+  strengths = rfs.reshape(len(latents), -1).sum(axis=1)
+  return (latents, strengths, rfs) if return_maps else (latents, strengths)
