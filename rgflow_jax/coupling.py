@@ -17,6 +17,8 @@ Direction names: ``encode`` is the RG direction (image -> latent, the paper's R)
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,36 +40,39 @@ def init_block(rng, n_layer: int, dim: int, hidden: int, depth: int, n_res: int,
                                   stack=(n_layer, 2))
 
 
-def _shift_and_log_scale(layer_params, x_in, free):
+def _shift_and_log_scale(layer_params, x_in, free, matmul_dtype=None):
   """s and t on the conditioning input, zero off ``free``.
 
   Two plain calls, not a vmap over the stacked pair: XLA:CPU runs the backward pass
   of the batched form several times slower.
   """
-  s = conditioner.apply_network(jax.tree.map(lambda a: a[0], layer_params), x_in)
-  t = conditioner.apply_network(jax.tree.map(lambda a: a[1], layer_params), x_in)
+  s = conditioner.apply_network(jax.tree.map(lambda a: a[0], layer_params), x_in,
+                                matmul_dtype)
+  t = conditioner.apply_network(jax.tree.map(lambda a: a[1], layer_params), x_in,
+                                matmul_dtype)
   return jnp.tanh(s) * free, t * free
 
 
-def _layer_encode(layer_params, x, mask):
+def _layer_encode(layer_params, x, mask, matmul_dtype=None):
   log_det = 0.0
   for m in (mask, 1.0 - mask):
-    s, t = _shift_and_log_scale(layer_params, x * m, 1.0 - m)
+    s, t = _shift_and_log_scale(layer_params, x * m, 1.0 - m, matmul_dtype)
     x = x * jnp.exp(s) + t
     log_det = log_det + jnp.sum(s)
   return x, log_det
 
 
-def _layer_decode(layer_params, y, mask):
+def _layer_decode(layer_params, y, mask, matmul_dtype=None):
   log_det = 0.0
   for m in (1.0 - mask, mask):
-    s, t = _shift_and_log_scale(layer_params, y * m, 1.0 - m)
+    s, t = _shift_and_log_scale(layer_params, y * m, 1.0 - m, matmul_dtype)
     y = (y - t) * jnp.exp(-s)
     log_det = log_det - jnp.sum(s)
   return y, log_det
 
 
-def _run_layers(layer_fn, params, x, mask, reverse, remat):
+def _run_layers(layer_fn, params, x, mask, reverse, remat, matmul_dtype=None):
+  layer_fn = functools.partial(layer_fn, matmul_dtype=matmul_dtype)
   if remat:
     layer_fn = jax.checkpoint(layer_fn)
   mask = jnp.asarray(mask, x.dtype)
@@ -81,11 +86,13 @@ def _run_layers(layer_fn, params, x, mask, reverse, remat):
   return x, log_det
 
 
-def block_encode(params, x, mask, remat: bool = False):
+def block_encode(params, x, mask, remat: bool = False, matmul_dtype=None):
   """One block (dim,) through all RNVP layers, RG direction: (y, log|det dy/dx|)."""
-  return _run_layers(_layer_encode, params, x, mask, reverse=False, remat=remat)
+  return _run_layers(_layer_encode, params, x, mask, reverse=False, remat=remat,
+                     matmul_dtype=matmul_dtype)
 
 
-def block_decode(params, y, mask, remat: bool = False):
+def block_decode(params, y, mask, remat: bool = False, matmul_dtype=None):
   """Inverse of :func:`block_encode`: (x, log|det dx/dy|) = (x, -encode's)."""
-  return _run_layers(_layer_decode, params, y, mask, reverse=True, remat=remat)
+  return _run_layers(_layer_decode, params, y, mask, reverse=True, remat=remat,
+                     matmul_dtype=matmul_dtype)

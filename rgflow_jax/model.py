@@ -125,8 +125,14 @@ class RGFlow(FlowDensity):
   share_levels: bool = False
   prior: str = "laplace"
   remat: bool = False
+  matmul_dtype: str = "float32"  # "bfloat16": bf16 matmul inputs, f32 everything else
 
   def __post_init__(self):
+    if self.matmul_dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', "
+                       f"got {self.matmul_dtype!r}")
+    object.__setattr__(self, "_matmul_dtype",
+                       None if self.matmul_dtype == "float32" else jnp.bfloat16)
     geo = geometry.Geometry(self.image_size, self.channels, self.block_size)
     object.__setattr__(self, "geometry", geo)
     for name in ("n_layers", "n_res", "hidden", "mlp_depth"):
@@ -214,8 +220,8 @@ class RGFlow(FlowDensity):
     b, nb = blocks.shape[:2]
     flat = blocks.reshape(b * nb, -1)
     fn = coupling.block_decode if inverse else coupling.block_encode
-    out, log_det = jax.vmap(fn, in_axes=(None, 0, None, None))(
-        block_params, flat, self._mask, self.remat)
+    fn = functools.partial(fn, remat=self.remat, matmul_dtype=self._matmul_dtype)
+    out, log_det = jax.vmap(fn, in_axes=(None, 0, None))(block_params, flat, self._mask)
     out = geometry.from_blocks(out.reshape(blocks.shape), layer)
     return out, log_det.reshape(b, nb).sum(axis=1)
 

@@ -1,0 +1,15 @@
+"""Training-step benchmark: ``python benchmarks/step_time.py [--quick] [--json out.json]``.
+
+A thin entry point for :mod:`rgflow_jax.bench` (``python -m rgflow_jax.bench`` is the
+same); ``--help`` lists the options.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rgflow_jax import bench  # noqa: E402
+
+if __name__ == "__main__":
+  bench.main()

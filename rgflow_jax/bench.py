@@ -1,0 +1,203 @@
+"""Training-step benchmark against the authors' PyTorch code (issue 6's reference).
+
+    python -m rgflow_jax.bench                    # tiny, small, paper-msds, paper-celeba
+    python -m rgflow_jax.bench --configs tiny,small --steps 20 --json out.json
+    python -m rgflow_jax.bench --quick            # seconds: the suite runs this
+
+For each model: parameters, model FLOPs per training step, compile time, seconds per
+step (median, min, max over ``--steps`` steps after one warm-up step), images/s,
+achieved GFLOP/s and its share of this machine's float32 matmul ceiling (a large
+``jnp.dot`` timed in the same run), the same for a no-grad ``log_prob`` batch and for
+``sample``, peak memory, and the reference's seconds per step with the ratio.
+
+FLOPs are counted from the architecture, not measured: every linear layer of every
+s and t network applied to every block, 2 * fan_in * fan_out per application (the
+elementwise work is left out, as in the reference's count); a training step is 3 x
+the forward pass. XLA's own count of the compiled step is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rgflow_jax.model import RGFlow
+
+# The authors' PyTorch code, torch CPU, 2 threads, this machine kind, batch 64, one full
+# training step (issue 6): seconds per step (median), forward no-grad, sample 64.
+REFERENCE = {
+    "tiny": {"step_s": 0.056, "forward_s": 0.016, "sample_s": 0.017},
+    "small": {"step_s": 0.252, "forward_s": 0.059, "sample_s": 0.061},
+    "paper-msds": {"step_s": 11.2, "forward_s": 2.33, "sample_s": 2.40},
+    "paper-celeba": {"step_s": 19.9, "forward_s": 4.31, "sample_s": 4.44},
+}
+MODELS = {
+    "tiny": dict(n_layers=1, n_res=1, mlp_depth=1, hidden=32),
+    "small": dict(n_layers=2, n_res=1, mlp_depth=2, hidden=128),
+    "paper-msds": dict(n_layers=4, n_res=4, mlp_depth=2, hidden=512),
+    "paper-celeba": dict(n_layers=(8, 6, 4, 2), n_res=4, mlp_depth=2, hidden=512),
+}
+
+
+def forward_flops(flow: RGFlow, batch: int) -> int:
+  """Matmul FLOPs of one encode of ``batch`` images, counted from the architecture."""
+  geo, dim = flow.geometry, flow.geometry.patch_dim
+  total = 0
+  for h, (n_layer, n_res, hidden, depth) in enumerate(flow.level_specs()):
+    widths = (dim,) + (hidden,) * depth + (dim,)
+    per_net = n_res * sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    blocks = geo.blocks_per_side(h) ** 2
+    # 2 layers (disentangler, decimator) x n_layer RNVP layers x 2 half-couplings x
+    # 2 networks (s, t), on every block.
+    total += 2 * blocks * n_layer * 2 * 2 * per_net
+  return total * batch
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
+  """Best float32 GFLOP/s of an n x n x n ``jnp.dot`` on the default device."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, a).block_until_ready()
+  best = min(_timed(lambda: dot(a, a).block_until_ready()) for _ in range(repeats))
+  return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+  t = time.perf_counter()
+  fn()
+  return time.perf_counter() - t
+
+
+def _peak_memory_mb() -> float:
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:  # GPU / TPU
+    return stats["peak_bytes_in_use"] / 2**20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # CPU: process RSS
+
+
+def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool = False,
+                matmul_dtype: str = "float32") -> dict:
+  from rgflow_jax import training  # noqa: PLC0415 (keeps --help fast)
+
+  flow = RGFlow(image_size=32, channels=3, block_size=4, remat=remat,
+                matmul_dtype=matmul_dtype, **MODELS[name])
+  config = _optimizer_config()
+  state = training.init_state(flow, config, jnp.float32)
+  mesh = training.make_mesh()
+  step = training.make_train_step(flow, training.make_optimizer(config), mesh)
+  images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3)).astype(np.uint8)
+  batch_arr = training.global_batch(images, mesh)
+
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch_arr).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  xla_flops = float((cost or {}).get("flops", float("nan")))
+  state, m = step(state, batch_arr)  # warm-up (and the donated state's layout)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = step(state, batch_arr)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  params = state["params"]
+
+  log_prob = jax.jit(lambda p, x: flow.bits_per_dim(p, x, jax.random.PRNGKey(0)))
+  jax.block_until_ready(log_prob(params, images))
+  fwd = [_timed(lambda: jax.block_until_ready(log_prob(params, images))) for _ in range(3)]
+  sample = jax.jit(flow.sample, static_argnums=2)
+  jax.block_until_ready(sample(params, jax.random.PRNGKey(0), batch))
+  smp = [_timed(lambda: jax.block_until_ready(sample(params, jax.random.PRNGKey(1), batch)))
+         for _ in range(3)]
+
+  flops = 3 * forward_flops(flow, batch)
+  median = float(np.median(times))
+  out = {"model": name, "batch": batch, "params": flow.count_params(),
+         "flops_per_step": flops, "xla_flops_per_step": xla_flops,
+         "compile_s": compile_s, "step_s_median": median, "step_s_min": float(min(times)),
+         "step_s_max": float(max(times)), "steps_timed": steps,
+         "images_per_s": batch / median, "gflops_per_s": flops / median / 1e9,
+         "forward_s": float(np.median(fwd)), "sample_s": float(np.median(smp)),
+         "forward_gflops_per_s": flops / 3 / float(np.median(fwd)) / 1e9,
+         "peak_memory_mb": _peak_memory_mb(), "remat": remat, "matmul_dtype": matmul_dtype,
+         "train_bpd_last": float(m["train_bpd"])}
+  ref = REFERENCE.get(name)
+  if ref and batch == 64:
+    out["reference_step_s"] = ref["step_s"]
+    out["speedup_vs_reference"] = ref["step_s"] / median
+    out["forward_speedup_vs_reference"] = ref["forward_s"] / out["forward_s"]
+    out["sample_speedup_vs_reference"] = ref["sample_s"] / out["sample_s"]
+  return out
+
+
+def _optimizer_config():
+  import ml_collections  # noqa: PLC0415
+  c = ml_collections.ConfigDict(dict(lr=1e-3, weight_decay=5e-5, grad_clip=1.0,
+                                     schedule="constant", warmup_steps=0, num_steps=1,
+                                     seed=0))
+  return c
+
+
+def table(rows: list[dict], ceiling: float) -> str:
+  head = ("| model | params | GFLOP/step | compile s | s/step median (min-max) | img/s | "
+          "GFLOP/s | of ceiling | forward s | sample s | peak MB | reference s/step | "
+          "speed-up |")
+  lines = [head, "|" + "---|" * 13]
+  for r in rows:
+    lines.append(
+        f"| {r['model']} | {r['params']:,} | {r['flops_per_step'] / 1e9:.2f} | "
+        f"{r['compile_s']:.1f} | {r['step_s_median']:.4f} ({r['step_s_min']:.4f}-"
+        f"{r['step_s_max']:.4f}) | {r['images_per_s']:.0f} | {r['gflops_per_s']:.1f} | "
+        f"{r['gflops_per_s'] / ceiling:.0%} | {r['forward_s']:.4f} | {r['sample_s']:.4f} | "
+        f"{r['peak_memory_mb']:.0f} | {r.get('reference_step_s', '-')} | "
+        + (f"{r['speedup_vs_reference']:.2f}x |" if "speedup_vs_reference" in r else "- |"))
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--configs", default="tiny,small,paper-msds,paper-celeba",
+                      help=f"comma-separated, from {sorted(MODELS)}")
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--steps", type=int, default=10, help="timed steps (>= 1)")
+  parser.add_argument("--remat", action="store_true", help="rematerialise each RNVP layer")
+  parser.add_argument("--matmul_dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--matmul_n", type=int, default=2048, help="size of the ceiling matmul")
+  parser.add_argument("--json", default=None, help="write the results here too")
+  parser.add_argument("--quick", action="store_true",
+                      help="seconds: tiny only, batch 8, 2 steps, a 256 matmul")
+  args = parser.parse_args(argv)
+  names = ["tiny"] if args.quick else [n.strip() for n in args.configs.split(",") if n.strip()]
+  unknown = [n for n in names if n not in MODELS]
+  if unknown or args.steps < 1 or args.batch < 1:
+    parser.error(f"unknown config(s) {unknown}; choose from {sorted(MODELS)}"
+                 if unknown else "--steps and --batch must be >= 1")
+  batch, steps, n = (8, 2, 256) if args.quick else (args.batch, args.steps, args.matmul_n)
+  ceiling = matmul_ceiling(n)
+  print(f"{jax.devices()[0].device_kind}: float32 matmul ceiling {ceiling:.1f} GFLOP/s "
+        f"({n}^3 jnp.dot)", file=sys.stderr)
+  rows = []
+  for name in names:
+    print(f"benchmarking {name} ...", file=sys.stderr)
+    rows.append(bench_model(name, batch, steps, args.remat, args.matmul_dtype))
+    rows[-1]["fraction_of_ceiling"] = rows[-1]["gflops_per_s"] / ceiling
+  print(table(rows, ceiling))
+  result = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+            "matmul_ceiling_gflops": ceiling, "matmul_n": n, "runs": rows}
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+if __name__ == "__main__":
+  main()
