@@ -105,7 +105,7 @@ def test_inpainting_an_identity_flow_recovers_the_prior_mode():
   # The optimiser never changed a latent outside the cone: there z is the encoding
   # of the corrupted (= true) image.
   y0, _ = pixels.to_flow(jnp.asarray(corrupted)[None])
-  z0 = np.asarray(flow.encode(params, y0)[0][0])
+  z0 = np.asarray(analysis.encode_jit(flow, params, y0)[0][0])  # compiled by inpaint
   outside = ~np.asarray(info["free_mask"])
   np.testing.assert_array_equal(np.asarray(info["z"])[outside], z0[outside])
   assert info["free_latents"] == int(cones.inference_cone(flow, region).sum())

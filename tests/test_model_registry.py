@@ -49,7 +49,11 @@ def test_round_trip_float32(name, L, C, kw):
   np.testing.assert_allclose(ld_dec, -ld_enc, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("name,L,C,kw", ROUND_TRIP, ids=_ids(ROUND_TRIP))
+# float64 at the smaller sizes: 32 x 32 adds compile time, not coverage (float32 has it).
+ROUND_TRIP_F64 = [case for case in ROUND_TRIP if case[1] < 32]
+
+
+@pytest.mark.parametrize("name,L,C,kw", ROUND_TRIP_F64, ids=_ids(ROUND_TRIP_F64))
 def test_round_trip_float64(x64, name, L, C, kw):
   flow, params = zoo_flow(name, L, C, jnp.float64, **kw)
   x = _images(flow, 3, jnp.float64)
