@@ -54,6 +54,18 @@ class FlowDensity:
   latent levels.
   """
 
+  @classmethod
+  def _config_fields(cls, cfg) -> dict:
+    """A model config (ConfigDict or mapping) as dataclass fields; unknown keys fail."""
+    cfg = dict(cfg)
+    cfg.pop("name", None)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(cfg) - fields
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} config keys {sorted(unknown)}; "
+                       f"valid keys: {sorted(fields)}")
+    return cfg
+
   @property
   def num_dims(self) -> int:
     return int(np.prod(self.event_shape))
@@ -150,13 +162,7 @@ class RGFlow(FlowDensity):
   @classmethod
   def from_config(cls, cfg) -> "RGFlow":
     """Build from an ml_collections ConfigDict (or any mapping) of the fields above."""
-    cfg = dict(cfg)
-    cfg.pop("name", None)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(cfg) - fields
-    if unknown:
-      raise ValueError(f"unknown model config keys {sorted(unknown)}; "
-                       f"valid keys: {sorted(fields)}")
+    cfg = cls._config_fields(cfg)
     for key in ("n_layers", "n_res", "hidden", "mlp_depth"):
       if key in cfg and not isinstance(cfg[key], (int, np.integer)):
         cfg[key] = tuple(cfg[key])

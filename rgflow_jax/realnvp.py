@@ -158,14 +158,8 @@ class RealNVP(FlowDensity):
 
   @classmethod
   def from_config(cls, cfg) -> "RealNVP":
-    cfg = dict(cfg)
-    cfg.pop("name", None)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(cfg) - fields
-    if unknown:
-      raise ValueError(f"unknown Real NVP config keys {sorted(unknown)}; "
-                       f"valid keys: {sorted(fields)}")
-    return cls(**cfg)
+    """Build from an ml_collections ConfigDict (or any mapping) of the fields above."""
+    return cls(**cls._config_fields(cfg))
 
   # ---------------------------------------------------------------- structure
   @property

@@ -72,7 +72,7 @@ def test_bad_model_config_is_a_clear_error(kwargs, msg):
 
 
 def test_from_config_rejects_unknown_keys():
-  with pytest.raises(ValueError, match="unknown model config keys"):
+  with pytest.raises(ValueError, match="unknown RGFlow config keys"):
     RGFlow.from_config({"image_size": 8, "block_size": 4, "hiden": 3})
   flow = RGFlow.from_config({"name": "rgflow", "image_size": 8, "channels": 1,
                              "n_layers": [1, 2]})
