@@ -8,7 +8,7 @@ For each model: parameters, model FLOPs per training step, compile time, seconds
 step (median, min, max over ``--steps`` steps after one warm-up step), images/s,
 achieved GFLOP/s and its share of this machine's float32 matmul ceiling (a large
 ``jnp.dot`` timed in the same run), the same for a no-grad ``log_prob`` batch and for
-``sample``, peak memory, and the reference's seconds per step with the ratio.
+``sample``, peak memory (of the process so far), and the reference's seconds per step with the ratio.
 
 FLOPs are counted from the architecture, not measured: every linear layer of every
 s and t network applied to every block, 2 * fan_in * fan_out per application (the
@@ -78,6 +78,9 @@ def _timed(fn) -> float:
 
 
 def _peak_memory_mb() -> float:
+  """Peak memory of this process so far: the device's peak on GPU / TPU, the peak
+  resident set on CPU. It never goes down, so run models smallest first (the default
+  order) and read each row as "at most this much up to this model"."""
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:  # GPU / TPU
     return stats["peak_bytes_in_use"] / 2**20
@@ -154,7 +157,7 @@ def table(rows: list[dict], ceiling: float) -> str:
   head = ("| model | params | GFLOP/step | compile s | s/step median (min-max) | img/s | "
           "GFLOP/s | of ceiling | forward s | sample s | peak MB | reference s/step | "
           "speed-up |")
-  lines = [head, "|" + "---|" * 13]
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     lines.append(
         f"| {r['model']} | {r['params']:,} | {r['flops_per_step'] / 1e9:.2f} | "
