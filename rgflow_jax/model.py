@@ -137,9 +137,15 @@ class RGFlow(FlowDensity):
   share_levels: bool = False
   prior: str = "laplace"
   remat: bool = False
+  # Blocks with at least this many RNVP layers run them as one lax.scan (compile time
+  # flat in n_layer); shorter ones are unrolled, which XLA:CPU runs faster. 1: always
+  # scan; a large number: never.
+  scan_min_layers: int = 5
   matmul_dtype: str = "float32"  # "bfloat16": bf16 matmul inputs, f32 everything else
 
   def __post_init__(self):
+    if not isinstance(self.scan_min_layers, (int, np.integer)) or self.scan_min_layers < 1:
+      raise ValueError(f"scan_min_layers must be an int >= 1, got {self.scan_min_layers!r}")
     if self.matmul_dtype not in ("float32", "bfloat16"):
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', "
                        f"got {self.matmul_dtype!r}")
@@ -154,10 +160,8 @@ class RGFlow(FlowDensity):
     if self.share_levels and len(set(self.level_specs())) > 1:
       raise ValueError("share_levels=True needs the same n_layers, n_res, hidden "
                        f"and mlp_depth at every level, got {self.level_specs()}")
-    # Static per-site level map and block mask, computed once, closed over by jit.
+    # Static per-site level map, computed once, closed over by jit.
     object.__setattr__(self, "_level_map", geo.level_of_site())
-    object.__setattr__(self, "_mask", coupling.checkerboard(self.block_size,
-                                                            self.channels))
 
   @classmethod
   def from_config(cls, cfg) -> "RGFlow":
@@ -224,10 +228,11 @@ class RGFlow(FlowDensity):
     """Apply one layer's bijector to every block of sub-lattice x (B, M, M, C)."""
     blocks = geometry.to_blocks(x, self.block_size, layer)
     b, nb = blocks.shape[:2]
-    flat = blocks.reshape(b * nb, -1)
-    fn = coupling.block_decode if inverse else coupling.block_encode
-    fn = functools.partial(fn, remat=self.remat, matmul_dtype=self._matmul_dtype)
-    out, log_det = jax.vmap(fn, in_axes=(None, 0, None))(block_params, flat, self._mask)
+    n_layer = block_params["scale"].shape[0]
+    out, log_det = coupling.apply_blocks(
+        block_params, blocks.reshape((b * nb,) + blocks.shape[2:]), inverse=inverse,
+        remat=self.remat, scan=n_layer >= self.scan_min_layers,
+        matmul_dtype=self._matmul_dtype)
     out = geometry.from_blocks(out.reshape(blocks.shape), layer)
     return out, log_det.reshape(b, nb).sum(axis=1)
 

@@ -1,0 +1,104 @@
+"""The fast RNVP-block path (halves, batched s/t, skipped masked rows) against the
+literal masked definition, and the XLA:CPU defaults."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rgflow_jax import coupling, xla_cpu
+
+from conftest import perturb
+
+# (block_size, channels, n_layer, n_res, mlp_depth): n_res 1 skips both the first
+# layer's masked rows and the last layer's masked columns in the same block; n_res 3
+# has a middle block that does neither; depth 1 makes the first linear layer the last.
+CASES = [(4, 3, 2, 1, 1), (4, 3, 2, 3, 2), (2, 1, 3, 2, 1), (6, 2, 1, 1, 2)]
+
+
+def _random_block(k, c, n_layer, n_res, depth, dtype, n=6):
+  dim = k * k * c
+  params = coupling.init_block(jax.random.PRNGKey(0), n_layer, dim, 8, depth, n_res, dtype)
+  params = perturb(params, jax.random.PRNGKey(1), 0.3)
+  x = jax.random.normal(jax.random.PRNGKey(2), (n, k, k, c), dtype)
+  return params, x
+
+
+def _reference_encode(params, x):
+  k, c = x.shape[1], x.shape[3]
+  mask = jnp.asarray(coupling.checkerboard(k, c), x.dtype)
+
+  def one_block(v):
+    log_det = 0.0
+    for i in range(params["scale"].shape[0]):
+      v, ld = coupling.reference_layer_encode(jax.tree.map(lambda a: a[i], params), v, mask)
+      log_det = log_det + ld
+    return v, log_det
+
+  y, log_det = jax.vmap(one_block)(x.reshape(x.shape[0], -1))
+  return y.reshape(x.shape), log_det
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fast_path_equals_the_masked_definition(x64, case):
+  params, x = _random_block(*case, jnp.float64)
+  y_ref, ld_ref = _reference_encode(params, x)
+  assert float(jnp.abs(y_ref - x).max()) > 0.1  # a real transformation
+  for scan in (False, True):
+    y, ld = coupling.apply_blocks(params, x, scan=scan)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ld, ld_ref, rtol=0, atol=1e-12)
+    x_back, ld_inv = coupling.apply_blocks(params, y, inverse=True, scan=scan)
+    np.testing.assert_allclose(x_back, x, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ld_inv, -ld_ref, rtol=0, atol=1e-12)
+
+
+def test_fast_path_float32_and_gradients_match_the_definition():
+  params, x = _random_block(4, 3, 2, 2, 2, jnp.float32)
+  y_ref, ld_ref = _reference_encode(params, x)
+  y, ld = coupling.apply_blocks(params, x)
+  np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5)
+  np.testing.assert_allclose(ld, ld_ref, rtol=0, atol=1e-5)
+  loss = lambda f: lambda p: jnp.sum(f(p)[0] ** 2) + jnp.sum(f(p)[1])  # noqa: E731
+  g_fast = jax.grad(loss(lambda p: coupling.apply_blocks(p, x, remat=True)))(params)
+  g_ref = jax.grad(loss(lambda p: _reference_encode(p, x)))(params)
+  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,c", [(2, 1), (4, 3), (6, 2)])
+def test_halves_are_the_checkerboard_and_invert(k, c):
+  dim = k * k * c
+  x = jnp.arange(2 * dim, dtype=jnp.float32).reshape(2, dim)
+  h = coupling.to_halves(x, k, c)
+  np.testing.assert_array_equal(coupling.from_halves(h, k, c), x)
+  mask = coupling.to_halves(jnp.asarray(coupling.checkerboard(k, c)), k, c)
+  np.testing.assert_array_equal(mask, np.repeat([1.0, 0.0], dim // 2))
+  # Along another axis (as for weight rows) it is the same permutation.
+  np.testing.assert_array_equal(coupling.to_halves(x.T, k, c, axis=0), h.T)
+
+
+def test_xla_cpu_defaults_respect_the_user():
+  env = {}
+  assert xla_cpu.configure(env, "0.10.2", backends_started=False)
+  assert env["XLA_FLAGS"] == f"{xla_cpu.YNN_FLAG}="
+  env = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+  assert xla_cpu.configure(env, "0.10.2", backends_started=False)
+  assert env["XLA_FLAGS"].split() == ["--xla_backend_optimization_level=0",
+                                      f"{xla_cpu.YNN_FLAG}="]
+  for env, version, started in [({"XLA_FLAGS": f"{xla_cpu.YNN_FLAG}=dot"}, "0.10.2", False),
+                                ({"RGFLOW_XLA_DEFAULTS": "0"}, "0.10.2", False),
+                                ({}, "0.11.0", False), ({}, "0.10.2", True)]:
+    before = dict(env)
+    assert not xla_cpu.configure(env, version, backends_started=started)
+    assert env == before
+
+
+def test_xla_cpu_default_reaches_the_compiler():
+  if f"{xla_cpu.YNN_FLAG}=" not in os.environ.get("XLA_FLAGS", "").split():
+    pytest.skip("the default was not applied in this process (user flags or jaxlib)")
+  a = jnp.ones((64, 64))
+  hlo = jax.jit(jnp.dot).lower(a, a).compile().as_text()
+  assert "__ynn_fusion" not in hlo
