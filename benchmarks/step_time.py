@@ -12,4 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rgflow_jax import bench  # noqa: E402
 
 if __name__ == "__main__":
+  from rgflow_jax import xla_cpu  # noqa: E402
+  xla_cpu.use_huge_pages()  # restarts once with huge pages for malloc (see xla_cpu)
   bench.main()

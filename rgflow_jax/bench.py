@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -71,6 +73,28 @@ def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+def best_matmul_ceiling(n: int = 2048) -> dict:
+  """The ceiling with this process's XLA flags and, on CPU, also with XLA's own
+  defaults (YNNPACK dots, which the package turns off for its small products but which
+  run a large square product faster): the higher one is the ceiling, so turning the
+  library off can never flatter the fractions."""
+  out = {"this_process": matmul_ceiling(n)}
+  if jax.default_backend() == "cpu" and "xla_cpu_experimental_ynn" in os.environ.get(
+      "XLA_FLAGS", ""):
+    env = dict(os.environ, RGFLOW_XLA_DEFAULTS="0")
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if not f.startswith("--xla_cpu_experimental_ynn"))
+    code = f"from rgflow_jax import bench; print(bench.matmul_ceiling({n}))"
+    try:
+      res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=300, check=True)
+      out["xla_defaults"] = float(res.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+      print(f"(ceiling with XLA's default flags not measured: {e})", file=sys.stderr)
+  out["ceiling"] = max(out.values())
+  return out
+
+
 def _timed(fn) -> float:
   t = time.perf_counter()
   fn()
@@ -87,23 +111,52 @@ def _peak_memory_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # CPU: process RSS
 
 
-def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool = False,
-                matmul_dtype: str = "float32") -> dict:
+def memory_budget_bytes() -> int:
+  """Memory one step may use: the accelerator's limit, or on CPU the machine's RAM."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"])
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def step_memory_bytes(compiled) -> int:
+  """What XLA plans for one compiled step: arguments, outputs and temporaries."""
+  m = compiled.memory_analysis()
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
+
+
+def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None = None,
+                matmul_dtype: str = "float32", scan_min_layers: int | None = None) -> dict:
+  """One model's row. ``remat=None`` decides from memory: off, unless XLA's plan for
+  the step needs more than 60 % of :func:`memory_budget_bytes` (then each RNVP layer
+  is recomputed in the backward pass and the step is compiled again)."""
   from rgflow_jax import training  # noqa: PLC0415 (keeps --help fast)
 
-  flow = RGFlow(image_size=32, channels=3, block_size=4, remat=remat,
-                matmul_dtype=matmul_dtype, **MODELS[name])
+  scan = {} if scan_min_layers is None else {"scan_min_layers": scan_min_layers}
   config = _optimizer_config()
-  state = training.init_state(flow, config, jnp.float32)
   mesh = training.make_mesh()
-  step = training.make_train_step(flow, training.make_optimizer(config), mesh)
   images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3)).astype(np.uint8)
   batch_arr = training.global_batch(images, mesh)
 
-  state = jax.device_put(state, NamedSharding(mesh, P()))
-  t0 = time.perf_counter()
-  compiled = step.lower(state, batch_arr).compile()  # timed once, then called directly
-  compile_s = time.perf_counter() - t0
+  def build(use_remat):
+    flow = RGFlow(image_size=32, channels=3, block_size=4, remat=use_remat,
+                  matmul_dtype=matmul_dtype, **scan, **MODELS[name])
+    state = training.init_state(flow, config, jnp.float32)
+    step = training.make_train_step(flow, training.make_optimizer(config), mesh)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch_arr).compile()  # timed once, then called directly
+    return flow, state, compiled, time.perf_counter() - t0
+
+  flow, state, compiled, compile_s = build(bool(remat))
+  planned = step_memory_bytes(compiled)
+  if remat is None and planned > 0.6 * memory_budget_bytes():
+    print(f"  {name}: the step plans {planned / 2**30:.1f} GiB of "
+          f"{memory_budget_bytes() / 2**30:.1f} GiB; rematerialising", file=sys.stderr)
+    del state, compiled
+    flow, state, compiled, compile_s = build(True)
+    planned = step_memory_bytes(compiled)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_flops = float((cost or {}).get("flops", float("nan")))
@@ -134,7 +187,9 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool = False
          "images_per_s": batch / median, "gflops_per_s": flops / median / 1e9,
          "forward_s": float(np.median(fwd)), "sample_s": float(np.median(smp)),
          "forward_gflops_per_s": flops / 3 / float(np.median(fwd)) / 1e9,
-         "peak_memory_mb": _peak_memory_mb(), "remat": remat, "matmul_dtype": matmul_dtype,
+         "peak_memory_mb": _peak_memory_mb(), "planned_step_memory_mb": planned / 2**20,
+         "remat": flow.remat, "matmul_dtype": matmul_dtype,
+         "scan_min_layers": flow.scan_min_layers,
          "train_bpd_last": float(m["train_bpd"])}
   ref = REFERENCE.get(name)
   if ref and batch == 64:
@@ -153,11 +208,11 @@ def _optimizer_config():
   return c
 
 
-def table(rows: list[dict], ceiling: float) -> str:
+def table(rows: list[dict], ceiling: float, header: bool = True) -> str:
   head = ("| model | params | GFLOP/step | compile s | s/step median (min-max) | img/s | "
           "GFLOP/s | of ceiling | forward s | sample s | peak MB | reference s/step | "
           "speed-up |")
-  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  lines = [head, "|" + "---|" * (head.count("|") - 1)] if header else []
   for r in rows:
     lines.append(
         f"| {r['model']} | {r['params']:,} | {r['flops_per_step'] / 1e9:.2f} | "
@@ -175,8 +230,11 @@ def main(argv=None):
                       help=f"comma-separated, from {sorted(MODELS)}")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--steps", type=int, default=10, help="timed steps (>= 1)")
-  parser.add_argument("--remat", action="store_true", help="rematerialise each RNVP layer")
+  parser.add_argument("--remat", default="auto", choices=["auto", "on", "off"],
+                      help="rematerialise each RNVP layer (auto: only if memory needs it)")
   parser.add_argument("--matmul_dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--scan_min_layers", type=int, default=None,
+                      help="scan blocks with at least this many layers (default: the model's)")
   parser.add_argument("--matmul_n", type=int, default=2048, help="size of the ceiling matmul")
   parser.add_argument("--json", default=None, help="write the results here too")
   parser.add_argument("--quick", action="store_true",
@@ -188,22 +246,31 @@ def main(argv=None):
     parser.error(f"unknown config(s) {unknown}; choose from {sorted(MODELS)}"
                  if unknown else "--steps and --batch must be >= 1")
   batch, steps, n = (8, 2, 256) if args.quick else (args.batch, args.steps, args.matmul_n)
-  ceiling = matmul_ceiling(n)
+  ceilings = best_matmul_ceiling(n)
+  ceiling = ceilings["ceiling"]
   print(f"{jax.devices()[0].device_kind}: float32 matmul ceiling {ceiling:.1f} GFLOP/s "
-        f"({n}^3 jnp.dot)", file=sys.stderr)
-  rows = []
+        f"({n}^3 jnp.dot, the best of "
+        + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items() if k != "ceiling") + ")",
+        file=sys.stderr)
+  remat = {"auto": None, "on": True, "off": False}[args.remat]
+  result = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+            "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "matmul_ceiling_gflops": ceiling, "matmul_ceilings_gflops": ceilings,
+            "matmul_n": n, "runs": []}
+  rows = result["runs"]
   for name in names:
     print(f"benchmarking {name} ...", file=sys.stderr)
-    rows.append(bench_model(name, batch, steps, args.remat, args.matmul_dtype))
+    rows.append(bench_model(name, batch, steps, remat, args.matmul_dtype,
+                            args.scan_min_layers))
     rows[-1]["fraction_of_ceiling"] = rows[-1]["gflops_per_s"] / ceiling
-  print(table(rows, ceiling))
-  result = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
-            "matmul_ceiling_gflops": ceiling, "matmul_n": n, "runs": rows}
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1)
+    print(table(rows[-1:], ceiling, header=len(rows) == 1), flush=True)  # row by row
+    if args.json:  # rewritten after every model: a crash keeps the finished rows
+      with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
   return result
 
 
 if __name__ == "__main__":
+  from rgflow_jax import xla_cpu
+  xla_cpu.use_huge_pages()  # restarts once with huge pages for malloc (see xla_cpu)
   main()

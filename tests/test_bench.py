@@ -24,6 +24,10 @@ def test_quick_benchmark_writes_its_table_and_json(tmp_path, capsys):
   result = bench.main(["--quick", "--json", str(out)])
   saved = json.loads(out.read_text())
   assert saved["matmul_ceiling_gflops"] > 0 and saved["runs"][0]["model"] == "tiny"
+  ceilings = saved["matmul_ceilings_gflops"]
+  assert ceilings["ceiling"] == max(v for k, v in ceilings.items() if k != "ceiling")
+  if "xla_cpu_experimental_ynn" in saved["xla_flags"]:  # CPU with the package default
+    assert ceilings["xla_defaults"] > 0  # measured without it too
   run = result["runs"][0]
   for key in ("compile_s", "step_s_median", "step_s_min", "step_s_max", "forward_s",
               "sample_s", "gflops_per_s", "fraction_of_ceiling", "peak_memory_mb"):

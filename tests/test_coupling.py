@@ -1,14 +1,12 @@
 """The fast RNVP-block path (halves, batched s/t, skipped masked rows) against the
-literal masked definition, and the XLA:CPU defaults."""
-
-import os
+literal masked definition."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import coupling, xla_cpu
+from rgflow_jax import coupling
 
 from conftest import perturb
 
@@ -78,27 +76,3 @@ def test_halves_are_the_checkerboard_and_invert(k, c):
   np.testing.assert_array_equal(mask, np.repeat([1.0, 0.0], dim // 2))
   # Along another axis (as for weight rows) it is the same permutation.
   np.testing.assert_array_equal(coupling.to_halves(x.T, k, c, axis=0), h.T)
-
-
-def test_xla_cpu_defaults_respect_the_user():
-  env = {}
-  assert xla_cpu.configure(env, "0.10.2", backends_started=False)
-  assert env["XLA_FLAGS"] == f"{xla_cpu.YNN_FLAG}="
-  env = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
-  assert xla_cpu.configure(env, "0.10.2", backends_started=False)
-  assert env["XLA_FLAGS"].split() == ["--xla_backend_optimization_level=0",
-                                      f"{xla_cpu.YNN_FLAG}="]
-  for env, version, started in [({"XLA_FLAGS": f"{xla_cpu.YNN_FLAG}=dot"}, "0.10.2", False),
-                                ({"RGFLOW_XLA_DEFAULTS": "0"}, "0.10.2", False),
-                                ({}, "0.11.0", False), ({}, "0.10.2", True)]:
-    before = dict(env)
-    assert not xla_cpu.configure(env, version, backends_started=started)
-    assert env == before
-
-
-def test_xla_cpu_default_reaches_the_compiler():
-  if f"{xla_cpu.YNN_FLAG}=" not in os.environ.get("XLA_FLAGS", "").split():
-    pytest.skip("the default was not applied in this process (user flags or jaxlib)")
-  a = jnp.ones((64, 64))
-  hlo = jax.jit(jnp.dot).lower(a, a).compile().as_text()
-  assert "__ynn_fusion" not in hlo
