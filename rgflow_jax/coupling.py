@@ -84,7 +84,8 @@ def from_halves(x, block_size: int, channels: int, axis: int = -1):
 
 def prepare(params, block_size: int, channels: int, matmul_dtype=None) -> dict:
   """A block's parameters ready for the fast path: weight-normalised, dim-sized axes
-  in [A | B] order, the (n_layer, 2, n_res) leading axes kept.
+  in [A | B] order; each linear layer's w, b and beta become a list over residual
+  blocks of arrays with leading axes (n_layer, 2 = [s, t]).
 
   Done once per call of a layer (small arrays), outside the loop over RNVP layers.
   """
