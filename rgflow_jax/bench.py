@@ -6,9 +6,11 @@
 
 For each model: parameters, model FLOPs per training step, compile time, seconds per
 step (median, min, max over ``--steps`` steps after one warm-up step), images/s,
-achieved GFLOP/s and its share of this machine's float32 matmul ceiling (a large
-``jnp.dot`` timed in the same run), the same for a no-grad ``log_prob`` batch and for
-``sample``, peak memory (of the process so far), and the reference's seconds per step with the ratio.
+achieved GFLOP/s and its share of this machine's float32 matmul ceiling (the best of
+a large ``jnp.dot`` timed in the same run and one with XLA's default flags), the same
+for a no-grad ``log_prob`` batch and for ``sample``, peak memory (of the process so
+far), XLA's planned memory for the step, and the reference's seconds per step with the
+ratio. ``--remat auto`` recomputes each RNVP layer only where the step would not fit.
 
 FLOPs are counted from the architecture, not measured: every linear layer of every
 s and t network applied to every block, 2 * fan_in * fan_out per application (the
@@ -32,6 +34,7 @@ import numpy as np
 
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from rgflow_jax import xla_cpu
 from rgflow_jax.model import RGFlow
 
 # The authors' PyTorch code, torch CPU, 2 threads, this machine kind, batch 64, one full
@@ -79,11 +82,10 @@ def best_matmul_ceiling(n: int = 2048) -> dict:
   run a large square product faster): the higher one is the ceiling, so turning the
   library off can never flatter the fractions."""
   out = {"this_process": matmul_ceiling(n)}
-  if jax.default_backend() == "cpu" and "xla_cpu_experimental_ynn" in os.environ.get(
-      "XLA_FLAGS", ""):
+  if jax.default_backend() == "cpu" and xla_cpu.YNN_FLAG in os.environ.get("XLA_FLAGS", ""):
     env = dict(os.environ, RGFLOW_XLA_DEFAULTS="0")
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if not f.startswith("--xla_cpu_experimental_ynn"))
+    env["XLA_FLAGS"] = " ".join(f for f in env["XLA_FLAGS"].split()
+                                if not f.startswith(xla_cpu.YNN_FLAG))
     code = f"from rgflow_jax import bench; print(bench.matmul_ceiling({n}))"
     try:
       res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -271,6 +273,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  from rgflow_jax import xla_cpu
   xla_cpu.use_huge_pages()  # restarts once with huge pages for malloc (see xla_cpu)
   main()
