@@ -63,27 +63,16 @@ def weight_norm(v, g):
   return v * (g / jnp.linalg.norm(v, axis=-2))[..., None, :]
 
 
-def apply_network(params: dict, x: jnp.ndarray, matmul_dtype=None) -> jnp.ndarray:
-  """Apply one conditioner to ``x`` of shape (..., dim).
-
-  ``matmul_dtype`` (e.g. bfloat16) runs the matmuls' inputs in that dtype with
-  accumulation and everything else in the parameters' dtype.
-  """
+def apply_network(params: dict, x: jnp.ndarray) -> jnp.ndarray:
+  """Apply one conditioner to ``x`` of shape (..., dim), literally (the fast path in
+  coupling.py computes the same on checkerboard halves, s and t batched)."""
   layers = params["layers"]
   n_res = layers[0]["v"].shape[0]
   weights = [weight_norm(p["v"], p["g"]) for p in layers]
-  if matmul_dtype is not None:
-    weights = [w.astype(matmul_dtype) for w in weights]
-
-  def matmul(a, w):
-    if matmul_dtype is None:
-      return a @ w
-    return jnp.dot(a.astype(matmul_dtype), w, preferred_element_type=x.dtype)
-
   for r in range(n_res):
     h = x
     for p, w in zip(layers, weights, strict=True):
-      h = matmul(swish(h, p["beta"][r]), w[r]) + p["b"][r]
+      h = swish(h, p["beta"][r]) @ w[r] + p["b"][r]
     x = (x + h) * (1.0 / math.sqrt(2.0))
   return x * params["scale"]
 

@@ -1,8 +1,8 @@
 """CPU runtime defaults that make training faster (XLA flags, huge pages).
 
 With jaxlib 0.10, XLA:CPU sends every matrix product to YNNPACK. For this model's
-products (thousands of rows, 24 to 512 wide) Eigen's kernels are faster: measured with
-``python -m rgflow_jax.bench`` on a 2-core Xeon, a training step takes 0.028 s instead
+products (thousands of rows, 24 to 512 wide) Eigen's kernels are faster: measured on
+the benchmark's training step (batch 64) on a 2-core Xeon, it takes 0.028 s instead
 of 0.042 s (tiny), 0.20 s instead of 0.26 s (small) and 11.6 s instead of 12.9 s
 (paper-msds). So, unless told otherwise, importing ``rgflow_jax`` adds
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import perturb
-from rgflow_jax import RGFlow, bench
+from rgflow_jax import RGFlow, bench, xla_cpu
 
 
 @pytest.mark.parametrize("name,gflop", [("tiny", 0.80), ("small", 15.0),
@@ -26,7 +26,7 @@ def test_quick_benchmark_writes_its_table_and_json(tmp_path, capsys):
   assert saved["matmul_ceiling_gflops"] > 0 and saved["runs"][0]["model"] == "tiny"
   ceilings = saved["matmul_ceilings_gflops"]
   assert ceilings["ceiling"] == max(v for k, v in ceilings.items() if k != "ceiling")
-  if "xla_cpu_experimental_ynn" in saved["xla_flags"]:  # CPU with the package default
+  if xla_cpu.YNN_FLAG in saved["xla_flags"]:  # CPU with the package default
     assert ceilings["xla_defaults"] > 0  # measured without it too
   run = result["runs"][0]
   for key in ("compile_s", "step_s_median", "step_s_min", "step_s_max", "forward_s",
