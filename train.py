@@ -39,5 +39,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from rgflow_jax import xla_cpu
-  xla_cpu.use_huge_pages()  # restarts once with huge pages for malloc (see xla_cpu)
+  xla_cpu.use_fast_malloc()  # restarts once with jemalloc or huge pages (see xla_cpu)
   app.run(main)

@@ -273,5 +273,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  xla_cpu.use_huge_pages()  # restarts once with huge pages for malloc (see xla_cpu)
+  xla_cpu.use_fast_malloc()  # restarts once with jemalloc or huge pages (see xla_cpu)
   main()

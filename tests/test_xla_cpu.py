@@ -1,4 +1,4 @@
-"""CPU runtime defaults: the XLA flag and the huge-pages restart."""
+"""CPU runtime defaults: the XLA flag and the allocator restart."""
 
 import os
 import subprocess
@@ -36,28 +36,40 @@ def test_xla_cpu_default_reaches_the_compiler():
   assert "__ynn_fusion" not in hlo
 
 
-def test_huge_pages_restart_only_when_useful():
-  env = xla_cpu.huge_pages_env({"PATH": "/bin"}, "linux", "madvise")
-  assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1" and env["PATH"] == "/bin"
-  env = xla_cpu.huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux",
-                               "always")
+def test_malloc_restart_prefers_jemalloc_then_huge_pages():
+  env = xla_cpu.malloc_env({"PATH": "/bin", "LD_PRELOAD": "libfoo.so"}, "linux", "never",
+                           jemalloc="libjemalloc.so.2")
+  assert env["LD_PRELOAD"] == "libjemalloc.so.2 libfoo.so" and env["PATH"] == "/bin"
+  assert env["MALLOC_CONF"] == xla_cpu.JEMALLOC_CONF and "GLIBC_TUNABLES" not in env
+  env = xla_cpu.malloc_env({"MALLOC_CONF": "narenas:1"}, "linux", "", jemalloc="libje.so")
+  assert env["MALLOC_CONF"] == "narenas:1"  # the user's configuration stays
+  env = xla_cpu.malloc_env({"PATH": "/bin"}, "linux", "madvise", jemalloc="")
+  assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1" and "LD_PRELOAD" not in env
+  env = xla_cpu.malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux",
+                           "always", jemalloc="")
   assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
-  for environ, platform, mode in [({}, "darwin", "madvise"), ({}, "linux", "never"),
-                                  ({}, "linux", ""), ({"RGFLOW_XLA_DEFAULTS": "0"}, "linux",
-                                                      "madvise"),
-                                  ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "linux",
-                                   "madvise")]:
-    assert xla_cpu.huge_pages_env(environ, platform, mode) is None
+  for environ, platform, mode, je in [
+      ({}, "darwin", "madvise", "libjemalloc.dylib"), ({}, "linux", "never", ""),
+      ({}, "linux", "", ""), ({"RGFLOW_XLA_DEFAULTS": "0"}, "linux", "madvise", "libje.so"),
+      ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "linux", "madvise", "libje.so"),
+      ({"LD_PRELOAD": "/usr/lib/libtcmalloc_minimal.so.4"}, "linux", "madvise", "libje.so"),
+      ({"LD_PRELOAD": "libjemalloc.so.2"}, "linux", "madvise", "libjemalloc.so.2")]:
+    assert xla_cpu.malloc_env(environ, platform, mode, je) is None, environ
 
 
-def test_use_huge_pages_restarts_once_with_the_same_command():
-  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+def test_use_fast_malloc_restarts_once_with_the_same_command():
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")}
   code = ("import os, sys; sys.argv = ['x']; from rgflow_jax import xla_cpu; "
-          "print('TUNABLES', os.environ.get('GLIBC_TUNABLES')); xla_cpu.use_huge_pages()")
+          "print('ENV', os.environ.get('GLIBC_TUNABLES'), os.environ.get('LD_PRELOAD')); "
+          "xla_cpu.use_fast_malloc()")
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                        text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
-  lines = [l for l in out.stdout.splitlines() if l.startswith("TUNABLES")]
-  if xla_cpu.huge_pages_env(env) is None:
-    assert lines == ["TUNABLES None"]
+  lines = [l for l in out.stdout.splitlines() if l.startswith("ENV")]
+  want = xla_cpu.malloc_env(env)
+  if want is None:
+    assert lines == ["ENV None None"], out.stderr
   else:  # printed before the restart, then again by the restarted process
-    assert lines == ["TUNABLES None", "TUNABLES glibc.malloc.hugetlb=1"], out.stderr
+    assert lines == ["ENV None None", f"ENV {want.get('GLIBC_TUNABLES')} "
+                                      f"{want.get('LD_PRELOAD')}"], out.stderr
+    assert "cannot be preloaded" not in out.stderr
