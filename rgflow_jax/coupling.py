@@ -142,6 +142,13 @@ def _matmul_narrow(a, w, out_dtype):
                              preferred_element_type=out_dtype)
 
 
+# Swish recomputed in the backward pass from its input (the matrix product's output,
+# which is kept anyway) instead of storing its sigmoid: the forward pass then makes one
+# elementwise pass over each hidden activation instead of two. paper-msds step 8.23 ->
+# 8.03 s, a 1-layer 512-wide model 0.99 -> 0.97 s (back to back, 2-core Xeon).
+_swish = jax.checkpoint(conditioner.swish)
+
+
 def _shift_and_log_scale(p, x_in, src: slice, dst: slice):
   """s and t (each (N, dim/2)) on the free half ``dst``, given the conditioning half
   ``x_in`` (N, dim/2) at ``src``; ``p`` is one RNVP layer of :func:`prepare`'s output.
@@ -162,7 +169,7 @@ def _shift_and_log_scale(p, x_in, src: slice, dst: slice):
       if r == n_res - 1 and i == n_lin - 1:
         w, b = w[:, :, dst], b[:, dst]
       matmul = _matmul_narrow if i == n_lin - 1 else _matmul
-      h = matmul(conditioner.swish(h, beta[:, None]), w, dtype) + b[:, None]
+      h = matmul(_swish(h, beta[:, None]), w, dtype) + b[:, None]
     if r == 0 and n_res == 1:
       stream = h  # the stream is zero on dst
     elif r == 0:
