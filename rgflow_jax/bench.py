@@ -21,6 +21,7 @@ the forward pass. XLA's own count of the compiled step is printed beside it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -269,6 +270,11 @@ def main(argv=None):
     if args.json:  # rewritten after every model: a crash keeps the finished rows
       with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
+    # jemalloc keeps a model's freed step memory for reuse; the next, larger model
+    # would add its own on top (paper-msds kept 13 GiB, and paper-celeba after it was
+    # OOM-killed on a 24 GiB machine). Hand it back between models.
+    gc.collect()
+    xla_cpu.release_freed_memory()
   return result
 
 

@@ -124,6 +124,18 @@ def malloc_env(environ=None, platform: str | None = None, thp_mode: str | None =
   return environ
 
 
+def release_freed_memory() -> bool:
+  """Hand memory that jemalloc keeps for reuse back to the system, e.g. between two
+  models in one process (what the first one kept would otherwise add to the second's
+  peak). Returns whether jemalloc is loaded here (else this does nothing)."""
+  try:
+    mallctl = ctypes.CDLL(None).mallctl
+  except (AttributeError, OSError):
+    return False
+  all_arenas = 4096  # jemalloc's MALLCTL_ARENAS_ALL
+  return mallctl(f"arena.{all_arenas}.purge".encode(), None, None, None, 0) == 0
+
+
 def use_fast_malloc() -> None:
   """Restart this process with jemalloc or huge pages, if :func:`malloc_env` says so.
   Call it first thing in a script's ``__main__`` (it does not return when it

@@ -73,3 +73,21 @@ def test_use_fast_malloc_restarts_once_with_the_same_command():
     assert lines == ["ENV None None", f"ENV {want.get('GLIBC_TUNABLES')} "
                                       f"{want.get('LD_PRELOAD')}"], out.stderr
     assert "cannot be preloaded" not in out.stderr
+
+
+def test_release_freed_memory_returns_jemallocs_kept_pages():
+  loaded = "jemalloc" in os.environ.get("LD_PRELOAD", "")
+  assert xla_cpu.release_freed_memory() == loaded  # a no-op without jemalloc
+  jemalloc = xla_cpu.find_jemalloc()
+  if not jemalloc:
+    return  # nothing more to check on a machine without jemalloc
+  code = ("import numpy as np; from rgflow_jax import xla_cpu\n"
+          "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**30\n"
+          "a = np.ones(2**27); a = None; kept = rss()\n"
+          "print(xla_cpu.release_freed_memory(), kept, rss())")
+  env = dict(os.environ, LD_PRELOAD=jemalloc, MALLOC_CONF=xla_cpu.JEMALLOC_CONF)
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+  released, kept, after = out.stdout.split()
+  assert released == "True", out.stderr
+  assert float(kept) - float(after) > 0.9  # the freed 1 GiB was kept, then handed back
