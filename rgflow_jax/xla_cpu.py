@@ -25,7 +25,8 @@ time over 4 steps plus compile). :func:`use_fast_malloc`, called first thing by
   with transparent huge pages (``MALLOC_CONF``, below, unless you set your own). The
   step then reuses the same pages: measured back to back on a 2-core Xeon,
   tiny 0.032 -> 0.020 s, small 0.194 -> 0.151 s, paper-msds 11.0 -> 7.85 s per step.
-  The process keeps its peak memory until it exits (the peak recurs every step anyway);
+  The process keeps its peak memory until it exits (the peak recurs every step anyway)
+  or calls :func:`release_freed_memory`, as the benchmark does between models;
 - otherwise with glibc's ``glibc.malloc.hugetlb=1`` tunable (transparent huge pages:
   2 MiB faults, 20x fewer; paper-msds 14.0 -> 11.9 s, small 0.28 -> 0.23), where
   transparent huge pages are on "madvise" or "always".

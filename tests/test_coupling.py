@@ -1,6 +1,8 @@
 """The fast RNVP-block path (halves, batched s/t, skipped masked rows) against the
 literal masked definition."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +78,18 @@ def test_halves_are_the_checkerboard_and_invert(k, c):
   np.testing.assert_array_equal(mask, np.repeat([1.0, 0.0], dim // 2))
   # Along another axis (as for weight rows) it is the same permutation.
   np.testing.assert_array_equal(coupling.to_halves(x.T, k, c, axis=0), h.T)
+
+
+def test_narrow_weight_gradients_are_computed_out_by_in():
+  """The last linear layer's weight gradient comes out of XLA as the (out, in) product
+  (the fast one on CPU), not folded back into (in, out): see coupling._matmul_narrow."""
+  k, c, hidden = 2, 3, 16
+  dim = k * k * c
+  params = perturb(coupling.init_block(jax.random.PRNGKey(0), 1, dim, hidden, 1, 2),
+                   jax.random.PRNGKey(2))
+  blocks = jax.random.normal(jax.random.PRNGKey(1), (64, k, k, c))
+  loss = lambda p: jnp.sum(coupling.apply_blocks(p, blocks)[0] ** 2)  # noqa: E731
+  hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+  narrow = f"({dim}|{dim // 2})"
+  assert re.search(rf"f32\[2,{narrow},{hidden}\]\{{[^}}]*\}} dot\(", hlo)
+  assert not re.search(rf"f32\[2,{hidden},{narrow}\]\{{[^}}]*\}} dot\(", hlo)
