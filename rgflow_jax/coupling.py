@@ -26,6 +26,7 @@ Direction names: ``encode`` is the RG direction (image -> latent, the paper's R)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -126,31 +127,127 @@ def _matmul(a, w, out_dtype):
                              preferred_element_type=out_dtype)
 
 
-def _matmul_narrow(a, w, out_dtype):
-  """:func:`_matmul` for the last linear layer of a residual block, whose output is
-  narrow (dim or dim/2 columns against hundreds of input rows).
+def _weight_grad(a, g, narrow: bool, out_dtype):
+  """dW = a^T g over the rows (and the s/t batch axis) of a (2, N, i) and g (2, N, o).
 
-  The same product, with the weight passed transposed behind an optimisation barrier.
-  This only changes how the backward pass computes the weight's gradient: as the
-  (out, in) product g^T a, transposed after, instead of the (in, out) product a^T g,
-  which XLA:CPU runs 1.6-3.8x slower when out is 24 or 48 (measured on a 2-core Xeon,
-  N = 4096 rows: in = 512, out = 24: 1.2 ms instead of 4.4 ms; in = 128: 0.8 instead
-  of 1.3-1.6 ms). Without the barrier XLA folds the transpose back into the product
-  (tests/test_coupling.py checks the compiled gradient).
+  For a narrow output (the last layer of a residual block: o = dim or dim/2 against
+  hundreds of inputs) it is computed as the (out, in) product g^T a and transposed
+  after, behind an optimisation barrier so that XLA does not fold it back: XLA:CPU runs
+  the (in, out) product 1.6-3.8x slower there (measured on a 2-core Xeon, N = 4096
+  rows: in = 512, out = 24: 1.2 ms instead of 4.4 ms; in = 128: 0.8 instead of
+  1.3-1.6 ms). tests/test_coupling.py checks the compiled gradient.
   """
-  wt = jax.lax.optimization_barrier(jnp.swapaxes(w, 1, 2))
-  return jax.lax.dot_general(a.astype(w.dtype), wt, (((2,), (2,)), ((0,), (0,))),
-                             preferred_element_type=out_dtype)
+  dims = (((1,), (1,)), ((0,), (0,)))
+  if not narrow:
+    return jax.lax.dot_general(a, g, dims, preferred_element_type=out_dtype)
+  gt_a = jax.lax.dot_general(g, a, dims, preferred_element_type=out_dtype)
+  return jnp.swapaxes(jax.lax.optimization_barrier(gt_a), 1, 2)
 
 
-# Swish recomputed in the backward pass from its input (the matrix product's output,
-# which is kept anyway) instead of storing its sigmoid: the forward pass then makes one
-# elementwise pass over each hidden activation instead of two. paper-msds step 8.23 ->
-# 8.03 s, a 1-layer 512-wide model 0.99 -> 0.97 s (back to back, 2-core Xeon).
+# Below this |beta| a hidden Swish's slope gradient is scaled down (see _mlp_bwd).
+_BETA_MIN = 1e-3
+
+
+@jax.custom_vjp
+def _mlp(ws, bs, betas, x):
+  """One residual block's f: h <- Swish_beta(h) @ w + b for each linear layer.
+
+  ``x`` (1 or 2, N, in) -> (2, N, out); ws[i] (2, in_i, out_i), bs[i] (2, out_i),
+  betas[i] (2, in_i); the leading 2 is the s/t batch. The forward pass is the plain
+  composition; the backward pass (:func:`_mlp_bwd`) is written out by hand, which
+  saves a pass over every hidden activation (see there).
+  """
+  return _mlp_fwd(ws, bs, betas, x)[0]
+
+
+def _mlp_fwd(ws, bs, betas, x):
+  out_dtype = x.dtype
+  h, hs, acts = x, [], []
+  for w, b, beta in zip(ws, bs, betas, strict=True):
+    hs.append(h)
+    a = conditioner.swish(h, beta[:, None])
+    acts.append(a)
+    h = _matmul(a, w, out_dtype) + b[:, None]
+  # Saved for the backward pass: each layer's input h and its Swish output a (the
+  # product's input); sigmoid(beta h) is recomputed from h.
+  return h, (ws, bs, betas, hs, acts)
+
+
+def _mlp_bwd(res, g):
+  """Backward pass of :func:`_mlp`: the usual chain rule, except for the slopes.
+
+  Autodiff sums the slope gradient of every Swish over all N rows from an (N, width)
+  product of its own: dbeta = sum_n g_a h^2 s (1 - s), s = sigmoid(beta h), one more
+  pass over the activation and a column sum. For a Swish whose input is the previous
+  layer's output, h = a' W' + b', the same number follows from the weight gradients,
+  which are computed anyway:
+
+    beta * dbeta = sum_n h g_h - sum_n a g_a
+                 = colsum(W' * dW') + b' * db' - rowsum(W * dW)
+
+  (first line: g_h = g_a (s + beta h s (1 - s)) and a = h s; second: h = a' W' + b',
+  dW' = a'^T g_h, db' = sum_n g_h, g_a = g W^T, dW = a^T g), a sum over a weight-sized
+  array instead of over N rows: paper-msds step 6.50-6.69 -> 6.09 s (2-core Xeon).
+  Exact up to rounding (float64: 1e-15 relative, tests/test_coupling.py). Where
+  |beta| < _BETA_MIN it divides by +-_BETA_MIN instead, which returns the gradient
+  scaled by |beta| / _BETA_MIN (same sign, finite; no Swish slope comes near that in
+  practice, they start at 1). The first layer's input is the residual stream, not a
+  product's output: its slope gradient is summed directly.
+  """
+  ws, bs, betas, hs, acts = res
+  n = len(ws)
+  dws, dbs, dbetas = [None] * n, [None] * n, [None] * n
+  sum_rows = lambda v: jnp.sum(v, axis=1)  # noqa: E731
+  for i in reversed(range(n)):
+    w, beta, h, a = ws[i], betas[i], hs[i], acts[i]
+    dws[i] = _weight_grad(a.astype(w.dtype), g.astype(w.dtype), i == n - 1, h.dtype)
+    dbs[i] = sum_rows(g)
+    g_a = _matmul_t(g, w, h.dtype)
+    bh = beta[:, None] * h
+    s = jax.nn.sigmoid(bh)
+    g_h = g_a * (s + bh * s * (1.0 - s))
+    if i == 0:
+      dbetas[i] = sum_rows(g_a * h * h * s * (1.0 - s))
+    g = g_h
+  for i in range(1, n):
+    h = hs[i]
+    w_prev, w = ws[i - 1].astype(h.dtype), ws[i].astype(h.dtype)
+    via_weights = (jnp.sum(w_prev * dws[i - 1], axis=1) + bs[i - 1] * dbs[i - 1]
+                   - jnp.sum(w * dws[i], axis=2))
+    beta = betas[i].astype(h.dtype)
+    tiny = jnp.abs(beta) < _BETA_MIN
+    safe_beta = jnp.where(tiny, jnp.where(beta < 0, -_BETA_MIN, _BETA_MIN), beta)
+    dbetas[i] = (via_weights / safe_beta).astype(betas[i].dtype)
+  dws = [d.astype(w.dtype) for d, w in zip(dws, ws, strict=True)]
+  x = hs[0]
+  g_x = jnp.sum(g, axis=0, keepdims=True) if x.shape[0] == 1 else g
+  return dws, dbs, dbetas, g_x.astype(x.dtype)
+
+
+_mlp.defvjp(_mlp_fwd, _mlp_bwd)
+
+
+# Swish recomputed in the backward pass from its input (kept anyway) instead of
+# storing its sigmoid: one elementwise pass over each hidden activation instead of two
+# in the forward pass, and about half the step's memory at paper size.
 _swish = jax.checkpoint(conditioner.swish)
 
 
-def _shift_and_log_scale(p, x_in, src: slice, dst: slice):
+def _mlp_plain(ws, bs, betas, x):
+  """:func:`_mlp` for autodiff of any kind (forward mode included)."""
+  out_dtype = x.dtype
+  for w, b, beta in zip(ws, bs, betas, strict=True):
+    x = _matmul(_swish(x, beta[:, None]), w, out_dtype) + b[:, None]
+  return x
+
+
+def _matmul_t(g, w, out_dtype):
+  """g (2, N, o) x w (2, i, o)^T -> (2, N, i): the input gradient of :func:`_matmul`."""
+  return jax.lax.dot_general(g.astype(w.dtype), w, (((2,), (2,)), ((0,), (0,))),
+                             preferred_element_type=out_dtype)
+
+
+def _shift_and_log_scale(p, x_in, src: slice, dst: slice, hand_backward: bool):
   """s and t (each (N, dim/2)) on the free half ``dst``, given the conditioning half
   ``x_in`` (N, dim/2) at ``src``; ``p`` is one RNVP layer of :func:`prepare`'s output.
 
@@ -159,18 +256,17 @@ def _shift_and_log_scale(p, x_in, src: slice, dst: slice):
   only the ``dst`` columns of the last one are ever read.
   """
   n_res, n_lin = len(p["w"][0]), len(p["w"])
-  dtype = x_in.dtype
   stream = None  # the full-width stream (2, N, dim), once it has been formed
   for r in range(n_res):
-    h = x_in[None] if r == 0 else stream
-    for i in range(n_lin):
-      w, b, beta = p["w"][i][r], p["b"][i][r], p["beta"][i][r]
-      if r == 0 and i == 0:
-        w, beta = w[:, src], beta[:, src]
-      if r == n_res - 1 and i == n_lin - 1:
-        w, b = w[:, :, dst], b[:, dst]
-      matmul = _matmul_narrow if i == n_lin - 1 else _matmul
-      h = matmul(_swish(h, beta[:, None]), w, dtype) + b[:, None]
+    ws = [p["w"][i][r] for i in range(n_lin)]
+    bs = [p["b"][i][r] for i in range(n_lin)]
+    betas = [p["beta"][i][r] for i in range(n_lin)]
+    if r == 0:
+      ws[0], betas[0] = ws[0][:, src], betas[0][:, src]
+    if r == n_res - 1:
+      ws[-1], bs[-1] = ws[-1][:, :, dst], bs[-1][:, dst]
+    mlp = _mlp if hand_backward else _mlp_plain
+    h = mlp(ws, bs, betas, x_in[None] if r == 0 else stream)
     if r == 0 and n_res == 1:
       stream = h  # the stream is zero on dst
     elif r == 0:
@@ -185,13 +281,13 @@ def _shift_and_log_scale(p, x_in, src: slice, dst: slice):
   return jnp.tanh(out[0]), out[1]
 
 
-def _layer_encode(p, xa, xb):
+def _layer_encode(p, xa, xb, hand_backward: bool = False):
   half = xa.shape[-1]
   a, b = slice(0, half), slice(half, 2 * half)
-  s, t = _shift_and_log_scale(p, xa, a, b)
+  s, t = _shift_and_log_scale(p, xa, a, b, hand_backward)
   xb = xb * jnp.exp(s) + t
   log_det = jnp.sum(s, axis=-1)
-  s, t = _shift_and_log_scale(p, xb, b, a)
+  s, t = _shift_and_log_scale(p, xb, b, a, hand_backward)
   xa = xa * jnp.exp(s) + t
   return xa, xb, log_det + jnp.sum(s, axis=-1)
 
@@ -199,29 +295,35 @@ def _layer_encode(p, xa, xb):
 def _layer_decode(p, xa, xb):
   half = xa.shape[-1]
   a, b = slice(0, half), slice(half, 2 * half)
-  s, t = _shift_and_log_scale(p, xb, b, a)
+  s, t = _shift_and_log_scale(p, xb, b, a, False)
   xa = (xa - t) * jnp.exp(-s)
   log_det = jnp.sum(s, axis=-1)
-  s, t = _shift_and_log_scale(p, xa, a, b)
+  s, t = _shift_and_log_scale(p, xa, a, b, False)
   xb = (xb - t) * jnp.exp(-s)
   return xa, xb, -(log_det + jnp.sum(s, axis=-1))
 
 
 def apply_blocks(params, blocks, *, inverse: bool = False, remat: bool = False,
-                 scan: bool = False, matmul_dtype=None):
+                 scan: bool = False, matmul_dtype=None, hand_backward: bool = False):
   """Every block of ``blocks`` (N, k, k, C) through one RNVP block.
 
   Returns (out (N, k, k, C), log|det| (N,)): the RG direction (encode) by default,
   the generation direction (decode) with ``inverse=True``. ``scan`` runs the RNVP
   layers as one ``lax.scan`` (compile time flat in n_layer) instead of unrolled;
   ``remat`` recomputes each layer's activations in the backward pass.
+  ``hand_backward`` (encode only) gives the conditioners the hand-written backward pass
+  of :func:`_mlp_bwd`: faster reverse-mode gradients (the training step's), but no
+  forward-mode derivatives (``jax.jvp`` / ``jacfwd`` raise) through it.
   """
   n, k, _, c = blocks.shape
   prep = prepare(params, k, c, matmul_dtype)
   x = to_halves(blocks.reshape(n, -1), k, c)
   half = x.shape[-1] // 2
   xa, xb = x[:, :half], x[:, half:]
-  layer_fn = _layer_decode if inverse else _layer_encode
+  if inverse:
+    layer_fn = _layer_decode
+  else:
+    layer_fn = functools.partial(_layer_encode, hand_backward=hand_backward)
   if remat:
     layer_fn = jax.checkpoint(layer_fn)
   log_det = jnp.zeros((n,), blocks.dtype)

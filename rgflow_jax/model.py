@@ -142,10 +142,17 @@ class RGFlow(FlowDensity):
   # scan; a large number: never.
   scan_min_layers: int = 5
   matmul_dtype: str = "float32"  # "bfloat16": bf16 matmul inputs, f32 everything else
+  # encode's conditioners get a hand-written backward pass (coupling._mlp_bwd): faster
+  # gradients, no forward-mode derivatives through encode. None: on in the training
+  # step (training.make_train_step), off elsewhere; True / False: always / never.
+  hand_backward: bool | None = None
 
   def __post_init__(self):
     if not isinstance(self.scan_min_layers, (int, np.integer)) or self.scan_min_layers < 1:
       raise ValueError(f"scan_min_layers must be an int >= 1, got {self.scan_min_layers!r}")
+    if self.hand_backward not in (None, True, False):
+      raise ValueError(f"hand_backward must be true, false or None (auto), "
+                       f"got {self.hand_backward!r}")
     if self.matmul_dtype not in ("float32", "bfloat16"):
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', "
                        f"got {self.matmul_dtype!r}")
@@ -232,7 +239,8 @@ class RGFlow(FlowDensity):
     out, log_det = coupling.apply_blocks(
         block_params, blocks.reshape((b * nb,) + blocks.shape[2:]), inverse=inverse,
         remat=self.remat, scan=n_layer >= self.scan_min_layers,
-        matmul_dtype=self._matmul_dtype)
+        matmul_dtype=self._matmul_dtype,
+        hand_backward=not inverse and self.hand_backward is True)
     out = geometry.from_blocks(out.reshape(blocks.shape), layer)
     return out, log_det.reshape(b, nb).sum(axis=1)
 

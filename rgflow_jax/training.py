@@ -11,6 +11,8 @@ a row stop the run with the last good checkpoint intact.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import math
@@ -97,7 +99,13 @@ def init_state(flow, config, dtype):
 
 
 def make_train_step(flow, optimizer, mesh):
-  """The jitted step: (state, uint8 batch) -> (state, metrics); state donated."""
+  """The jitted step: (state, uint8 batch) -> (state, metrics); state donated.
+
+  An RG-Flow whose ``hand_backward`` is None (auto) gets its hand-written backward pass
+  here: the step only takes reverse-mode gradients.
+  """
+  if getattr(flow, "hand_backward", False) is None:
+    flow = dataclasses.replace(flow, hand_backward=True)
 
   def loss_fn(params, batch, rng):
     return jnp.mean(flow.bits_per_dim(params, batch, rng))

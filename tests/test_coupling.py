@@ -62,10 +62,49 @@ def test_fast_path_float32_and_gradients_match_the_definition():
   np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5)
   np.testing.assert_allclose(ld, ld_ref, rtol=0, atol=1e-5)
   loss = lambda f: lambda p: jnp.sum(f(p)[0] ** 2) + jnp.sum(f(p)[1])  # noqa: E731
-  g_fast = jax.grad(loss(lambda p: coupling.apply_blocks(p, x, remat=True)))(params)
   g_ref = jax.grad(loss(lambda p: _reference_encode(p, x)))(params)
-  for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # seen: 2e-5 on |g| ~ 70
+  for hand in (False, True):
+    g_fast = jax.grad(loss(lambda p: coupling.apply_blocks(  # noqa: B023
+        p, x, remat=True, hand_backward=hand)))(params)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref), strict=True):
+      # seen: 2e-5 on |g| ~ 70; the hand-written slope gradients (a difference of two
+      # sums, coupling._mlp_bwd) 6.5e-5 on 1.7 where the leaf's largest is 15.
+      scale = float(jnp.abs(b).max())
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, scale))
+
+
+def _grads(params, x, **kw):
+  def loss(p, v):
+    y, ld = coupling.apply_blocks(p, v, **kw)
+    return jnp.sum(y ** 2) + jnp.sum(jnp.sin(y)) + jnp.sum(ld)
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hand_backward_equals_autodiff(x64, case):
+  """coupling._mlp_bwd (slope gradients from the weight gradients) against autodiff,
+  for parameters and input, unrolled and scanned, with and without remat."""
+  params, x = _random_block(*case, jnp.float64)
+  for scan, remat in ((False, False), (True, False), (False, True)):
+    want = _grads(params, x, scan=scan, remat=remat)
+    got = _grads(params, x, scan=scan, remat=remat, hand_backward=True)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_hand_backward_small_slopes_are_scaled_not_divided_by_zero(x64):
+  """Below |beta| = _BETA_MIN the hidden slopes' gradient is the true one scaled by
+  |beta| / _BETA_MIN (finite at beta = 0); elsewhere it is exact."""
+  params, x = _random_block(4, 3, 1, 2, 2, jnp.float64)
+  beta = np.array(params["layers"][1]["beta"])  # (n_layer, 2, n_res, hidden): hidden
+  tiny = np.array([0.0, 1e-5, -4e-4, 9e-4, -2e-3, 0.3])
+  beta[0, 0, 0, :tiny.size] = tiny
+  params["layers"][1]["beta"] = jnp.asarray(beta)
+  want = _grads(params, x)[0]["layers"][1]["beta"][0, 0, 0, :tiny.size]
+  got = _grads(params, x, hand_backward=True)[0]["layers"][1]["beta"][0, 0, 0, :tiny.size]
+  scale = np.minimum(np.abs(tiny) / coupling._BETA_MIN, 1.0)
+  assert np.all(np.abs(np.asarray(want)) > 1e-3)  # gradients worth comparing
+  np.testing.assert_allclose(got, want * scale, rtol=1e-7, atol=1e-12)
 
 
 @pytest.mark.parametrize("k,c", [(2, 1), (4, 3), (6, 2)])
@@ -82,13 +121,14 @@ def test_halves_are_the_checkerboard_and_invert(k, c):
 
 def test_narrow_weight_gradients_are_computed_out_by_in():
   """The last linear layer's weight gradient comes out of XLA as the (out, in) product
-  (the fast one on CPU), not folded back into (in, out): see coupling._matmul_narrow."""
+  (the fast one on CPU), not folded back into (in, out): see coupling._weight_grad."""
   k, c, hidden = 2, 3, 16
   dim = k * k * c
   params = perturb(coupling.init_block(jax.random.PRNGKey(0), 1, dim, hidden, 1, 2),
                    jax.random.PRNGKey(2))
   blocks = jax.random.normal(jax.random.PRNGKey(1), (64, k, k, c))
-  loss = lambda p: jnp.sum(coupling.apply_blocks(p, blocks)[0] ** 2)  # noqa: E731
+  loss = lambda p: jnp.sum(  # noqa: E731
+      coupling.apply_blocks(p, blocks, hand_backward=True)[0] ** 2)
   hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
   narrow = f"({dim}|{dim // 2})"
   assert re.search(rf"f32\[2,{narrow},{hidden}\]\{{[^}}]*\}} dot\(", hlo)
