@@ -137,10 +137,30 @@ def release_freed_memory() -> bool:
   return mallctl(f"arena.{all_arenas}.purge".encode(), None, None, None, 0) == 0
 
 
+def synchronous_dispatch() -> None:
+  """Run each CPU computation to its end before the call returns
+  (``jax_cpu_enable_async_dispatch`` off), unless ``RGFLOW_XLA_DEFAULTS=0``, the user
+  set ``JAX_CPU_ENABLE_ASYNC_DISPATCH``, or a backend has started.
+
+  With asynchronous dispatch the next training step could allocate its temporaries
+  (10 GiB at paper-msds) before the previous step had freed its own: measured with
+  jemalloc, the resident set went from 13 to 22 GiB at the second or third step in
+  three runs of five steps out of four, and paper CelebA's benchmark was OOM-killed on
+  24 GiB. With it off: 13.0 GiB over eight steps, the same 6.1 s per step.
+  """
+  if (os.environ.get("RGFLOW_XLA_DEFAULTS") == "0"
+      or "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ or _backends_started()):
+    return
+  import jax  # noqa: PLC0415
+  jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
 def use_fast_malloc() -> None:
-  """Restart this process with jemalloc or huge pages, if :func:`malloc_env` says so.
+  """Restart this process with jemalloc or huge pages, if :func:`malloc_env` says so,
+  and turn on :func:`synchronous_dispatch`.
   Call it first thing in a script's ``__main__`` (it does not return when it
   restarts); the restarted process sees the change and carries on."""
+  synchronous_dispatch()
   env = malloc_env()
   if env is None:
     return

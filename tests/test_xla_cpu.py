@@ -91,3 +91,16 @@ def test_release_freed_memory_returns_jemallocs_kept_pages():
   released, kept, after = out.stdout.split()
   assert released == "True", out.stderr
   assert float(kept) - float(after) > 0.9  # the freed 1 GiB was kept, then handed back
+
+
+def test_synchronous_dispatch_is_set_before_the_backend_and_the_user_wins():
+  code = ("from rgflow_jax import xla_cpu; xla_cpu.synchronous_dispatch(); import jax; "
+          "print(jax.config.values['jax_cpu_enable_async_dispatch'])")
+  base = {k: v for k, v in os.environ.items()
+          if k not in ("JAX_CPU_ENABLE_ASYNC_DISPATCH", "RGFLOW_XLA_DEFAULTS")}
+  root = str(Path(__file__).resolve().parents[1])
+  for extra, want in [({}, "False"), ({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"}, "True"),
+                      ({"RGFLOW_XLA_DEFAULTS": "0"}, "True")]:
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, cwd=root,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == want, (extra, out.stdout, out.stderr)
