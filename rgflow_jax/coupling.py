@@ -188,7 +188,7 @@ def _mlp_bwd(res, g):
   (first line: g_h = g_a (s + beta h s (1 - s)) and a = h s; second: h = a' W' + b',
   dW' = a'^T g_h, db' = sum_n g_h, g_a = g W^T, dW = a^T g), a sum over a weight-sized
   array instead of over N rows: paper-msds step 6.50-6.69 -> 6.09 s (2-core Xeon).
-  Exact up to rounding (float64: 1e-15 relative, tests/test_coupling.py). Where
+  Exact up to rounding (float64: 1e-15 relative, tested at 1e-11). Where
   |beta| < _BETA_MIN it divides by +-_BETA_MIN instead, which returns the gradient
   scaled by |beta| / _BETA_MIN (same sign, finite; no Swish slope comes near that in
   practice, they start at 1). The first layer's input is the residual stream, not a

@@ -144,9 +144,9 @@ def synchronous_dispatch() -> None:
 
   With asynchronous dispatch the next training step could allocate its temporaries
   (10 GiB at paper-msds) before the previous step had freed its own: measured with
-  jemalloc, the resident set went from 13 to 22 GiB at the second or third step in
-  three runs of five steps out of four, and paper CelebA's benchmark was OOM-killed on
-  24 GiB. With it off: 13.0 GiB over eight steps, the same 6.1 s per step.
+  jemalloc, paper-msds's resident set went from 13 to 22 GiB at the second or third
+  step in five of six runs of 5-8 steps, and paper CelebA's benchmark was OOM-killed
+  on 24 GiB. With it off: 13.0 GiB over eight steps, the same 6.1 s per step.
   """
   if (os.environ.get("RGFLOW_XLA_DEFAULTS") == "0"
       or "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ or _backends_started()):
