@@ -160,16 +160,22 @@ def _mlp(ws, bs, betas, x):
   return _mlp_fwd(ws, bs, betas, x)[0]
 
 
-def _mlp_fwd(ws, bs, betas, x):
-  out_dtype = x.dtype
+def _forward(ws, bs, betas, x, swish):
+  """h <- swish(h) @ w + b over the layers; also each layer's input h and Swish output."""
   h, hs, acts = x, [], []
   for w, b, beta in zip(ws, bs, betas, strict=True):
     hs.append(h)
-    a = conditioner.swish(h, beta[:, None])
-    acts.append(a)
-    h = _matmul(a, w, out_dtype) + b[:, None]
+    acts.append(swish(h, beta[:, None]))
+    h = _matmul(acts[-1], w, x.dtype) + b[:, None]
+  return h, hs, acts
+
+
+def _mlp_fwd(ws, bs, betas, x):
   # Saved for the backward pass: each layer's input h and its Swish output a (the
-  # product's input); sigmoid(beta h) is recomputed from h.
+  # product's input). The backward's sigmoid(beta h) is the forward's expression, so
+  # XLA keeps the forward's value for it; recomputing it behind an optimisation
+  # barrier was slower (small step 0.108-0.112 -> 0.118 s, two pairs).
+  h, hs, acts = _forward(ws, bs, betas, x, conditioner.swish)
   return h, (ws, bs, betas, hs, acts)
 
 
@@ -187,7 +193,8 @@ def _mlp_bwd(res, g):
 
   (first line: g_h = g_a (s + beta h s (1 - s)) and a = h s; second: h = a' W' + b',
   dW' = a'^T g_h, db' = sum_n g_h, g_a = g W^T, dW = a^T g), a sum over a weight-sized
-  array instead of over N rows: paper-msds step 6.50-6.69 -> 6.09 s (2-core Xeon).
+  array instead of over N rows: paper-msds step 6.69 -> 6.09 s (2-core Xeon, back to
+  back).
   Exact up to rounding (float64: 1e-15 relative, tested at 1e-11). Where
   |beta| < _BETA_MIN it divides by +-_BETA_MIN instead, which returns the gradient
   scaled by |beta| / _BETA_MIN (same sign, finite; no Swish slope comes near that in
@@ -227,18 +234,16 @@ def _mlp_bwd(res, g):
 _mlp.defvjp(_mlp_fwd, _mlp_bwd)
 
 
-# Swish recomputed in the backward pass from its input (kept anyway) instead of
-# storing its sigmoid: one elementwise pass over each hidden activation instead of two
-# in the forward pass, and about half the step's memory at paper size.
+# For autodiff (decode, or hand_backward off): Swish recomputed in the backward pass
+# from its input (kept anyway) instead of storing its sigmoid: one elementwise pass
+# over each hidden activation instead of two in the forward pass, and about half the
+# step's memory at paper size.
 _swish = jax.checkpoint(conditioner.swish)
 
 
 def _mlp_plain(ws, bs, betas, x):
   """:func:`_mlp` for autodiff of any kind (forward mode included)."""
-  out_dtype = x.dtype
-  for w, b, beta in zip(ws, bs, betas, strict=True):
-    x = _matmul(_swish(x, beta[:, None]), w, out_dtype) + b[:, None]
-  return x
+  return _forward(ws, bs, betas, x, _swish)[0]
 
 
 def _matmul_t(g, w, out_dtype):

@@ -12,7 +12,6 @@ a row stop the run with the last good checkpoint intact.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import math

@@ -160,9 +160,9 @@ def use_fast_malloc() -> None:
   and turn on :func:`synchronous_dispatch`.
   Call it first thing in a script's ``__main__`` (it does not return when it
   restarts); the restarted process sees the change and carries on."""
-  synchronous_dispatch()
   env = malloc_env()
-  if env is None:
+  if env is None:  # this process carries on (and a restarted one arrives here)
+    synchronous_dispatch()
     return
   sys.stdout.flush()
   sys.stderr.flush()

@@ -99,8 +99,11 @@ def test_synchronous_dispatch_is_set_before_the_backend_and_the_user_wins():
   base = {k: v for k, v in os.environ.items()
           if k not in ("JAX_CPU_ENABLE_ASYNC_DISPATCH", "RGFLOW_XLA_DEFAULTS")}
   root = str(Path(__file__).resolve().parents[1])
-  for extra, want in [({}, "False"), ({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"}, "True"),
-                      ({"RGFLOW_XLA_DEFAULTS": "0"}, "True")]:
-    out = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, cwd=root,
+  started = "import jax; jax.numpy.zeros(1); " + code  # too late: a backend is up
+  for prog, extra, want in [(code, {}, "False"),
+                            (code, {"JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"}, "True"),
+                            (code, {"RGFLOW_XLA_DEFAULTS": "0"}, "True"),
+                            (started, {}, "True")]:
+    out = subprocess.run([sys.executable, "-c", prog], env={**base, **extra}, cwd=root,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == want, (extra, out.stdout, out.stderr)
