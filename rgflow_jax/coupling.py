@@ -228,7 +228,23 @@ def _mlp_bwd(res, g):
   dws = [d.astype(w.dtype) for d, w in zip(dws, ws, strict=True)]
   x = hs[0]
   g_x = jnp.sum(g, axis=0, keepdims=True) if x.shape[0] == 1 else g
-  return dws, dbs, dbetas, g_x.astype(x.dtype)
+  typed = lambda cts, primals: [_like_primal(c, p) for c, p in zip(cts, primals, strict=True)]  # noqa: E731
+  return (typed(dws, ws), typed(dbs, bs), typed(dbetas, betas),
+          _like_primal(g_x.astype(x.dtype), x))
+
+
+def _like_primal(ct, primal):
+  """Inside ``jax.shard_map``: a cotangent summed over the mesh axes along which it
+  varies but its primal does not (a replicated weight used on per-device rows gets
+  the sum of every device's gradient, as autodiff gives it). Outside: ``ct``."""
+  extra = tuple(sorted(_varying_axes(ct) - _varying_axes(primal)))
+  return jax.lax.psum(ct, extra) if extra else ct
+
+
+def _varying_axes(x) -> frozenset:
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.8; older: aval.vma
+  return manual.varying if manual is not None else getattr(aval, "vma", frozenset())
 
 
 _mlp.defvjp(_mlp_fwd, _mlp_bwd)
