@@ -237,14 +237,9 @@ def _like_primal(ct, primal):
   """Inside ``jax.shard_map``: a cotangent summed over the mesh axes along which it
   varies but its primal does not (a replicated weight used on per-device rows gets
   the sum of every device's gradient, as autodiff gives it). Outside: ``ct``."""
-  extra = tuple(sorted(_varying_axes(ct) - _varying_axes(primal)))
+  varying = lambda a: jax.typeof(a).manual_axis_type.varying  # noqa: E731
+  extra = tuple(sorted(varying(ct) - varying(primal)))
   return jax.lax.psum(ct, extra) if extra else ct
-
-
-def _varying_axes(x) -> frozenset:
-  aval = jax.typeof(x)
-  manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.8; older: aval.vma
-  return manual.varying if manual is not None else getattr(aval, "vma", frozenset())
 
 
 _mlp.defvjp(_mlp_fwd, _mlp_bwd)
