@@ -272,6 +272,7 @@ def _shift_and_log_scale(p, x_in, src: slice, dst: slice, hand_backward: bool):
   only the ``dst`` columns of the last one are ever read.
   """
   n_res, n_lin = len(p["w"][0]), len(p["w"])
+  mlp = _mlp if hand_backward else _mlp_plain
   stream = None  # the full-width stream (2, N, dim), once it has been formed
   for r in range(n_res):
     ws = [p["w"][i][r] for i in range(n_lin)]
@@ -281,7 +282,6 @@ def _shift_and_log_scale(p, x_in, src: slice, dst: slice, hand_backward: bool):
       ws[0], betas[0] = ws[0][:, src], betas[0][:, src]
     if r == n_res - 1:
       ws[-1], bs[-1] = ws[-1][:, :, dst], bs[-1][:, dst]
-    mlp = _mlp if hand_backward else _mlp_plain
     h = mlp(ws, bs, betas, x_in[None] if r == 0 else stream)
     if r == 0 and n_res == 1:
       stream = h  # the stream is zero on dst

@@ -139,8 +139,10 @@ def release_freed_memory() -> bool:
 
 def synchronous_dispatch() -> None:
   """Run each CPU computation to its end before the call returns
-  (``jax_cpu_enable_async_dispatch`` off), unless ``RGFLOW_XLA_DEFAULTS=0``, the user
-  set ``JAX_CPU_ENABLE_ASYNC_DISPATCH``, or a backend has started.
+  (``jax_cpu_enable_async_dispatch`` off), unless ``RGFLOW_XLA_DEFAULTS=0`` or a
+  backend has started. (JAX reads that option from ``jax.config`` only, not from the
+  environment: to keep asynchronous dispatch, set ``RGFLOW_XLA_DEFAULTS=0``, or call
+  ``jax.config.update("jax_cpu_enable_async_dispatch", True)`` after this.)
 
   With asynchronous dispatch the next training step could allocate its temporaries
   (10 GiB at paper-msds) before the previous step had freed its own: measured with
@@ -148,8 +150,7 @@ def synchronous_dispatch() -> None:
   step in five of six runs of 5-8 steps, and paper CelebA's benchmark was OOM-killed
   on 24 GiB. With it off: 13.0 GiB over eight steps, the same 6.1 s per step.
   """
-  if (os.environ.get("RGFLOW_XLA_DEFAULTS") == "0"
-      or "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ or _backends_started()):
+  if os.environ.get("RGFLOW_XLA_DEFAULTS") == "0" or _backends_started():
     return
   import jax  # noqa: PLC0415
   jax.config.update("jax_cpu_enable_async_dispatch", False)

@@ -79,11 +79,13 @@ def test_fast_path_float32_and_gradients_match_the_definition():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol)
 
 
+def _loss(params, x, **kw):
+  y, ld = coupling.apply_blocks(params, x, **kw)
+  return jnp.sum(y ** 2) + jnp.sum(jnp.sin(y)) + jnp.sum(ld)
+
+
 def _grads(params, x, **kw):
-  def loss(p, v):
-    y, ld = coupling.apply_blocks(p, v, **kw)
-    return jnp.sum(y ** 2) + jnp.sum(jnp.sin(y)) + jnp.sum(ld)
-  return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+  return jax.jit(jax.grad(lambda p, v: _loss(p, v, **kw), argnums=(0, 1)))(params, x)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -115,28 +117,19 @@ def test_hand_backward_small_slopes_are_scaled_not_divided_by_zero(x64):
 
 SHARD_MAP_SCRIPT = """
 import json, sys
-sys.path.insert(0, {root!r})
-import jax, jax.numpy as jnp, numpy as np
+sys.path[:0] = [{root!r}, {tests!r}]
+import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 from jax.sharding import NamedSharding, PartitionSpec as P
-from rgflow_jax import coupling
+from test_coupling import _grads, _loss, _random_block
 
-params = coupling.init_block(jax.random.PRNGKey(0), 2, 48, 8, 2, 2, jnp.float64)
-leaves, tree = jax.tree.flatten(params)
-params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(jax.random.PRNGKey(i), a.shape, a.dtype)
-                                   for i, a in enumerate(leaves)])
-x = jax.random.normal(jax.random.PRNGKey(9), (8, 4, 4, 3), jnp.float64)
-
-def loss(p, x, hand):
-  y, ld = coupling.apply_blocks(p, x, hand_backward=hand)
-  return jnp.sum(y ** 2) + jnp.sum(jnp.sin(y)) + jnp.sum(ld)
-
+params, x = _random_block(4, 3, 2, 2, 2, jnp.float64, n=8)
 mesh = jax.make_mesh((jax.device_count(),), ("d",))
-grad = jax.grad(lambda p, x: loss(p, x, True), argnums=(0, 1))
+grad = jax.grad(lambda p, v: _loss(p, v, hand_backward=True), argnums=(0, 1))
 sharded = jax.jit(jax.shard_map(grad, mesh=mesh, in_specs=(P(), P("d")),
                                 out_specs=(P(), P("d"))))
 got = sharded(params, jax.device_put(x, NamedSharding(mesh, P("d"))))
-want = jax.jit(jax.grad(lambda p, x: loss(p, x, False), argnums=(0, 1)))(params, x)
+want = _grads(params, x)
 err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
 scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(want))
 print(json.dumps({{"devices": jax.device_count(), "err": err, "scale": scale}}))
@@ -149,8 +142,9 @@ def test_hand_backward_under_shard_map_sums_replicated_gradients():
   the whole batch's autodiff gradient (float64, 2 host devices)."""
   env = dict(os.environ)
   env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-  root = str(Path(__file__).resolve().parents[1])
-  out = subprocess.run([sys.executable, "-c", SHARD_MAP_SCRIPT.format(root=root)], env=env,
+  here = Path(__file__).resolve().parent
+  script = SHARD_MAP_SCRIPT.format(root=str(here.parent), tests=str(here))
+  out = subprocess.run([sys.executable, "-c", script], env=env,
                        capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
   res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -93,15 +93,13 @@ def test_release_freed_memory_returns_jemallocs_kept_pages():
   assert float(kept) - float(after) > 0.9  # the freed 1 GiB was kept, then handed back
 
 
-def test_synchronous_dispatch_is_set_before_the_backend_and_the_user_wins():
+def test_synchronous_dispatch_is_set_before_the_backend_unless_turned_off():
   code = ("from rgflow_jax import xla_cpu; xla_cpu.synchronous_dispatch(); import jax; "
           "print(jax.config.values['jax_cpu_enable_async_dispatch'])")
-  base = {k: v for k, v in os.environ.items()
-          if k not in ("JAX_CPU_ENABLE_ASYNC_DISPATCH", "RGFLOW_XLA_DEFAULTS")}
+  base = {k: v for k, v in os.environ.items() if k != "RGFLOW_XLA_DEFAULTS"}
   root = str(Path(__file__).resolve().parents[1])
   started = "import jax; jax.numpy.zeros(1); " + code  # too late: a backend is up
   for prog, extra, want in [(code, {}, "False"),
-                            (code, {"JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"}, "True"),
                             (code, {"RGFLOW_XLA_DEFAULTS": "0"}, "True"),
                             (started, {}, "True")]:
     out = subprocess.run([sys.executable, "-c", prog], env={**base, **extra}, cwd=root,
