@@ -30,6 +30,8 @@ def main(argv):
   workdirs = argv[1:]
   for name in ("absl", "jax"):
     logging.getLogger(name).setLevel(logging.WARNING)
+  for name in ("gcsfs", "fsspec", "s3fs"):  # object-store clients: retries, cache notes
+    logging.getLogger(name).setLevel(logging.CRITICAL)
   if not workdirs:
     sys.exit("error: name the run folders to compare, e.g. "
              "python compare.py --out runs/cmp runs/a runs/b")
@@ -47,7 +49,7 @@ def main(argv):
     result = compare.compare(workdirs, _OUT.value, _DRAWS.value, _MAX_IMAGES.value,
                              _SAMPLES.value, _INPAINT_IMAGES.value, _INPAINT_STARTS.value,
                              _INPAINT_STEPS.value, _RF_SAMPLES.value, _CHECKPOINT.value)
-  except (DataError, TrainingError, ValueError, FileNotFoundError) as e:
+  except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(compare.tables_markdown(result))
   print(f"wrote {_OUT.value}/compare.json, compare.md and the figures")

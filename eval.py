@@ -31,6 +31,8 @@ def main(argv):
   del argv
   for name in ("absl", "jax"):
     logging.getLogger(name).setLevel(logging.WARNING)
+  for name in ("gcsfs", "fsspec", "s3fs"):  # object-store clients: retries, cache notes
+    logging.getLogger(name).setLevel(logging.CRITICAL)
   from rgflow_jax.data import DataError
   from rgflow_jax.evaluation import evaluate
   from rgflow_jax.training import TrainingError
@@ -39,7 +41,7 @@ def main(argv):
                        _CHECKPOINT.value, _DRAWS.value, _MAX_IMAGES.value,
                        inpaint_images=_INPAINT_IMAGES.value,
                        inpaint_starts=_INPAINT_STARTS.value, inpaint_steps=_INPAINT_STEPS.value)
-  except (DataError, TrainingError, ValueError, FileNotFoundError) as e:
+  except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps({k: v for k, v in results.items() if k != "rf"}, indent=1))
   if "test_bpd" in results:
@@ -49,5 +51,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from rgflow_jax import xla_cpu
-  xla_cpu.use_fast_malloc()  # restarts once with jemalloc or huge pages (see xla_cpu)
+  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch (see xla_cpu)
   app.run(main)

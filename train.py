@@ -27,17 +27,19 @@ def main(argv):
   del argv
   for name in ("absl", "jax"):
     logging.getLogger(name).setLevel(logging.WARNING)
+  for name in ("gcsfs", "fsspec", "s3fs"):  # object-store clients: retries, cache notes
+    logging.getLogger(name).setLevel(logging.CRITICAL)
   from rgflow_jax.data import DataError
   from rgflow_jax.training import TrainingError, train_and_evaluate
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   try:
     summary = train_and_evaluate(_CONFIG.value, workdir)
-  except (DataError, TrainingError, ValueError) as e:
+  except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(f"done: {summary}")
 
 
 if __name__ == "__main__":
   from rgflow_jax import xla_cpu
-  xla_cpu.use_fast_malloc()  # restarts once with jemalloc or huge pages (see xla_cpu)
+  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch (see xla_cpu)
   app.run(main)

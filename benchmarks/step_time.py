@@ -13,5 +13,5 @@ from rgflow_jax import bench  # noqa: E402
 
 if __name__ == "__main__":
   from rgflow_jax import xla_cpu  # noqa: E402
-  xla_cpu.use_fast_malloc()  # restarts once with jemalloc or huge pages (see xla_cpu)
+  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch (see xla_cpu)
   bench.main()

@@ -9,6 +9,7 @@ Variants (``--config configs/msds1.py:VARIANT``):
   smoke  seconds, for tests.
   and, comma-separated after a size, ``realnvp`` (the Real NVP baseline at the same
   parameter count) and ``gaussian`` (the prior ablation): ``:cpu,realnvp``.
+  accel  one GPU or TPU host: bfloat16 matmuls, compilation cache (``:accel``).
 """
 
 from configs import base

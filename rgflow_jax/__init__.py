@@ -1,10 +1,9 @@
-"""rgflow-jax: RG-Flow (hierarchical, explainable normalizing flow) in JAX."""
+"""rgflow-jax: RG-Flow (hierarchical, explainable normalizing flow) in JAX.
 
-from rgflow_jax import xla_cpu
-
-xla_cpu.configure()  # before anything starts a JAX backend; see xla_cpu's docstring
-
-# ruff: noqa: E402
+Importing the package changes nothing about the process: the CPU tuning in
+:mod:`rgflow_jax.xla_cpu` is applied by the entry points (train.py, eval.py, the
+benchmark), and only when they run on CPU.
+"""
 
 from rgflow_jax.geometry import Geometry, level_of_site
 from rgflow_jax.model import RGFlow, init

@@ -84,7 +84,7 @@ def best_matmul_ceiling(n: int = 2048) -> dict:
   library off can never flatter the fractions."""
   out = {"this_process": matmul_ceiling(n)}
   if jax.default_backend() == "cpu" and xla_cpu.YNN_FLAG in os.environ.get("XLA_FLAGS", ""):
-    env = dict(os.environ, RGFLOW_XLA_DEFAULTS="0")
+    env = dict(os.environ, RGFLOW_CPU_TUNING="0")
     env["XLA_FLAGS"] = " ".join(f for f in env["XLA_FLAGS"].split()
                                 if not f.startswith(xla_cpu.YNN_FLAG))
     code = f"from rgflow_jax import bench; print(bench.matmul_ceiling({n}))"
@@ -279,5 +279,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  xla_cpu.use_fast_malloc()  # restarts once with jemalloc or huge pages (see xla_cpu)
+  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch (see xla_cpu)
   main()

@@ -2,24 +2,24 @@
 
 A checkpoint holds the train state (params, optimizer state, step, rng) as an Orbax
 pytree and, beside it, a JSON item with the data pipeline's position and counters.
-Orbax writes into a temporary folder and renames it when complete, so a run killed
-mid-save leaves the previous checkpoint intact.
+Orbax writes into a temporary folder and renames it when complete (on GCS, where
+there is no rename, it writes a commit marker last), so a run killed mid-save leaves
+the previous checkpoint intact. The workdir may be local or ``gs://`` / ``s3://``.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import jax
 import orbax.checkpoint as ocp
+
+from rgflow_jax import storage
 
 
 class Checkpoints:
   """``workdir/checkpoints`` (the last ``keep``) and ``workdir/best`` (lowest test BPD)."""
 
   def __init__(self, workdir, keep: int = 3):
-    workdir = Path(workdir).absolute()
+    workdir = storage.absolute(workdir)
     # Synchronous saves: when save() returns the checkpoint is committed, so a kill
     # at any later moment loses at most one checkpoint interval.
     common = dict(create=True, cleanup_tmp_directories=True,
@@ -62,10 +62,3 @@ class Checkpoints:
   def close(self):
     self.last.close()
     self.best.close()
-
-
-def save_json_atomic(path, obj):
-  path = Path(path)
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-  tmp.replace(path)

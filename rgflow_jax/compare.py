@@ -10,15 +10,13 @@ NVP, on the same images and regions), receptive-field maps and strength histogra
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
 
-from rgflow_jax import checkpoint, data, evaluation, pixels, plots, semantic
+from rgflow_jax import data, evaluation, pixels, plots, semantic, storage
 
 # The paper's figures (REFERENCE.md) to print beside ours: test bits/dim per data set
 # and model (RG-Flow's with its prior), and Table F1's inpainting PSNR (CelebA).
@@ -34,11 +32,11 @@ MODEL_NAMES = {"rgflow": "RG-Flow", "realnvp": "Real NVP"}
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-  path = Path(workdir) / "config.json"
+  path = storage.as_path(workdir) / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"{workdir} has no config.json: is it a run folder written "
                             "by train.py?")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return ml_collections.ConfigDict(storage.read_json(path))
 
 
 def _label(config) -> str:
@@ -62,8 +60,7 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
             progress: bool = True) -> dict:
   if len(workdirs) < 1:
     raise ValueError("compare needs at least one run folder")
-  out = Path(out)
-  out.mkdir(parents=True, exist_ok=True)
+  out = storage.check_writable(out, "output folder")
   configs = [load_config(w) for w in workdirs]
   data_names = {c.data.name for c in configs}
   if len(data_names) > 1:
@@ -72,7 +69,7 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
   data_name = data_names.pop()
   labels = [_label(c) for c in configs]
   if len(set(labels)) < len(labels):  # two runs of one kind: tell them apart
-    labels = [f"{lab} ({Path(w).name})" for lab, w in zip(labels, workdirs, strict=True)]
+    labels = [f"{lab} ({storage.as_path(w).name})" for lab, w in zip(labels, workdirs, strict=True)]
 
   real = None
   if data_name in ("msds1", "msds2"):
@@ -128,8 +125,8 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
                                    "run's inpainting modes in order)",
                         "receptive_fields": [f"{_slug(r['label'])}_receptive_fields.png"
                                              for r in rows]}}
-  checkpoint.save_json_atomic(out / "compare.json", result)
-  (out / "compare.md").write_text(tables_markdown(result))
+  storage.write_json_atomic(out / "compare.json", result)
+  storage.write_text_atomic(out / "compare.md", tables_markdown(result))
   return result
 
 
@@ -177,8 +174,8 @@ def tables_markdown(result: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def check_workdirs(workdirs) -> list[Path]:
-  paths = [Path(w) for w in workdirs]
+def check_workdirs(workdirs) -> list:
+  paths = [storage.as_path(w) for w in workdirs]
   missing = [str(p) for p in paths if not (p / "checkpoints").is_dir()]
   if missing:
     raise FileNotFoundError(f"no trained run in {', '.join(missing)}: train first "

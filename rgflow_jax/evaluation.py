@@ -13,13 +13,12 @@ number goes to ``<workdir>/eval/eval.json``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax import analysis, checkpoint, data, models, pixels, plots, receptive, training
+from rgflow_jax import (analysis, checkpoint, data, models, pixels, plots, receptive, storage,
+                        training)
 
 MODES = ("bpd", "samples", "progressive", "rf", "traverse", "mix", "inpaint", "curve")
 
@@ -28,7 +27,7 @@ def load_params(config, workdir, which: str = "best"):
   """(flow, params, step) from the run's best (default) or latest checkpoint."""
   if which not in ("best", "latest"):
     raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
-  workdir = Path(workdir)
+  workdir = storage.as_path(workdir)
   if not (workdir / "checkpoints").is_dir():
     raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
                             f"(python train.py --config ... --workdir {workdir})")
@@ -162,9 +161,9 @@ def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
         "count_strength_above_1": int((s > 1).sum()), "top": top.tolist(),
         # how spread out the strongest map is: pixels holding half its mass
         "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
-  plots.plot_maps(np.stack(maps), titles, Path(out_dir) / f"{prefix}receptive_fields.png",
+  plots.plot_maps(np.stack(maps), titles, storage.as_path(out_dir) / f"{prefix}receptive_fields.png",
                   ncol=6)
-  plots.plot_histograms(strengths, Path(out_dir) / f"{prefix}rf_strengths.png",
+  plots.plot_histograms(strengths, storage.as_path(out_dir) / f"{prefix}rf_strengths.png",
                         "receptive-field strength (sum of the map)")
   return summary, strongest
 
@@ -178,13 +177,21 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
              which: str = "best", draws: int = 4, max_images: int | None = None,
              rf_samples: int = 8, progress: bool = True, inpaint_images: int = 4,
              inpaint_starts: int = 200, inpaint_steps: int = 300) -> dict:
+  """Run ``modes`` on the run in ``workdir`` (local or ``gs://``), every computation at
+  full float32 matmul precision whatever the run trained with."""
+  with jax.default_matmul_precision(training.EVAL_PRECISION):
+    return _evaluate(config, workdir, modes, images_npz, which, draws, max_images,
+                     rf_samples, progress, inpaint_images, inpaint_starts, inpaint_steps)
+
+
+def _evaluate(config, workdir, modes, images_npz, which, draws, max_images, rf_samples,
+              progress, inpaint_images, inpaint_starts, inpaint_steps) -> dict:
   modes = MODES if "all" in modes else tuple(modes)
   unknown = set(modes) - set(MODES)
   if unknown:
     raise ValueError(f"unknown eval mode(s) {sorted(unknown)}; choose from {MODES + ('all',)}")
-  workdir = Path(workdir)
-  out_dir = workdir / "eval"
-  out_dir.mkdir(parents=True, exist_ok=True)
+  workdir = storage.as_path(workdir)
+  out_dir = storage.check_writable(workdir / "eval", "eval output folder")
   flow, params, step = load_params(config, workdir, which)
   rng = jax.random.PRNGKey(config.seed + 777)
   results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params)}
@@ -261,5 +268,5 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     plots.plot_bpd_curve(workdir / "metrics.jsonl", out_dir / "bpd_curve.png",
                          training.reference_curves(config))
 
-  checkpoint.save_json_atomic(out_dir / "eval.json", results)
+  storage.write_json_atomic(out_dir / "eval.json", results)
   return results

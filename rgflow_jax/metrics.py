@@ -1,15 +1,15 @@
 """Run metrics: ``metrics.jsonl`` always, TensorBoard event files where TensorBoard is
-installed (its pure-Python writer; TensorFlow is not needed)."""
+installed (its pure-Python writer; TensorFlow is not needed; remote logdirs go through
+fsspec, as TensorBoard itself reads them)."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import jax
 
-from rgflow_jax import plots
+from rgflow_jax import plots, storage
 
 
 class TensorBoardWriter:
@@ -40,17 +40,24 @@ class TensorBoardWriter:
 
 
 class MetricsLog:
-  """Append-only metrics.jsonl (+ TensorBoard); on resume, rows after the restored step
-  are dropped so every step appears once."""
+  """metrics.jsonl (+ TensorBoard); on resume, rows after the restored step are dropped
+  so every step appears once.
+
+  Locally rows are appended. Object stores cannot append, so in a ``gs://`` or
+  ``s3://`` workdir the whole file is rewritten (atomically) with each row: a few
+  hundred kilobytes for a long run, written every ``log_every`` steps.
+  """
 
   def __init__(self, workdir, resume_step: int | None, tensorboard: bool = True):
-    workdir = Path(workdir)
+    workdir = storage.as_path(workdir)
     self.path = workdir / "metrics.jsonl"
     self.active = jax.process_index() == 0
+    self.remote = storage.is_remote(workdir)
     rows = [] if resume_step is None else \
         [r for r in plots.read_metrics(self.path) if r["step"] <= resume_step]
+    self._lines = [json.dumps(r) + "\n" for r in rows]
     if self.active:
-      self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+      storage.write_text_atomic(self.path, "".join(self._lines))
     self.offset_minutes = max((r.get("minutes", 0.0) for r in rows), default=0.0)
     self.tb = TensorBoardWriter.create(workdir / "tensorboard") \
         if tensorboard and self.active else None
@@ -58,8 +65,13 @@ class MetricsLog:
   def write(self, row: dict):
     if not self.active:
       return
-    with self.path.open("a") as f:
-      f.write(json.dumps(row) + "\n")
+    line = json.dumps(row) + "\n"
+    if self.remote:
+      self._lines.append(line)
+      storage.write_text_atomic(self.path, "".join(self._lines))
+    else:
+      with self.path.open("a") as f:
+        f.write(line)
     if self.tb is not None:
       self.tb.write(row["step"], {k: v for k, v in row.items() if k != "step"})
 

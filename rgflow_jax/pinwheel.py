@@ -23,15 +23,13 @@ import functools
 import json
 import math
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rgflow_jax import priors
-from rgflow_jax.checkpoint import save_json_atomic
+from rgflow_jax import priors, storage
 
 ARMS = 4
 
@@ -151,7 +149,7 @@ def purity(groups, arms) -> dict:
 def run(workdir, seeds=(0, 1, 2), steps: int = 3000, n_eval: int = 20_000,
         figure: bool = True) -> dict:
   """Train both priors for each seed; write pinwheel.json (and pinwheel.png)."""
-  workdir = Path(workdir)
+  workdir = storage.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   data, labels = sample_pinwheel(jax.random.PRNGKey(10_000), 5000)
   results, shown = {"steps": steps, "seeds": list(seeds), "eval_samples": n_eval}, {}
@@ -175,7 +173,7 @@ def run(workdir, seeds=(0, 1, 2), steps: int = 3000, n_eval: int = 20_000,
                       "distinct_share": float(np.mean([r["distinct"] for r in per_seed])),
                       "test_nll_mean": float(np.mean([r["test_nll"] for r in per_seed])),
                       "runs": per_seed}
-  save_json_atomic(workdir / "pinwheel.json", results)
+  storage.write_json_atomic(workdir / "pinwheel.json", results)
   if figure:
     from rgflow_jax import plots
     plots.plot_pinwheel(shown, np.asarray(data), np.asarray(labels), results,
@@ -196,7 +194,7 @@ def main(argv=None):
                                         "distinct_share", "test_nll_mean")}
              for p in priors.PRIORS}
   print(json.dumps(summary, indent=1))
-  print(f"wrote {Path(args.workdir) / 'pinwheel.json'} and pinwheel.png")
+  print(f"wrote {storage.as_path(args.workdir) / 'pinwheel.json'} and pinwheel.png")
 
 
 if __name__ == "__main__":

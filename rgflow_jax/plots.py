@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import matplotlib
 
@@ -11,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from rgflow_jax import storage  # noqa: E402
 
 
 def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -32,9 +33,7 @@ def save_grid(images: np.ndarray, path, ncol: int | None = None, scale: int = 4)
   grid = image_grid(images, ncol)
   img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
   img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-  Path(path).parent.mkdir(parents=True, exist_ok=True)
-  img.save(path)
-  return path
+  return storage.save_image(img, path)
 
 
 def save_gif(frames: list, path, ncol: int | None = None, scale: int = 4,
@@ -45,16 +44,24 @@ def save_gif(frames: list, path, ncol: int | None = None, scale: int = 4,
     grid = image_grid(frame, ncol)
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     imgs.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
-  imgs[0].save(path, save_all=True, append_images=imgs[1:] + imgs[-2:0:-1],
-               duration=duration_ms, loop=0)
-  return path
+  return storage.save_image(imgs[0], path, save_all=True,
+                            append_images=imgs[1:] + imgs[-2:0:-1], duration=duration_ms,
+                            loop=0)
 
 
 def read_metrics(path) -> list[dict]:
-  path = Path(path)
+  path = storage.as_path(path)
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  rows = []
+  for n, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}, line {n}: not valid JSON ({e})") from None
+  return rows
 
 
 def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
@@ -75,7 +82,7 @@ def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(out_path, dpi=120)
+  storage.save_figure(fig, out_path, dpi=120)
   plt.close(fig)
   return out_path
 
@@ -92,7 +99,7 @@ def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
     ax.imshow(m, cmap=cmap, interpolation="nearest")
     ax.set_title(t, fontsize=8)
   fig.tight_layout()
-  fig.savefig(out_path, dpi=100)
+  storage.save_figure(fig, out_path, dpi=100)
   plt.close(fig)
   return out_path
 
@@ -111,7 +118,7 @@ def plot_histograms(values: dict, out_path, xlabel: str):
   ax.set_ylabel("count")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(out_path, dpi=120)
+  storage.save_figure(fig, out_path, dpi=120)
   plt.close(fig)
   return out_path
 
@@ -145,7 +152,6 @@ def plot_pinwheel(shown: dict, data: np.ndarray, labels: np.ndarray, results: di
       ax.set_xticks([])
       ax.set_yticks([])
   fig.tight_layout()
-  Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out_path, dpi=90)
+  storage.save_figure(fig, out_path, dpi=90)
   plt.close(fig)
   return out_path

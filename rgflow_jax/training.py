@@ -7,6 +7,12 @@ Orbax checkpoints every ``ckpt_every`` steps and on SIGTERM/SIGINT, with the dat
 pipeline's position; automatic resume; metrics.jsonl, sample grids and test bits/dim
 while it runs. A non-finite loss or gradient skips the update; ``max_nonfinite`` in
 a row stop the run with the last good checkpoint intact.
+
+The loop never waits on the device between its sync points: each step's metrics are
+folded on the device into one small vector (:data:`WINDOW`) that is read back only
+when the loop logs, evaluates, samples, saves or stops, and the next batches are
+already on the device when a step is dispatched (:class:`DevicePrefetch`). The NaN
+guard itself runs on the device, every step.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import math
 import signal
 import threading
 import time
-from pathlib import Path
+from collections import deque
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgflow_jax import checkpoint, data, models, pixels, plots
+from rgflow_jax import checkpoint, data, models, pixels, plots, storage
 from rgflow_jax.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -82,10 +88,30 @@ def validate_config(config):
       (config.log_every >= 1, "config.log_every must be >= 1"),
       (config.eval_batch_size >= 1, "config.eval_batch_size must be >= 1"),
       (config.max_nonfinite >= 1, "config.max_nonfinite must be >= 1"),
+      (config.get("matmul_precision", "default") in MATMUL_PRECISIONS,
+       f"config.matmul_precision must be one of {MATMUL_PRECISIONS}"),
   ]
   for ok, msg in checks:
     if not ok:
       raise ValueError(msg)
+
+
+# float32 matrix products on accelerators: 'default' is the platform's fast mode (one
+# bfloat16 pass on TPU, TF32 on recent NVIDIA GPUs), 'high' three bf16 passes on TPU,
+# 'highest' full float32. CPUs compute float32 in full whatever the setting.
+MATMUL_PRECISIONS = ("default", "high", "highest")
+EVAL_PRECISION = "highest"  # test bits/dim, samples and round trips, whatever training uses
+
+
+def _with_precision(fn, precision):
+  """``fn`` traced under a default matmul precision (None: JAX's own default)."""
+  if precision is None:
+    return fn
+
+  def wrapped(*args):
+    with jax.default_matmul_precision(precision):
+      return fn(*args)
+  return wrapped
 
 
 # ----------------------------------------------------------------- the step
@@ -97,8 +123,8 @@ def init_state(flow, config, dtype):
           "step": jnp.zeros((), jnp.int32), "rng": jax.random.fold_in(rng, 1)}
 
 
-def make_train_step(flow, optimizer, mesh):
-  """The jitted step: (state, uint8 batch) -> (state, metrics); state donated.
+def _train_step_fn(flow, optimizer):
+  """The pure step (state, uint8 batch) -> (state, metrics).
 
   An RG-Flow whose ``hand_backward`` is None (auto) gets its hand-written backward pass
   here: the step only takes reverse-mode gradients.
@@ -122,21 +148,94 @@ def make_train_step(flow, optimizer, mesh):
                  "step": state["step"] + 1, "rng": state["rng"]}
     return new_state, {"train_bpd": loss, "grad_norm": grad_norm, "finite": finite}
 
+  return step
+
+
+def make_train_step(flow, optimizer, mesh, precision: str | None = None):
+  """The jitted step: (state, uint8 batch) -> (state, metrics); state donated."""
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step, donate_argnums=0,
-                 in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+  return jax.jit(_with_precision(_train_step_fn(flow, optimizer), precision),
+                 donate_argnums=0, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
                  out_shardings=(replicated, replicated))
 
 
+# What the loop reads back at its sync points, kept on the device as one float32 vector
+# (one transfer): steps and finite steps since the last log row, the sums of their
+# bits/dim and gradient norms, the current run of non-finite steps and its first step.
+WINDOW = ("steps", "finite_steps", "bpd_sum", "grad_norm_sum", "nonfinite_run", "run_start")
+
+
+def new_window(mesh, nonfinite_run: float = 0.0, run_start: float = 0.0) -> jax.Array:
+  w = np.zeros(len(WINDOW), np.float32)
+  w[WINDOW.index("nonfinite_run")], w[WINDOW.index("run_start")] = nonfinite_run, run_start
+  return jax.device_put(w, NamedSharding(mesh, P()))
+
+
+def _fold_into_window(window, m, step):
+  steps, finite_steps, bpd_sum, grad_sum, run, run_start = (window[i] for i in range(6))
+  ok = m["finite"]
+  zero = jnp.zeros((), jnp.float32)
+  return jnp.stack([
+      steps + 1, finite_steps + ok,
+      bpd_sum + jnp.where(ok, m["train_bpd"].astype(jnp.float32), zero),
+      grad_sum + jnp.where(ok, m["grad_norm"].astype(jnp.float32), zero),
+      jnp.where(ok, zero, run + 1),
+      jnp.where(ok, zero, jnp.where(run == 0, step.astype(jnp.float32), run_start))])
+
+
+def make_loop_step(flow, optimizer, mesh, precision: str | None = None):
+  """The training loop's step: (state, window, batch) -> (state, window), both donated;
+  the train step with its metrics folded into the window on the device."""
+  inner = _train_step_fn(flow, optimizer)
+
+  def step(state, window, batch):
+    state, m = inner(state, batch)
+    return state, _fold_into_window(window, m, state["step"])
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(_with_precision(step, precision), donate_argnums=(0, 1),
+                 in_shardings=(replicated, replicated, NamedSharding(mesh, P("data"))),
+                 out_shardings=(replicated, replicated))
+
+
+def fetch(tree):
+  """The loop's one way to read device values back (and so the one to count)."""
+  return jax.device_get(tree)
+
+
+class DevicePrefetch:
+  """The next ``depth`` global batches, already on the device, with the data
+  pipeline's position after each (what a checkpoint must record is the position of
+  the batches consumed, not of those read ahead)."""
+
+  def __init__(self, batches, mesh, depth: int = 2):
+    self.batches, self.mesh, self.depth = batches, mesh, depth
+    self.queue = deque()
+    self.consumed_state = batches.get_state()
+    self.fill()
+
+  def fill(self):
+    while len(self.queue) < self.depth:
+      local = np.asarray(next(self.batches))
+      self.queue.append((global_batch(local, self.mesh), self.batches.get_state()))
+
+  def next(self) -> jax.Array:
+    if not self.queue:
+      self.fill()
+    batch, self.consumed_state = self.queue.popleft()
+    return batch
+
+
 def make_eval_step(flow, mesh):
-  """Sum of per-image bits/dim over the rows where ``weight`` is 1 (padding is 0)."""
+  """Sum of per-image bits/dim over the rows where ``weight`` is 1 (padding is 0),
+  always at full float32 matmul precision."""
 
   def step(params, batch, weight, rng):
     return jnp.sum(flow.bits_per_dim(params, batch, rng) * weight)
 
   replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  return jax.jit(step, in_shardings=(replicated, rows, rows, replicated),
-                 out_shardings=replicated)
+  return jax.jit(_with_precision(step, EVAL_PRECISION),
+                 in_shardings=(replicated, rows, rows, replicated), out_shardings=replicated)
 
 
 def make_mesh():
@@ -154,7 +253,7 @@ def global_batch(local: np.ndarray, mesh) -> jax.Array:
 def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[float, int]:
   """(mean test bits/dim, images) over ``batches``, padded to a multiple of the devices."""
   eval_step = eval_step or make_eval_step(flow, mesh)
-  total, count, size = 0.0, 0, None
+  sums, count, size = [], 0, None
   for i, batch in enumerate(batches):
     batch = np.asarray(batch)
     size = size or -(-len(batch) // jax.local_device_count()) * jax.local_device_count()
@@ -163,10 +262,11 @@ def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[floa
     if len(batch) < size:
       batch = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:],
                                               batch.dtype)])
-    total += float(eval_step(params, global_batch(batch, mesh),
-                             global_batch(weight, mesh), jax.random.fold_in(rng, i)))
+    sums.append(eval_step(params, global_batch(batch, mesh), global_batch(weight, mesh),
+                          jax.random.fold_in(rng, i)))
     count += int(weight.sum())
   count = count * jax.process_count()
+  total = float(np.sum(fetch(sums))) if sums else 0.0  # one read-back for the whole pass
   return total / max(count, 1), count
 
 
@@ -192,11 +292,11 @@ class StopSignal:
 MODEL_KEYS_THAT_MATTER = ("model", "dtype")
 
 
-def check_resume_compatible(workdir: Path, config):
-  saved_path = workdir / "config.json"
+def check_resume_compatible(workdir, config):
+  saved_path = storage.as_path(workdir) / "config.json"
   if not saved_path.exists():
     return
-  saved = json.loads(saved_path.read_text())
+  saved = storage.read_json(saved_path)
   now = json.loads(config.to_json())
   for key in MODEL_KEYS_THAT_MATTER:
     if saved.get(key) != now.get(key):
@@ -212,17 +312,58 @@ def reference_curves(config) -> dict:
 
 
 # --------------------------------------------------------------------- main
+def use_compilation_cache(config):
+  """JAX's persistent compilation cache in ``config.compilation_cache_dir`` (local or
+  gs://), if set: a restarted run or a second run of one config skips compiling."""
+  cache_dir = config.get("compilation_cache_dir", "")
+  if cache_dir and jax.config.jax_compilation_cache_dir != cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+
+
+class _WindowReader:
+  """Host side of :data:`WINDOW`: reads it at the loop's sync points, keeps the skipped
+  count and the rows' means, and starts a new window after each log row."""
+
+  def __init__(self, mesh, skipped: int):
+    self.mesh, self.skipped_before = mesh, skipped
+    self.values = dict.fromkeys(WINDOW, 0.0)
+
+  def read(self, window) -> dict:
+    self.values = dict(zip(WINDOW, (float(v) for v in fetch(window)), strict=True))
+    return self.values
+
+  @property
+  def skipped(self) -> int:
+    return self.skipped_before + int(self.values["steps"] - self.values["finite_steps"])
+
+  def row(self) -> dict:
+    v = self.values
+    n = v["finite_steps"]
+    return {"train_bpd": v["bpd_sum"] / n if n else float("nan"),
+            "grad_norm": v["grad_norm_sum"] / n if n else float("nan"),
+            "skipped_steps": self.skipped}
+
+  def restart(self):
+    """A fresh window on the device that carries the current non-finite run on."""
+    self.skipped_before = self.skipped
+    run, start = self.values["nonfinite_run"], self.values["run_start"]
+    self.values = dict.fromkeys(WINDOW, 0.0)
+    self.values.update(nonfinite_run=run, run_start=start)
+    return new_window(self.mesh, run, start)
+
+
 def train_and_evaluate(config, workdir) -> dict:
   """Train ``config`` in ``workdir``, resuming from its latest checkpoint if any.
 
-  Returns a summary dict (final step, last train and test bits/dim, skipped steps,
-  why it stopped).
+  ``workdir`` may be local or an object-store URL (``gs://bucket/run``). Returns a
+  summary dict (final step, last train and test bits/dim, skipped steps, why it
+  stopped).
   """
   validate_config(config)
   if config.get("distributed", False):
     jax.distributed.initialize()
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = storage.check_writable(workdir, "workdir")
+  use_compilation_cache(config)
   dtype = param_dtype(config)
   flow = build_model(config)
   mesh = make_mesh()
@@ -249,15 +390,17 @@ def train_and_evaluate(config, workdir) -> dict:
     batches.set_state(meta.pop("data_state"))
     log.info("resumed from step %d in %s", resume_step, workdir)
   if proc == 0:
-    checkpoint.save_json_atomic(workdir / "config.json", json.loads(config.to_json()))
+    storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
   metrics_log = MetricsLog(workdir, resume_step)
 
   replicated = NamedSharding(mesh, P())
   state = jax.device_put(state, replicated)
-  train_step = make_train_step(flow, make_optimizer(config), mesh)
+  loop_step = make_loop_step(flow, make_optimizer(config), mesh,
+                             config.get("matmul_precision", "default"))
   eval_step = make_eval_step(flow, mesh)
-  sample_fn = jax.jit(lambda p, r: flow.sample(p, r, config.num_samples,
-                                               config.sample_temperature))
+  sample_fn = jax.jit(_with_precision(
+      lambda p, r: flow.sample(p, r, config.num_samples, config.sample_temperature),
+      EVAL_PRECISION))
   eval_rng = jax.random.PRNGKey(config.seed + 12345)
 
   def test_bpd(params):
@@ -265,11 +408,16 @@ def train_and_evaluate(config, workdir) -> dict:
                            config.eval_images, proc, n_proc)
     return evaluate_bpd(flow, params, ev, mesh, eval_rng, eval_step)[0]
 
+  step = int(state["step"])
+  prefetch = DevicePrefetch(batches, mesh)
+  reader = _WindowReader(mesh, meta.get("skipped_steps", 0))
+  window = new_window(mesh)
+
   def save(step, test=None):
-    meta_out = dict(meta, data_state=batches.get_state(), step=step)
+    meta_out = dict(meta, data_state=prefetch.consumed_state, step=step,
+                    skipped_steps=reader.skipped)
     ckpts.save(step, state, meta_out, test)
 
-  step = int(state["step"])
   start_step, start_time = step, time.perf_counter()
   minutes0 = metrics_log.offset_minutes
   stop = StopSignal()
@@ -278,54 +426,61 @@ def train_and_evaluate(config, workdir) -> dict:
     from tqdm.auto import tqdm
     bar = tqdm(total=config.num_steps, initial=step, desc="train", unit="step",
                dynamic_ncols=True)
-  nonfinite_run, reason, last = 0, "num_steps", {}
+  reason, last = "num_steps", {}
   window_start, window_steps = time.perf_counter(), 0
   try:
     while step < config.num_steps:
-      batch = global_batch(np.asarray(next(batches)), mesh)
-      state, m = train_step(state, batch)
+      state, window = loop_step(state, window, prefetch.next())
+      prefetch.fill()  # the host reads ahead while the device runs the step
       step += 1
       window_steps += 1
-      finite = bool(m["finite"])
-      if finite:
-        nonfinite_run = 0
-      else:
-        nonfinite_run += 1
-        meta["skipped_steps"] = meta.get("skipped_steps", 0) + 1
-        log.warning("step %d: non-finite loss or gradient, update skipped", step)
-        if nonfinite_run >= config.max_nonfinite:
-          reason = "nonfinite"
-          raise TrainingError(
-              f"stopped at step {step}: {nonfinite_run} non-finite losses or gradients "
-              f"in a row; the last good checkpoint (step {ckpts.latest_step()}) is intact "
-              f"in {workdir}/checkpoints. Lower config.lr or check the data.")
+      if bar is not None:
+        bar.update(1)
+      out_of_time = bool(config.time_limit_s) and \
+          time.perf_counter() - start_time > config.time_limit_s
+      log_now = step % config.log_every == 0 or step == config.num_steps
+      eval_now = step % config.eval_every == 0 or step == config.num_steps or out_of_time
+      sample_now = bool(config.sample_every) and step % config.sample_every == 0
+      save_now = step % config.ckpt_every == 0 or eval_now or stop.received or out_of_time
+      if not (log_now or sample_now or save_now):
+        continue  # no read-back: the next step is dispatched while this one runs
+
+      skipped_before = reader.skipped
+      w = reader.read(window)
+      if reader.skipped > skipped_before:
+        log.warning("steps %d-%d: %d non-finite losses or gradients, updates skipped",
+                    step - int(w["steps"]) + 1, step, reader.skipped - skipped_before)
+      if w["nonfinite_run"] >= config.max_nonfinite:
+        reason = "nonfinite"
+        raise TrainingError(
+            f"stopped at step {int(w['run_start']) + config.max_nonfinite - 1}: "
+            f"{config.max_nonfinite} non-finite losses or gradients in a row; the last "
+            f"good checkpoint (step {ckpts.latest_step()}) is intact in "
+            f"{workdir}/checkpoints. Lower config.lr or check the data.")
       minutes = minutes0 + (time.perf_counter() - start_time) / 60.0
-      if step % config.log_every == 0 or step == config.num_steps:
+      if log_now:
         dt = time.perf_counter() - window_start
-        last = {"step": step, "minutes": round(minutes, 4),
-                "train_bpd": float(m["train_bpd"]), "grad_norm": float(m["grad_norm"]),
-                "steps_per_s": window_steps / dt, "images_per_s": window_steps * config.batch_size / dt,
-                "skipped_steps": meta.get("skipped_steps", 0)}
+        last = {"step": step, "minutes": round(minutes, 4), **reader.row(),
+                "steps_per_s": window_steps / dt,
+                "images_per_s": window_steps * config.batch_size / dt}
+        window = reader.restart()
         window_start, window_steps = time.perf_counter(), 0
         metrics_log.write(last)
         if bar is not None:
           bar.set_postfix(bpd=f"{last['train_bpd']:.3f}", refresh=False)
-      if bar is not None:
-        bar.update(1)
       test = None
-      out_of_time = bool(config.time_limit_s) and \
-          time.perf_counter() - start_time > config.time_limit_s
-      if step % config.eval_every == 0 or step == config.num_steps or out_of_time:
+      if eval_now:
         test = test_bpd(state["params"])
         best = meta.get("best_test_bpd")
         meta["best_test_bpd"] = test if best is None else min(best, test)
         metrics_log.write({"step": step, "minutes": round(minutes, 4), "test_bpd": test})
         if bar is not None:
           bar.write(f"step {step}: test bits/dim {test:.4f}")
-      if config.sample_every and step % config.sample_every == 0 and proc == 0:
-        imgs = pixels.to_uint8(sample_fn(state["params"], jax.random.fold_in(eval_rng, step)))
+      if sample_now and proc == 0:
+        imgs = fetch(pixels.to_uint8(sample_fn(state["params"],
+                                               jax.random.fold_in(eval_rng, step))))
         plots.save_grid(np.asarray(imgs), workdir / "samples" / f"step{step:07d}.png")
-      if step % config.ckpt_every == 0 or test is not None or stop.received or out_of_time:
+      if save_now:
         save(step, test)
       if stop.received:
         reason = stop.received
@@ -347,6 +502,6 @@ def train_and_evaluate(config, workdir) -> dict:
                          reference_curves(config))
   summary = {"step": step, "steps_this_run": step - start_step, "stopped_by": reason,
              "train_bpd": last.get("train_bpd"), "best_test_bpd": meta.get("best_test_bpd"),
-             "skipped_steps": meta.get("skipped_steps", 0)}
+             "skipped_steps": reader.skipped}
   log.info("finished: %s", summary)
   return summary

@@ -1,17 +1,23 @@
-"""CPU runtime defaults that make training faster (an XLA flag, the allocator).
+"""CPU process tuning that makes training faster (an XLA flag, the allocator, dispatch).
+
+Nothing here runs on import. :func:`tune_cpu_process`, called first thing by the entry
+points (``train.py``, ``eval.py``, the benchmark), applies all three pieces below, and
+only when the run will be on CPU (:func:`runs_on_cpu`: ``JAX_PLATFORMS`` names cpu
+first, or no GPU/TPU plugin for JAX is installed). ``RGFLOW_CPU_TUNING=0`` turns all
+of it off; a library user who calls ``train_and_evaluate`` directly gets none of it.
 
 With jaxlib 0.10, XLA:CPU sends every matrix product to YNNPACK. For this model's
 products (thousands of rows, 24 to 512 wide) Eigen's kernels are faster: measured on
 the benchmark's training step (batch 64) on a 2-core Xeon, it takes 0.028 s instead
 of 0.042 s (tiny), 0.20 s instead of 0.26 s (small) and 11.6 s instead of 12.9 s
-(paper-msds). So, unless told otherwise, importing ``rgflow_jax`` adds
+(paper-msds). So :func:`configure` adds
 
     --xla_cpu_experimental_ynn_fusion_type=     (an empty list: no YNNPACK fusions)
 
-to ``XLA_FLAGS``. It only changes CPU compilation, and only when all of these hold:
-the variable does not already set that flag (yours wins), ``RGFLOW_XLA_DEFAULTS`` is
-not ``0``, the jaxlib version is one this was measured on (an unknown flag would stop
-a newer XLA at start-up), and JAX has not started a backend yet (flags are read once).
+to ``XLA_FLAGS``, when all of these hold: the variable does not already set that flag
+(yours wins), ``RGFLOW_CPU_TUNING`` is not ``0``, the jaxlib version is one this was
+measured on (an unknown flag would stop a newer XLA at start-up), and JAX has not
+started a backend yet (flags are read once).
 
 The allocator. XLA:CPU allocates a training step's buffers (gigabytes at the paper's
 size) afresh on every step. glibc hands every block above 32 MiB straight back to the
@@ -31,7 +37,7 @@ time over 4 steps plus compile). :func:`use_fast_malloc`, called first thing by
   2 MiB faults, 20x fewer; paper-msds 14.0 -> 11.9 s, small 0.28 -> 0.23), where
   transparent huge pages are on "madvise" or "always".
 
-Neither happens if ``RGFLOW_XLA_DEFAULTS=0``, or if ``LD_PRELOAD`` already names an
+Neither happens if ``RGFLOW_CPU_TUNING=0``, or if ``LD_PRELOAD`` already names an
 allocator (``*malloc*``), or ``GLIBC_TUNABLES`` already sets ``glibc.malloc.hugetlb``:
 your choice wins, and the restarted process does not restart again.
 """
@@ -71,7 +77,7 @@ def configure(environ=None, jaxlib_version: str | None = None,
   """
   environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
-  if environ.get("RGFLOW_XLA_DEFAULTS", "1") == "0" or YNN_FLAG in flags:
+  if environ.get("RGFLOW_CPU_TUNING", "1") == "0" or YNN_FLAG in flags:
     return False
   version = _jaxlib_version() if jaxlib_version is None else jaxlib_version
   if not version.startswith(TESTED_JAXLIB):
@@ -111,7 +117,7 @@ def malloc_env(environ=None, platform: str | None = None, thp_mode: str | None =
   platform = sys.platform if platform is None else platform
   preload = environ.get("LD_PRELOAD", "")
   tunables = environ.get("GLIBC_TUNABLES", "")
-  if (environ.get("RGFLOW_XLA_DEFAULTS", "1") == "0" or not platform.startswith("linux")
+  if (environ.get("RGFLOW_CPU_TUNING", "1") == "0" or not platform.startswith("linux")
       or "malloc" in preload or "glibc.malloc.hugetlb" in tunables):
     return None
   jemalloc = find_jemalloc() if jemalloc is None else jemalloc
@@ -139,9 +145,9 @@ def release_freed_memory() -> bool:
 
 def synchronous_dispatch() -> None:
   """Run each CPU computation to its end before the call returns
-  (``jax_cpu_enable_async_dispatch`` off), unless ``RGFLOW_XLA_DEFAULTS=0`` or a
+  (``jax_cpu_enable_async_dispatch`` off), unless ``RGFLOW_CPU_TUNING=0`` or a
   backend has started. (JAX reads that option from ``jax.config`` only, not from the
-  environment: to keep asynchronous dispatch, set ``RGFLOW_XLA_DEFAULTS=0``, or call
+  environment: to keep asynchronous dispatch, set ``RGFLOW_CPU_TUNING=0``, or call
   ``jax.config.update("jax_cpu_enable_async_dispatch", True)`` after this.)
 
   With asynchronous dispatch the next training step could allocate its temporaries
@@ -150,10 +156,45 @@ def synchronous_dispatch() -> None:
   step in five of six runs of 5-8 steps, and paper CelebA's benchmark was OOM-killed
   on 24 GiB. With it off: 13.0 GiB over eight steps, the same 6.1 s per step.
   """
-  if os.environ.get("RGFLOW_XLA_DEFAULTS") == "0" or _backends_started():
+  if os.environ.get("RGFLOW_CPU_TUNING") == "0" or _backends_started():
     return
   import jax  # noqa: PLC0415
   jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+def _accelerator_plugins() -> list[str]:
+  """JAX's GPU/TPU plugins installed here (entry points, ``jax_plugins.*``, libtpu)."""
+  import importlib.metadata  # noqa: PLC0415
+  import importlib.util  # noqa: PLC0415
+  found = [ep.name for ep in importlib.metadata.entry_points(group="jax_plugins")]
+  for module in ("libtpu", "jax_plugins"):
+    try:
+      if importlib.util.find_spec(module) is not None:
+        found.append(module)
+    except (ImportError, ValueError):
+      pass
+  return found
+
+
+def runs_on_cpu(environ=None, plugins: list[str] | None = None) -> bool:
+  """Whether JAX will pick the CPU, decided without starting a backend: the first entry
+  of ``JAX_PLATFORMS`` if set, else whether no accelerator plugin is installed (a host
+  with a plugin but no working device then goes untuned, which is only slower)."""
+  environ = os.environ if environ is None else environ
+  platforms = environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  return not (_accelerator_plugins() if plugins is None else plugins)
+
+
+def tune_cpu_process() -> bool:
+  """The entry points' one call: on CPU (and unless ``RGFLOW_CPU_TUNING=0``), the XLA
+  flag, the allocator restart and synchronous dispatch. Returns whether it tuned."""
+  if os.environ.get("RGFLOW_CPU_TUNING", "1") == "0" or not runs_on_cpu():
+    return False
+  configure()
+  use_fast_malloc()  # may restart the process, which then arrives here again
+  return True
 
 
 def use_fast_malloc() -> None:

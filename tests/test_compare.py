@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import perturb
-from rgflow_jax import analysis, checkpoint, evaluation, training
+from rgflow_jax import analysis, checkpoint, evaluation, storage, training
 from test_training import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def runs(tmp_path_factory):
       ckpts.save(6, state, {"step": 6, "skipped_steps": 0, "best_test_bpd": None})
       ckpts.wait()
       ckpts.close()
-      checkpoint.save_json_atomic(workdir / "config.json", json.loads(c.to_json()))
+      storage.write_json_atomic(workdir / "config.json", json.loads(c.to_json()))
     else:
       summary = training.train_and_evaluate(c, workdir)
       assert summary["step"] == c.num_steps and np.isfinite(summary["best_test_bpd"])

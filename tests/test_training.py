@@ -324,3 +324,108 @@ def test_train_script_reports_missing_data_in_one_line(tmp_path):
   assert out.returncode != 0
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith("error: celeba is not prepared") and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------- dispatch ahead, precision
+def test_the_loop_reads_the_device_once_per_log_row_and_prefetches(tmp_path, monkeypatch):
+  """Every device-to-host read goes through ``ArrayImpl._value``; count them per step."""
+  from jax._src import array as jax_array  # noqa: PLC0415
+  calls, reads, batches_before = [0], [], []
+  real_value = jax_array.ArrayImpl._value
+  monkeypatch.setattr(jax_array.ArrayImpl, "_value",
+                      property(lambda self: (reads.append(calls[0]), real_value.fget(self))[1]))
+  made = [0]
+  real_batch = training.global_batch
+
+  def counting_batch(local, mesh):
+    made[0] += 1
+    return real_batch(local, mesh)
+
+  real_make = training.make_loop_step
+
+  def make(*args, **kwargs):
+    step = real_make(*args, **kwargs)
+
+    def counted(state, window, batch):
+      calls[0] += 1
+      batches_before.append(made[0])
+      return step(state, window, batch)
+    return counted
+
+  monkeypatch.setattr(training, "global_batch", counting_batch)
+  monkeypatch.setattr(training, "make_loop_step", make)
+  c = smoke_config(tmp_path, num_steps=12, log_every=4, eval_every=1000, ckpt_every=1000,
+                   sample_every=0)
+  summary = training.train_and_evaluate(c, tmp_path / "run")
+  assert summary["step"] == 12
+  per_step = [reads.count(k) for k in range(1, 12)]  # after step k, before step k + 1
+  assert per_step == [1 if k % 4 == 0 else 0 for k in range(1, 12)], per_step
+  # Step k is dispatched with batch k + 1 already on the device.
+  assert all(n >= k + 1 for k, n in enumerate(batches_before, 1)), batches_before
+  rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if "train_bpd" in r] == [4, 8, 12]
+  assert all(np.isfinite(r["train_bpd"]) and r["skipped_steps"] == 0 for r in rows
+             if "train_bpd" in r)
+
+
+def test_window_means_match_the_steps_it_folds():
+  c = load_config("msds1")
+  flow = training.build_model(c)
+  mesh = training.make_mesh()
+  opt = training.make_optimizer(c)
+  plain = training.make_train_step(flow, opt, mesh)
+  loop = training.make_loop_step(flow, opt, mesh)
+  rng = np.random.default_rng(0)
+  good = [rng.integers(0, 256, (8, 32, 32, 3)).astype(np.float32) for _ in range(3)]
+  bad = np.full((8, 32, 32, 3), np.nan, np.float32)
+  batches = [good[0], bad, good[1], bad, bad, good[2], bad]
+  s1 = training.init_state(flow, c, jnp.float32)
+  s2 = jax.tree.map(jnp.copy, s1)
+  window, losses, norms = training.new_window(mesh), [], []
+  for b in batches:
+    s1, m = plain(s1, training.global_batch(b, mesh))
+    if bool(m["finite"]):
+      losses.append(float(m["train_bpd"]))
+      norms.append(float(m["grad_norm"]))
+    s2, window = loop(s2, window, training.global_batch(b, mesh))
+  w = dict(zip(training.WINDOW, np.asarray(window)))
+  assert w["steps"] == 7 and w["finite_steps"] == 3
+  np.testing.assert_allclose(w["bpd_sum"] / 3, np.mean(losses), rtol=1e-6)
+  np.testing.assert_allclose(w["grad_norm_sum"] / 3, np.mean(norms), rtol=1e-6)
+  assert w["nonfinite_run"] == 1 and w["run_start"] == 7  # the run that step 7 began
+  for a, b in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s2["params"]), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _dot_precisions(lowered) -> set:
+  import re  # noqa: PLC0415
+  return set(re.findall(r"precision = \[(\w+), \w+\]", lowered.as_text()))
+
+
+def test_matmul_precision_reaches_the_step_and_evaluation_runs_at_highest():
+  c = load_config("msds1")
+  flow = training.build_model(c)
+  mesh = training.make_mesh()
+  opt = training.make_optimizer(c)
+  state = training.init_state(flow, c, jnp.float32)
+  batch = training.global_batch(np.zeros((8, 32, 32, 3), np.uint8), mesh)
+  for precision in ("default", "high", "highest"):
+    step = training.make_loop_step(flow, opt, mesh, precision)
+    assert _dot_precisions(step.lower(state, training.new_window(mesh), batch)) == \
+        {precision.upper()}
+  weight = training.global_batch(np.ones(8, np.float32), mesh)
+  ev = training.make_eval_step(flow, mesh)
+  assert _dot_precisions(ev.lower(state["params"], batch, weight, jax.random.PRNGKey(0))) == \
+      {"HIGHEST"}
+
+
+def test_accelerator_variant_and_bfloat16_are_reachable_from_the_config():
+  c = load_config("msds1", "smoke,accel")
+  assert training.build_model(c).matmul_dtype == "bfloat16"
+  assert c.compilation_cache_dir and c.matmul_precision == "default"
+  c = load_config("msds1", "smoke")
+  c.model.matmul_dtype = "bfloat16"  # what --config.model.matmul_dtype=bfloat16 sets
+  assert training.build_model(c).matmul_dtype == "bfloat16"
+  c.matmul_precision = "float8"
+  with pytest.raises(ValueError, match="config.matmul_precision"):
+    training.validate_config(c)

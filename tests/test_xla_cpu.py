@@ -21,19 +21,53 @@ def test_xla_cpu_defaults_respect_the_user():
   assert env["XLA_FLAGS"].split() == ["--xla_backend_optimization_level=0",
                                       f"{xla_cpu.YNN_FLAG}="]
   for env, version, started in [({"XLA_FLAGS": f"{xla_cpu.YNN_FLAG}=dot"}, "0.10.2", False),
-                                ({"RGFLOW_XLA_DEFAULTS": "0"}, "0.10.2", False),
+                                ({"RGFLOW_CPU_TUNING": "0"}, "0.10.2", False),
                                 ({}, "0.11.0", False), ({}, "0.10.2", True)]:
     before = dict(env)
     assert not xla_cpu.configure(env, version, backends_started=started)
     assert env == before
 
 
-def test_xla_cpu_default_reaches_the_compiler():
-  if f"{xla_cpu.YNN_FLAG}=" not in os.environ.get("XLA_FLAGS", "").split():
-    pytest.skip("the default was not applied in this process (user flags or jaxlib)")
-  a = jnp.ones((64, 64))
-  hlo = jax.jit(jnp.dot).lower(a, a).compile().as_text()
-  assert "__ynn_fusion" not in hlo
+def test_xla_cpu_flag_reaches_the_compiler():
+  code = ("from rgflow_jax import xla_cpu; import os; print(xla_cpu.configure()); "
+          "import jax, jax.numpy as jnp; a = jnp.ones((64, 64)); "
+          "print('__ynn_fusion' in jax.jit(jnp.dot).lower(a, a).compile().as_text())")
+  root = str(Path(__file__).resolve().parents[1])
+  env = {k: v for k, v in os.environ.items() if k != "RGFLOW_CPU_TUNING"}
+  results = {}
+  for tuning in ("1", "0"):
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "RGFLOW_CPU_TUNING": tuning},
+                         cwd=root, capture_output=True, text=True, check=True)
+    results[tuning] = out.stdout.split()
+  if not results["1"][0] == "True":
+    pytest.skip(f"jaxlib {jax.__version__} is not one the flag was measured on")
+  assert results["1"] == ["True", "False"]  # flag set, and no YNNPACK fusion compiled
+  assert results["0"] == ["False", "True"]  # XLA's default, which the flag changes
+
+
+def test_runs_on_cpu_is_decided_without_a_backend():
+  assert xla_cpu.runs_on_cpu({"JAX_PLATFORMS": "cpu"}, plugins=["xla_cuda12"])
+  assert not xla_cpu.runs_on_cpu({"JAX_PLATFORMS": "cuda,cpu"}, plugins=[])
+  assert not xla_cpu.runs_on_cpu({"JAX_PLATFORMS": "tpu"}, plugins=[])
+  assert not xla_cpu.runs_on_cpu({}, plugins=["libtpu"])
+  assert xla_cpu.runs_on_cpu({}, plugins=[])
+
+
+def test_tuning_happens_only_on_cpu_and_can_be_turned_off():
+  code = ("import os, sys; sys.argv = ['x']; before = dict(os.environ); "
+          "from rgflow_jax import xla_cpu; tuned = xla_cpu.tune_cpu_process(); "
+          "import jax; print(tuned, dict(os.environ) == before, "
+          "jax.config.values['jax_cpu_enable_async_dispatch'])")
+  root = str(Path(__file__).resolve().parents[1])
+  # GLIBC_TUNABLES (set by conftest) stands for an allocator choice: no restart here.
+  base = {k: v for k, v in os.environ.items()
+          if k not in ("RGFLOW_CPU_TUNING", "JAX_PLATFORMS", "XLA_FLAGS")}
+  for extra, want in [({"JAX_PLATFORMS": "cuda"}, "False True True"),
+                      ({"JAX_PLATFORMS": "cpu", "RGFLOW_CPU_TUNING": "0"}, "False True True"),
+                      ({"JAX_PLATFORMS": "cpu"}, "True False False")]:
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, cwd=root,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == want, (extra, out.stdout, out.stderr)
 
 
 def test_malloc_restart_prefers_jemalloc_then_huge_pages():
@@ -50,7 +84,7 @@ def test_malloc_restart_prefers_jemalloc_then_huge_pages():
   assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
   for environ, platform, mode, je in [
       ({}, "darwin", "madvise", "libjemalloc.dylib"), ({}, "linux", "never", ""),
-      ({}, "linux", "", ""), ({"RGFLOW_XLA_DEFAULTS": "0"}, "linux", "madvise", "libje.so"),
+      ({}, "linux", "", ""), ({"RGFLOW_CPU_TUNING": "0"}, "linux", "madvise", "libje.so"),
       ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "linux", "madvise", "libje.so"),
       ({"LD_PRELOAD": "/usr/lib/libtcmalloc_minimal.so.4"}, "linux", "madvise", "libje.so"),
       ({"LD_PRELOAD": "libjemalloc.so.2"}, "linux", "madvise", "libjemalloc.so.2")]:
@@ -96,11 +130,11 @@ def test_release_freed_memory_returns_jemallocs_kept_pages():
 def test_synchronous_dispatch_is_set_before_the_backend_unless_turned_off():
   code = ("from rgflow_jax import xla_cpu; xla_cpu.synchronous_dispatch(); import jax; "
           "print(jax.config.values['jax_cpu_enable_async_dispatch'])")
-  base = {k: v for k, v in os.environ.items() if k != "RGFLOW_XLA_DEFAULTS"}
+  base = {k: v for k, v in os.environ.items() if k != "RGFLOW_CPU_TUNING"}
   root = str(Path(__file__).resolve().parents[1])
   started = "import jax; jax.numpy.zeros(1); " + code  # too late: a backend is up
   for prog, extra, want in [(code, {}, "False"),
-                            (code, {"RGFLOW_XLA_DEFAULTS": "0"}, "True"),
+                            (code, {"RGFLOW_CPU_TUNING": "0"}, "True"),
                             (started, {}, "True")]:
     out = subprocess.run([sys.executable, "-c", prog], env={**base, **extra}, cwd=root,
                          capture_output=True, text=True, check=True)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
-from pathlib import Path
+import io
 
 import numpy as np
 
+from rgflow_jax import storage
 from rgflow_jax.data import msds
 from rgflow_jax.data.errors import DataError
 
@@ -54,11 +52,11 @@ def check_images(images, name: str) -> np.ndarray:
 
 def load_npz(path, key: str | None = None) -> np.ndarray:
   """uint8 (N, H, W, C) images from an .npz (key 'images', or its only array)."""
-  path = Path(path)
+  path = storage.as_path(path)
   if not path.is_file():
     raise DataError(f"{path}: no such file; give an .npz holding uint8 images (N, H, W, C)")
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as npz:
       keys = list(npz.keys())
       if key is None:
         key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
@@ -73,29 +71,16 @@ def load_npz(path, key: str | None = None) -> np.ndarray:
   return check_images(images, str(path))
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with storage.as_path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 24), b""):
       h.update(block)
   return h.hexdigest()
 
 
-def _save_atomic(path: Path, array: np.ndarray):
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.save(f, array)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def _msds_files(data_dir, variant: str, split: str, n: int, seed: int):
-  folder = Path(data_dir) / variant
+  folder = storage.as_path(data_dir) / variant
   stem = f"{split}-n{n}-seed{seed}"
   return folder, folder / f"{stem}-images.npy", folder / f"{stem}-labels.npy", \
       folder / f"{stem}.json"
@@ -103,13 +88,13 @@ def _msds_files(data_dir, variant: str, split: str, n: int, seed: int):
 
 def _read_msds_cache(images_path, labels_path, meta_path, n):
   try:
-    meta = json.loads(meta_path.read_text())
+    meta = storage.read_json(meta_path)
     if (_sha256(images_path) != meta["images_sha256"]
         or _sha256(labels_path) != meta["labels_sha256"]):
       return None
-    images = np.load(images_path, mmap_mode="r")
-    labels = np.load(labels_path, mmap_mode="r")
-  except (OSError, ValueError, KeyError):
+    images = storage.load_npy(images_path)
+    labels = storage.load_npy(labels_path)
+  except (OSError, ValueError, KeyError, TypeError):
     return None
   if images.shape != (n, 32, 32, 3) or labels.shape != (n, 16, 6):
     return None
@@ -133,15 +118,18 @@ def load_msds(variant: str, split: str, data_dir="data", n: int | None = None,
       if meta_path.exists() else None
   if cached is not None:
     return cached
-  folder.mkdir(parents=True, exist_ok=True)
-  meta_path.unlink(missing_ok=True)  # the meta file marks a complete cache: last in
-  images, labels = msds.generate(variant, n, seed=seed * 2 + MSDS_SPLITS[split],
-                                 progress=progress)
-  _save_atomic(images_path, images)
-  _save_atomic(labels_path, labels)
-  meta = {"variant": variant, "split": split, "n": n, "seed": seed,
-          "images_sha256": _sha256(images_path), "labels_sha256": _sha256(labels_path)}
-  tmp = meta_path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(meta, indent=1))
-  os.replace(tmp, meta_path)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    if meta_path.exists():
+      meta_path.unlink()  # the meta file marks a complete cache: last in
+    images, labels = msds.generate(variant, n, seed=seed * 2 + MSDS_SPLITS[split],
+                                   progress=progress)
+    storage.save_npy(images_path, images)
+    storage.save_npy(labels_path, labels)
+    meta = {"variant": variant, "split": split, "n": n, "seed": seed,
+            "images_sha256": _sha256(images_path), "labels_sha256": _sha256(labels_path)}
+    storage.write_json_atomic(meta_path, meta)
+  except OSError as e:
+    raise DataError(f"cannot write the {variant} cache to {folder} ({e}); set "
+                    "config.data.data_dir to a writable folder") from None
   return images, labels

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from rgflow_jax import storage
 from rgflow_jax.data.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -61,7 +61,7 @@ class ImageFolderSource:
   def __init__(self, folder, image_size: int = 32, channels: int = 3,
                crop: int | None = None, split: str = "train",
                test_fraction: float = 0.1, seed: int = 0, progress: bool = True):
-    folder = Path(folder)
+    folder = storage.as_path(folder)
     if not folder.is_dir():
       raise DataError(f"image folder {folder} does not exist; set config.data.path "
                       "to a folder of images (searched recursively)")
@@ -71,7 +71,7 @@ class ImageFolderSource:
       raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if channels not in (1, 3):
       raise DataError(f"channels must be 1 or 3, got {channels}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = [p for p in storage.files_under(folder) if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
       raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     want_test = split == "test"
@@ -85,7 +85,7 @@ class ImageFolderSource:
       iterator = tqdm(files, desc=f"loading {folder.name} ({split})", unit="img")
     for path in iterator:
       try:
-        with Image.open(path) as img:
+        with path.open("rb") as f, Image.open(f) as img:
           img.load()
           images.append(center_crop_resize(img.convert(mode), image_size, crop))
         self.files.append(path)

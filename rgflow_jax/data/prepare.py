@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from rgflow_jax import storage
 from rgflow_jax.data.tfds_sources import TFDS_SETS
 
 
 def prepare(name: str, data_dir: str, manual_dir: str | None = None):
   spec = TFDS_SETS[name]
-  manual = Path(manual_dir) if manual_dir else Path(data_dir) / "downloads" / "manual"
+  manual = storage.as_path(manual_dir) if manual_dir else \
+      storage.as_path(data_dir) / "downloads" / "manual"
   missing = [f for f in spec.manual_files if not (manual / f).exists()]
   if missing:
     sys.exit(f"error: {name} needs {', '.join(missing)} in {manual}/ (official files; "

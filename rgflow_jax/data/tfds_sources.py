@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from rgflow_jax import storage
 from rgflow_jax.data.errors import DataError
 from rgflow_jax.data.images import center_crop_resize, pad_to
 
@@ -47,6 +48,26 @@ def missing_message(name: str, data_dir) -> str:
           f"{name} --data_dir {data_dir}` (see README, 'Data sets')")
 
 
+def unreadable_message(name: str, data_dir, error: Exception) -> str:
+  """Why ``tfds.data_source`` failed, in one line: not prepared, remote, or damaged."""
+  prepared = storage.as_path(data_dir) / TFDS_SETS[name].tfds_name
+  try:
+    exists = prepared.exists()
+  except Exception:  # noqa: BLE001  (an unreachable store: report the reader's error)
+    exists = True
+  if not exists:
+    return missing_message(name, data_dir)
+  why = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+  if storage.is_remote(data_dir):
+    return (f"cannot read {name} from {prepared} ({why}); the ArrayRecord files behind "
+            "tfds.data_source are read from local disk: copy the prepared folder with "
+            f"`gcloud storage cp -r {prepared} data/` (or `aws s3 cp --recursive` for s3://) "
+            "and set --config.data.data_dir=data")
+  return (f"cannot read {name} from {prepared} ({why}); the prepared folder may be "
+          "incomplete: prepare it again (python -m rgflow_jax.data.prepare "
+          f"{name} --data_dir {data_dir})")
+
+
 class TfdsSource:
   """Random access over a prepared tfds set, preprocessed to (size, size, C) uint8."""
 
@@ -60,8 +81,10 @@ class TfdsSource:
     try:
       self._ds = tfds.data_source(spec.tfds_name, split=split, data_dir=str(data_dir),
                                   download=False)
-    except Exception:  # tfds raises several types for "not there"; all mean the same
-      raise DataError(missing_message(name, data_dir)) from None
+      if len(self._ds):
+        self._ds[0]  # the reader opens its files lazily: fail here, not mid-training
+    except Exception as e:  # noqa: BLE001  (tfds and array_record raise many types)
+      raise DataError(unreadable_message(name, data_dir, e)) from None
     self.name, self.spec, self.image_size = name, spec, image_size
 
   def __len__(self) -> int:

@@ -1,0 +1,130 @@
+"""A run whose every file lives in an object store: train, SIGKILL, resume and evaluate
+against a local GCS emulator (gcp-storage-emulator on 127.0.0.1), gcsfs for files and
+Orbax's tensorstore for checkpoint arrays; nothing may land on local disk."""
+
+import ast
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rgflow_jax import storage
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "rgflow-test"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+  """The emulator's environment for clients: gcsfs reads STORAGE_EMULATOR_HOST,
+  tensorstore TENSORSTORE_GCS_HTTP_URL and a fixed test token instead of credentials."""
+  port = _free_port()
+  log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "w")
+  server = subprocess.Popen(
+      [sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), str(port), BUCKET],
+      stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.time() + 30
+  while True:
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+      break
+    except OSError:
+      assert server.poll() is None and time.time() < deadline, "emulator did not start"
+      time.sleep(0.1)
+  url = f"http://127.0.0.1:{port}"
+  env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "GOOGLE_CLOUD_PROJECT": "test"}
+  old = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)  # for this process's own reads of the store
+  yield env
+  for k, v in old.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+  server.terminate()
+  server.wait(timeout=10)
+  log.close()
+
+
+def _logged_steps(metrics) -> list[int]:
+  import fsspec  # noqa: PLC0415
+  fsspec.filesystem("gs").invalidate_cache()  # another process writes the file
+  try:
+    text = storage.as_path(metrics).read_text()
+  except (OSError, FileNotFoundError):
+    return []
+  return [json.loads(l)["step"] for l in text.splitlines() if l.strip() and "train_bpd" in l]
+
+
+def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
+  workdir, data_dir = f"gs://{BUCKET}/runs/smoke", f"gs://{BUCKET}/data"
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  env = {**os.environ, **gcs, "PYTHONPATH": str(ROOT)}
+  steps = 24
+  train = [sys.executable, str(ROOT / "train.py"), "--config",
+           str(ROOT / "configs/msds1.py:smoke"), f"--workdir={workdir}",
+           f"--config.data.data_dir={data_dir}", f"--config.num_steps={steps}",
+           "--config.ckpt_every=3", "--config.log_every=1", "--config.eval_every=12",
+           "--config.sample_every=12"]
+  proc = subprocess.Popen(train, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  start = time.time()
+  while max(_logged_steps(f"{workdir}/metrics.jsonl"), default=0) < 7:
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    assert time.time() - start < 240, "timed out"
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(_logged_steps(f"{workdir}/metrics.jsonl"))
+  assert killed_at < steps
+
+  out = subprocess.run(train, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+  summary = ast.literal_eval(out.stdout.strip().splitlines()[-1].removeprefix("done: "))
+  assert summary["step"] == steps
+  resumed_from = steps - summary["steps_this_run"]
+  assert 0 < resumed_from <= killed_at and killed_at - resumed_from <= 3  # one interval
+  assert _logged_steps(f"{workdir}/metrics.jsonl") == list(range(1, steps + 1))
+
+  out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config",
+                        str(ROOT / "configs/msds1.py:smoke"), f"--workdir={workdir}",
+                        f"--config.data.data_dir={data_dir}", "--mode=bpd,samples",
+                        "--draws=2"], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+  run = storage.as_path(workdir)
+  result = json.loads((run / "eval" / "eval.json").read_text())
+  assert result["step"] in (12, 24) and result["test_bpd"]["images"] == 32
+  names = {p.name for p in (run / "eval").iterdir()}
+  assert {"samples_T1.0.png", "samples_T0.0.png", "eval.json"} <= names
+  assert {p.name for p in (run / "samples").iterdir()} == {"step0000012.png", "step0000024.png"}
+  assert {"config.json", "bpd_curve.png", "checkpoints", "best"} <= {p.name for p in run.iterdir()}
+  assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == str(steps)
+  assert list((storage.as_path(data_dir) / "msds1").iterdir())  # the MSDS cache too
+  assert [p.name for p in cwd.iterdir()] == []  # nothing written to local disk
+
+
+def test_unreachable_store_is_a_one_line_error(gcs, tmp_path):
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
+         "TENSORSTORE_GCS_HTTP_URL": "http://127.0.0.1:9"}
+  out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config",
+                        str(ROOT / "configs/msds1.py:smoke"), f"--workdir=gs://{BUCKET}/x"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: cannot write to the workdir gs://{BUCKET}/x"), out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
