@@ -4,7 +4,10 @@ fsspec, as TensorBoard itself reads them)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import socket
 import time
 
 import jax
@@ -13,14 +16,27 @@ from rgflow_jax import plots, storage
 
 
 class TensorBoardWriter:
-  """Scalars to ``logdir/events.*``; ``TensorBoardWriter.create`` is None without TensorBoard."""
+  """Scalars to ``logdir/events.out.tfevents.*`` in TensorBoard's record format (its
+  pure-Python writer; no TensorFlow). Locally records are appended; on an object store,
+  which cannot append, the whole file is uploaded again after each write.
+  ``TensorBoardWriter.create`` is None without TensorBoard."""
 
   def __init__(self, logdir):
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.summary.writer.record_writer import RecordWriter
     self._event, self._summary = Event, Summary
-    self._writer = EventFileWriter(str(logdir))
+    logdir = storage.as_path(logdir)
+    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+    self.path = logdir / name
+    self.remote = storage.is_remote(logdir)
+    if self.remote:
+      self._file = io.BytesIO()
+    else:
+      logdir.mkdir(parents=True, exist_ok=True)
+      self._file = open(os.fspath(self.path), "ab")  # noqa: SIM115  (closed in close())
+    self._records = RecordWriter(self._file)
+    self._add(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
   @classmethod
   def create(cls, logdir):
@@ -29,14 +45,20 @@ class TensorBoardWriter:
     except ImportError:
       return None
 
+  def _add(self, event):
+    self._records.write(event.SerializeToString())
+    if self.remote:
+      storage.write_bytes_atomic(self.path, self._file.getvalue())
+    else:
+      self._file.flush()
+
   def write(self, step: int, scalars: dict):
     values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
-    self._writer.add_event(self._event(wall_time=time.time(), step=int(step),
-                                       summary=self._summary(value=values)))
-    self._writer.flush()
+    self._add(self._event(wall_time=time.time(), step=int(step),
+                          summary=self._summary(value=values)))
 
   def close(self):
-    self._writer.close()
+    self._file.close()
 
 
 class MetricsLog:

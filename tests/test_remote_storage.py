@@ -115,6 +115,13 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
   assert {"config.json", "bpd_curve.png", "checkpoints", "best"} <= {p.name for p in run.iterdir()}
   assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == str(steps)
   assert list((storage.as_path(data_dir) / "msds1").iterdir())  # the MSDS cache too
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # noqa: PLC0415
+  tags = set()
+  for i, f in enumerate((run / "tensorboard").iterdir()):
+    local = tmp_path / f"events{i}"
+    local.write_bytes(f.read_bytes())
+    tags |= {v.tag for e in EventFileLoader(str(local)).Load() for v in e.summary.value}
+  assert {"train_bpd", "test_bpd", "grad_norm"} <= tags
   assert [p.name for p in cwd.iterdir()] == []  # nothing written to local disk
 
 
