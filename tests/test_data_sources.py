@@ -186,3 +186,14 @@ def test_bad_data_config():
     data.make_source(_cfg(name="imagenet"), "train")
   with pytest.raises(data.DataError, match="fewer than one batch"):
     data.train_batches(_source(3), 8, seed=0)
+
+
+def test_tfds_errors_tell_missing_from_damaged(tmp_path):
+  from rgflow_jax.data import tfds_sources  # noqa: PLC0415
+  error = ValueError("reader failed\nsecond line")
+  assert tfds_sources.unreadable_message("cifar10", tmp_path, error) == \
+      tfds_sources.missing_message("cifar10", tmp_path)
+  (tmp_path / "cifar10" / "3.0.2").mkdir(parents=True)
+  message = tfds_sources.unreadable_message("cifar10", tmp_path, error)
+  assert "ValueError: reader failed" in message and "prepare it again" in message
+  assert "\n" not in message

@@ -125,13 +125,29 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
   assert [p.name for p in cwd.iterdir()] == []  # nothing written to local disk
 
 
-def test_unreachable_store_is_a_one_line_error(gcs, tmp_path):
-  env = {**os.environ, "PYTHONPATH": str(ROOT), "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
-         "TENSORSTORE_GCS_HTTP_URL": "http://127.0.0.1:9"}
+def test_a_workdir_the_store_refuses_is_a_one_line_error(gcs, tmp_path):
+  """A bucket that does not exist (as a wrong name or missing rights look to a client):
+  train.py stops at the start, in one line, before building anything."""
+  env = {**os.environ, **gcs, "PYTHONPATH": str(ROOT)}
   out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config",
-                        str(ROOT / "configs/msds1.py:smoke"), f"--workdir=gs://{BUCKET}/x"],
+                        str(ROOT / "configs/msds1.py:smoke"), "--workdir=gs://no-such-bucket/x"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
   last = out.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: cannot write to the workdir gs://{BUCKET}/x"), out.stderr[-2000:]
+  assert last.startswith("error: cannot write to the workdir gs://no-such-bucket/x"), \
+      out.stderr[-2000:]
   assert "Traceback" not in out.stderr
+  assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_prepared_tfds_set_in_the_store_asks_to_be_copied_to_local_disk(gcs):
+  from rgflow_jax import data  # noqa: PLC0415
+  prepared = storage.as_path(f"gs://{BUCKET}/tfds/celeb_a/2.1.0/dataset_info.json")
+  prepared.write_text("{}")
+  with pytest.raises(data.DataError) as err:
+    data.TfdsSource("celeba", "train", f"gs://{BUCKET}/tfds")
+  message = str(err.value)
+  assert "\n" not in message and "is not prepared" not in message
+  assert f"gcloud storage cp -r gs://{BUCKET}/tfds/celeb_a data/" in message
+  with pytest.raises(data.DataError, match="celeba is not prepared"):
+    data.TfdsSource("celeba", "train", f"gs://{BUCKET}/elsewhere")
