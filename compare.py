@@ -17,7 +17,8 @@ from absl import app, flags
 _OUT = flags.DEFINE_string("out", "runs/compare", "Folder for the tables and figures.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
 _DRAWS = flags.DEFINE_integer("draws", 2, "Dequantisation draws for test bits/dim.")
-_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Test bits/dim on the first N images.")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Test bits/dim on the first N images.",
+                                   lower_bound=1)
 _SAMPLES = flags.DEFINE_integer("samples", 256, "Samples (and real images) for the "
                                 "semantic scores.")
 _INPAINT_IMAGES = flags.DEFINE_integer("inpaint_images", 4, "Test images to inpaint.")

@@ -19,11 +19,15 @@ _MODE = flags.DEFINE_string("mode", "all", "bpd, samples, progressive, rf, trave
                             "inpaint, curve or all (comma-separated).")
 _IMAGES = flags.DEFINE_string("images", None, ".npz of uint8 images (N, H, W, C) for bpd.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
-_DRAWS = flags.DEFINE_integer("draws", 4, "Dequantisation draws for bpd.")
-_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Evaluate bpd on the first N images.")
-_INPAINT_IMAGES = flags.DEFINE_integer("inpaint_images", 4, "Test images to inpaint.")
-_INPAINT_STARTS = flags.DEFINE_integer("inpaint_starts", 200, "Random starts per inpainting.")
-_INPAINT_STEPS = flags.DEFINE_integer("inpaint_steps", 300, "Adam steps per inpainting.")
+_DRAWS = flags.DEFINE_integer("draws", 4, "Dequantisation draws for bpd.", lower_bound=1)
+_MAX_IMAGES = flags.DEFINE_integer("max_images", None, "Evaluate bpd on the first N images.",
+                                   lower_bound=1)
+_INPAINT_IMAGES = flags.DEFINE_integer("inpaint_images", 4, "Test images to inpaint.",
+                                       lower_bound=1)
+_INPAINT_STARTS = flags.DEFINE_integer("inpaint_starts", 200, "Random starts per inpainting.",
+                                       lower_bound=1)
+_INPAINT_STEPS = flags.DEFINE_integer("inpaint_steps", 300, "Adam steps per inpainting.",
+                                      lower_bound=0)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -3,9 +3,15 @@
 Resumes from the latest checkpoint in the workdir; override any config value on the
 command line (``--config.batch_size=32``). All logic lives in
 ``rgflow_jax.training.train_and_evaluate``.
+
+Exit status: 0 when the run reached num_steps or its time limit; 1 with a one-line
+``error:`` for bad input or a stopped run; 128 + the signal number (143 for SIGTERM,
+130 for Ctrl-C) after saving a checkpoint on a signal, so a scheduler sees that the
+run did not finish.
 """
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +43,8 @@ def main(argv):
   except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(f"done: {summary}")
+  if summary["stopped_by"] in ("SIGTERM", "SIGINT"):
+    sys.exit(128 + signal.Signals[summary["stopped_by"]].value)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ the previous checkpoint intact. The workdir may be local or ``gs://`` / ``s3://`
 
 from __future__ import annotations
 
+import math
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -40,7 +42,7 @@ class Checkpoints:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta))
     self.last.save(step, args=args, force=True)
-    if test_bpd is not None:
+    if test_bpd is not None and math.isfinite(test_bpd):  # NaN would rank as the best
       self.best.save(step, args=args, metrics={"test_bpd": float(test_bpd)}, force=True)
 
   def restore(self, state_like, step: int | None = None, best: bool = False):

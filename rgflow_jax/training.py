@@ -88,6 +88,15 @@ def validate_config(config):
       (config.log_every >= 1, "config.log_every must be >= 1"),
       (config.eval_batch_size >= 1, "config.eval_batch_size must be >= 1"),
       (config.max_nonfinite >= 1, "config.max_nonfinite must be >= 1"),
+      (config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1 (the run "
+       "resumes from its latest checkpoint)"),
+      (config.eval_images >= 1, "config.eval_images must be >= 1 (test bits/dim of no "
+       "image would rank as the best)"),
+      (config.sample_every >= 0, "config.sample_every must be >= 0 (0: no sample grids)"),
+      (config.num_samples >= 1 or not config.sample_every,
+       "config.num_samples must be >= 1, or set config.sample_every=0"),
+      (config.time_limit_s >= 0 and math.isfinite(config.time_limit_s),
+       "config.time_limit_s must be >= 0 (0: no limit)"),
       (config.get("matmul_precision", "default") in MATMUL_PRECISIONS,
        f"config.matmul_precision must be one of {MATMUL_PRECISIONS}"),
   ]
@@ -139,9 +148,13 @@ def _train_step_fn(flow, optimizer):
     rng = jax.random.fold_in(state["rng"], state["step"])
     loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
+    # The guard: a finite loss and gradient, and parameters that stay finite after the
+    # update (a huge learning rate can overflow them from a finite gradient).
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
+                                       for p in jax.tree.leaves(params)]))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = {"params": keep(params, state["params"]),
                  "opt_state": keep(opt_state, state["opt_state"]),
@@ -266,6 +279,8 @@ def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[floa
                           jax.random.fold_in(rng, i)))
     count += int(weight.sum())
   count = count * jax.process_count()
+  if count == 0:
+    raise ValueError("no test images to evaluate: the test set (or --max_images) is empty")
   total = float(np.sum(fetch(sums))) if sums else 0.0  # one read-back for the whole pass
   return total / max(count, 1), count
 
@@ -472,7 +487,10 @@ def train_and_evaluate(config, workdir) -> dict:
       if eval_now:
         test = test_bpd(state["params"])
         best = meta.get("best_test_bpd")
-        meta["best_test_bpd"] = test if best is None else min(best, test)
+        if math.isfinite(test):  # a NaN evaluation is never the best
+          meta["best_test_bpd"] = test if best is None else min(best, test)
+        else:
+          log.warning("step %d: test bits/dim is %s; not a candidate for best/", step, test)
         metrics_log.write({"step": step, "minutes": round(minutes, 4), "test_bpd": test})
         if bar is not None:
           bar.write(f"step {step}: test bits/dim {test:.4f}")

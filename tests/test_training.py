@@ -155,7 +155,7 @@ def test_killed_run_resumes_to_the_same_params(tmp_path):
   _wait_for(lambda: max(_logged_steps(work), default=0) >= killed_at + 2, proc)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out
+  assert proc.returncode == 128 + signal.SIGTERM, out  # saved, and not finished
   assert "SIGTERM" in out
   _, meta = _final_params(work)
   assert meta["step"] == max(_logged_steps(work))  # saved exactly where it stopped
@@ -308,6 +308,9 @@ def test_nonfinite_steps_in_a_row_stop_the_run_with_the_good_checkpoint(tmp_path
     ("lr", -1.0, "config.lr"), ("batch_size", 0, "config.batch_size"),
     ("schedule", "linear", "config.schedule"), ("dtype", "float16", "config.dtype"),
     ("data.name", "imagenet", "config.data.name"), ("model.prior", "cauchy", "prior"),
+    ("keep_checkpoints", 0, "config.keep_checkpoints"), ("eval_images", 0, "config.eval_images"),
+    ("num_samples", 0, "config.num_samples"), ("time_limit_s", -1.0, "config.time_limit_s"),
+    ("matmul_precision", "fast", "config.matmul_precision"),
 ])
 def test_invalid_config_values_are_one_line_errors(tmp_path, key, value, msg):
   c = smoke_config(tmp_path, **{key: value})
@@ -429,3 +432,57 @@ def test_accelerator_variant_and_bfloat16_are_reachable_from_the_config():
   c.matmul_precision = "float8"
   with pytest.raises(ValueError, match="config.matmul_precision"):
     training.validate_config(c)
+
+
+# ------------------------------------------------ nothing non-finite kept as good
+def test_an_update_that_overflows_the_parameters_is_skipped():
+  """A finite loss and gradient whose update overflows float32 (the old guard let it
+  through): the step is counted non-finite and the parameters stay as they were."""
+  import optax  # noqa: PLC0415
+  c = load_config("msds1")
+  flow = training.build_model(c)
+  mesh = training.make_mesh()
+  # An optimizer whose update overflows float32 (3e38 * 10), from a finite gradient.
+  opt = optax.chain(optax.sgd(1.0), optax.GradientTransformation(
+      lambda p: optax.EmptyState(),
+      lambda g, s, p=None: (jax.tree.map(lambda x: jnp.full_like(x, 3e38) * 10, g), s)))
+  state = training.init_state(flow, c, jnp.float32)
+  state["opt_state"] = opt.init(state["params"])
+  before = jax.tree.map(np.asarray, state["params"])
+  step = training.make_train_step(flow, opt, mesh)
+  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+  state, m = step(state, training.global_batch(images, mesh))
+  assert np.isfinite(float(m["train_bpd"])) and np.isfinite(float(m["grad_norm"]))
+  assert not bool(m["finite"])
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
+  from rgflow_jax import evaluation  # noqa: PLC0415
+  c = smoke_config(tmp_path, num_steps=6, eval_every=3, ckpt_every=3, sample_every=0)
+  good = training.train_and_evaluate(c, tmp_path / "run")
+  assert np.isfinite(good["best_test_bpd"])
+  c = smoke_config(tmp_path, num_steps=9, eval_every=3, ckpt_every=3, sample_every=0, lr=1e6)
+  exploded = training.train_and_evaluate(c, tmp_path / "run")
+  rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  tests = {r["step"]: r["test_bpd"] for r in rows if "test_bpd" in r}
+  assert not np.isfinite(tests[9])  # the learning rate really blew the model up
+  assert exploded["best_test_bpd"] == good["best_test_bpd"]
+  ckpts = checkpoint.Checkpoints(tmp_path / "run")
+  best_step = ckpts.best.best_step()
+  ckpts.close()
+  assert best_step in (3, 6) and np.isfinite(tests[best_step])
+  flow, params, step = evaluation.load_params(c, tmp_path / "run", "best")
+  assert step == best_step
+  assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("flag", ["--draws=0", "--max_images=0", "--max_images=-3"])
+def test_eval_flags_out_of_range_are_refused_before_any_work(tmp_path, flag):
+  out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config",
+                        str(ROOT / "configs/msds1.py:smoke"), f"--workdir={tmp_path}", flag],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert out.returncode != 0
+  assert f"flag {flag}: " in out.stderr and "is not a positive integer" in out.stderr
+  assert "Traceback" not in out.stderr
