@@ -9,7 +9,6 @@ F1's inpainting PSNR, receptive-field statistics) and the figures (samples.png,
 inpaint.png, <run>_receptive_fields.png, <run>_rf_strengths.png) to --out.
 """
 
-import logging
 import sys
 
 from absl import app, flags
@@ -29,10 +28,8 @@ _RF_SAMPLES = flags.DEFINE_integer("rf_samples", 8, "Prior samples per receptive
 
 def main(argv):
   workdirs = argv[1:]
-  for name in ("absl", "jax"):
-    logging.getLogger(name).setLevel(logging.WARNING)
-  for name in ("gcsfs", "fsspec", "s3fs"):  # object-store clients: retries, cache notes
-    logging.getLogger(name).setLevel(logging.CRITICAL)
+  from rgflow_jax import cli
+  cli.quiet_libraries()
   if not workdirs:
     sys.exit("error: name the run folders to compare, e.g. "
              "python compare.py --out runs/cmp runs/a runs/b")
@@ -57,4 +54,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from rgflow_jax import cli
+  app.run(main, flags_parser=cli.parse_flags)

@@ -6,7 +6,6 @@ evaluates bits/dim on any uint8 image set. Writes PNGs and eval.json to <workdir
 """
 
 import json
-import logging
 import sys
 
 from absl import app, flags
@@ -33,16 +32,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  for name in ("absl", "jax"):
-    logging.getLogger(name).setLevel(logging.WARNING)
-  for name in ("gcsfs", "fsspec", "s3fs"):  # object-store clients: retries, cache notes
-    logging.getLogger(name).setLevel(logging.CRITICAL)
+  from rgflow_jax import cli
+  cli.quiet_libraries()
   from rgflow_jax.data import DataError
   from rgflow_jax.evaluation import evaluate
   from rgflow_jax.training import TrainingError
   try:
-    results = evaluate(_CONFIG.value, _WORKDIR.value, _MODE.value.split(","), _IMAGES.value,
-                       _CHECKPOINT.value, _DRAWS.value, _MAX_IMAGES.value,
+    results = evaluate(cli.load_config(_CONFIG), _WORKDIR.value, _MODE.value.split(","),
+                       _IMAGES.value, _CHECKPOINT.value, _DRAWS.value, _MAX_IMAGES.value,
                        inpaint_images=_INPAINT_IMAGES.value,
                        inpaint_starts=_INPAINT_STARTS.value, inpaint_steps=_INPAINT_STEPS.value)
   except (DataError, TrainingError, ValueError, OSError) as e:
@@ -56,4 +53,5 @@ def main(argv):
 if __name__ == "__main__":
   from rgflow_jax import xla_cpu
   xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch (see xla_cpu)
-  app.run(main)
+  from rgflow_jax import cli
+  app.run(main, flags_parser=cli.parse_flags)

@@ -10,7 +10,6 @@ Exit status: 0 when the run reached num_steps or its time limit; 1 with a one-li
 run did not finish.
 """
 
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -31,15 +30,13 @@ def default_workdir(config_arg: str) -> str:
 
 def main(argv):
   del argv
-  for name in ("absl", "jax"):
-    logging.getLogger(name).setLevel(logging.WARNING)
-  for name in ("gcsfs", "fsspec", "s3fs"):  # object-store clients: retries, cache notes
-    logging.getLogger(name).setLevel(logging.CRITICAL)
+  from rgflow_jax import cli
+  cli.quiet_libraries()
   from rgflow_jax.data import DataError
   from rgflow_jax.training import TrainingError, train_and_evaluate
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   try:
-    summary = train_and_evaluate(_CONFIG.value, workdir)
+    summary = train_and_evaluate(cli.load_config(_CONFIG), workdir)
   except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(f"done: {summary}")
@@ -50,4 +47,5 @@ def main(argv):
 if __name__ == "__main__":
   from rgflow_jax import xla_cpu
   xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch (see xla_cpu)
-  app.run(main)
+  from rgflow_jax import cli
+  app.run(main, flags_parser=cli.parse_flags)

@@ -20,25 +20,37 @@ from rgflow_jax import storage
 class Checkpoints:
   """``workdir/checkpoints`` (the last ``keep``) and ``workdir/best`` (lowest test BPD)."""
 
-  def __init__(self, workdir, keep: int = 3):
+  def __init__(self, workdir, keep: int = 3, read_only: bool = False):
+    """``read_only`` (eval.py, compare.py): open a run that may be training right now
+    without creating, deleting or cleaning up anything in it (a writer's unfinished
+    checkpoint folder stays where it is)."""
     workdir = storage.absolute(workdir)
+    self.read_only = read_only
     # Synchronous saves: when save() returns the checkpoint is committed, so a kill
     # at any later moment loses at most one checkpoint interval.
-    common = dict(create=True, cleanup_tmp_directories=True,
-                  enable_async_checkpointing=False)
+    if read_only:
+      common = dict(read_only=True, create=False, cleanup_tmp_directories=False,
+                    enable_async_checkpointing=False)
+      keep_last = keep_best = None
+    else:
+      common = dict(create=True, cleanup_tmp_directories=True,
+                    enable_async_checkpointing=False)
+      keep_last, keep_best = keep, 1
     self.last = ocp.CheckpointManager(
         workdir / "checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep_last, **common))
     self.best = ocp.CheckpointManager(
         workdir / "best",
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m["test_bpd"], best_mode="min",
+            max_to_keep=keep_best, best_fn=lambda m: m["test_bpd"], best_mode="min",
             keep_checkpoints_without_metrics=False, **common))
 
   def latest_step(self) -> int | None:
     return self.last.latest_step()
 
   def save(self, step: int, state, meta: dict, test_bpd: float | None = None):
+    if self.read_only:
+      raise RuntimeError("these checkpoints were opened read-only")
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta))
     self.last.save(step, args=args, force=True)

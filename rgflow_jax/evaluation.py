@@ -34,7 +34,7 @@ def load_params(config, workdir, which: str = "best"):
   training.check_resume_compatible(workdir, config)
   flow = training.build_model(config)
   state = training.init_state(flow, config, training.param_dtype(config))
-  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
   try:
     use_best = which == "best" and ckpts.best.best_step() is not None
     state, meta = ckpts.restore(state, best=use_best)

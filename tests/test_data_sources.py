@@ -68,7 +68,18 @@ def image_folder(tmp_path):
   good = (folder / "0.png").read_bytes()
   (folder / "truncated.png").write_bytes(good[: len(good) // 2])
   (folder / "notes.txt").write_text("not an image")
+  (folder / "bomb.png").write_bytes(_png_with_header_size(good, 20_000, 20_000))
   return folder
+
+
+def _png_with_header_size(png: bytes, width: int, height: int) -> bytes:
+  """A PNG whose IHDR claims another size (CRC fixed): what a decompression bomb's
+  header looks like, without its 400-megapixel body."""
+  import struct  # noqa: PLC0415
+  import zlib  # noqa: PLC0415
+  ihdr = bytearray(png[12:29])  # b"IHDR" + 13 bytes
+  ihdr[4:12] = struct.pack(">II", width, height)
+  return png[:12] + bytes(ihdr) + struct.pack(">I", zlib.crc32(bytes(ihdr))) + png[33:]
 
 
 def test_image_folder_skips_and_reports_bad_files(image_folder, caplog):
@@ -76,7 +87,7 @@ def test_image_folder_skips_and_reports_bad_files(image_folder, caplog):
                                     progress=False) for s in ("train", "test")]
   loaded = [p.name for s in sources for p in s.files]
   skipped = [p.name for s in sources for p, _ in s.skipped]
-  assert sorted(skipped) == ["corrupt.jpg", "truncated.png"]
+  assert sorted(skipped) == ["bomb.png", "corrupt.jpg", "truncated.png"]
   assert sorted(loaded) == sorted([f"{i}.png" for i in range(12)] + ["gray.png", "odd.jpg"])
   assert not set(sources[0].files) & set(sources[1].files)  # a real split
   assert len(sources[1]) > 0

@@ -1,8 +1,11 @@
 """MSDS1 / MSDS2 generation and its on-disk cache."""
 
+import json
+
 import numpy as np
 import pytest
 
+from rgflow_jax import data
 from rgflow_jax.data import arrays, msds
 
 
@@ -106,6 +109,24 @@ def test_cache_is_reused_and_regenerated_when_damaged(tmp_path):
   files[0].write_bytes(b"junk")  # truncated to nothing useful
   fixed, _ = arrays.load_msds("msds2", "test", tmp_path, n=50, seed=3, progress=False)
   np.testing.assert_array_equal(fixed, images)
+
+
+@pytest.mark.parametrize("meta", ["[]", "null", "{", ""])
+def test_a_cache_with_a_meta_file_that_is_not_a_record_is_regenerated(tmp_path, meta):
+  images, _ = arrays.load_msds("msds1", "test", tmp_path, n=20, seed=1, progress=False)
+  (meta_path,) = (tmp_path / "msds1").glob("test-*.json")
+  meta_path.write_text(meta)
+  again, _ = arrays.load_msds("msds1", "test", tmp_path, n=20, seed=1, progress=False)
+  np.testing.assert_array_equal(again, images)
+  assert json.loads(meta_path.read_text())["n"] == 20  # rewritten whole
+
+
+def test_an_unwritable_data_dir_is_a_one_line_error(tmp_path):
+  not_a_folder = tmp_path / "file"
+  not_a_folder.write_text("x")
+  with pytest.raises(data.DataError, match="config.data.data_dir") as err:
+    arrays.load_msds("msds1", "test", not_a_folder, n=5, progress=False)
+  assert "\n" not in str(err.value) and str(not_a_folder) in str(err.value)
 
 
 def test_bad_variant_and_split():

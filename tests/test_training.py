@@ -486,3 +486,43 @@ def test_eval_flags_out_of_range_are_refused_before_any_work(tmp_path, flag):
   assert out.returncode != 0
   assert f"flag {flag}: " in out.stderr and "is not a positive integer" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config", "configs/nope.py"], "error: cannot load --config configs/nope.py: [Errno 2]"),
+    (["--config", "configs/msds1.py:bogus"], "error: bad command line: ValueError: unknown or "
+                                             "conflicting variant 'bogus'"),
+    (["--config", "configs/msds1.py:smoke", "--config.no_such_key=1"],
+     "error: bad command line: AttributeError"),
+    (["--config", "configs/msds1.py:smoke", "--config.batch_size=abc"],
+     "error: bad command line: flag --config.batch_size=abc"),
+    (["--config", "configs/msds1.py:smoke", "--workdir=WORKDIR_IS_A_FILE"],
+     "error: cannot write to the workdir"),
+])
+def test_train_script_command_line_faults_are_one_line(tmp_path, args, message):
+  (tmp_path / "file").write_text("x")
+  args = [a.replace("WORKDIR_IS_A_FILE", str(tmp_path / "file")) for a in args]
+  out = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert out.returncode != 0
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(message), out.stderr[-2000:]
+
+
+def test_evaluation_opens_a_training_run_read_only(tmp_path):
+  """eval.py and compare.py on a run that is training: the writer's unfinished
+  checkpoint folder must survive the reader (Orbax's cleanup would delete it)."""
+  from rgflow_jax import evaluation  # noqa: PLC0415
+  c = smoke_config(tmp_path, num_steps=2, eval_every=2, ckpt_every=2, sample_every=0)
+  training.train_and_evaluate(c, tmp_path / "run")
+  in_progress = tmp_path / "run" / "checkpoints" / "3.orbax-checkpoint-tmp-1796000000000000"
+  (in_progress / "state").mkdir(parents=True)
+  (in_progress / "state" / "partial").write_bytes(b"being written")
+  for which in ("latest", "best"):
+    _, params, step = evaluation.load_params(c, tmp_path / "run", which)
+    assert step == 2
+  assert (in_progress / "state" / "partial").read_bytes() == b"being written"
+  ro = checkpoint.Checkpoints(tmp_path / "run", read_only=True)
+  with pytest.raises(RuntimeError, match="read-only"):
+    ro.save(4, {}, {})
+  ro.close()

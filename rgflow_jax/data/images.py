@@ -89,7 +89,7 @@ class ImageFolderSource:
           img.load()
           images.append(center_crop_resize(img.convert(mode), image_size, crop))
         self.files.append(path)
-      except (OSError, ValueError, DataError) as e:
+      except (OSError, ValueError, DataError, Image.DecompressionBombError) as e:
         self.skipped.append((path, f"{type(e).__name__}: {e}"))
     if self.skipped:
       log.warning("skipped %d of %d files under %s: %s", len(self.skipped), len(files),
