@@ -17,6 +17,7 @@ guard itself runs on the device, every step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,7 +33,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgflow_jax import checkpoint, data, models, pixels, plots, storage
+from rgflow_jax import checkpoint, data, models, pixels, plots, runlock, storage
 from rgflow_jax.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,15 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.get("distributed", False):
     jax.distributed.initialize()
   workdir = storage.check_writable(workdir, "workdir")
+  lock = runlock.RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  try:
+    with lock:
+      return _train(config, workdir)
+  except runlock.RunLocked as e:
+    raise TrainingError(str(e)) from None
+
+
+def _train(config, workdir) -> dict:
   use_compilation_cache(config)
   dtype = param_dtype(config)
   flow = build_model(config)

@@ -526,3 +526,23 @@ def test_evaluation_opens_a_training_run_read_only(tmp_path):
   with pytest.raises(RuntimeError, match="read-only"):
     ro.save(4, {}, {})
   ro.close()
+
+
+def test_a_second_trainer_on_one_workdir_is_refused_naming_the_holder(tmp_path):
+  from rgflow_jax import runlock  # noqa: PLC0415
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/msds1.py:smoke"),
+         f"--workdir={workdir}", f"--config.data.data_dir={tmp_path / 'data'}"]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  with runlock.RunLock(workdir):  # this process is the trainer now
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  assert out.returncode != 0
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: {workdir} is being trained by pid "
+                                                 f"{os.getpid()} on "), out.stderr[-2000:]
+  assert not (workdir / "metrics.jsonl").exists()  # the refused trainer wrote nothing
+  probe = ("import sys; from rgflow_jax import runlock\n"
+           f"with runlock.RunLock({str(workdir)!r}): print('locked')")
+  assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                        check=True).stdout.strip() == "locked"  # released on exit
