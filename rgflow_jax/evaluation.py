@@ -31,7 +31,7 @@ def load_params(config, workdir, which: str = "best"):
   if not (workdir / "checkpoints").is_dir():
     raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
                             f"(python train.py --config ... --workdir {workdir})")
-  training.check_resume_compatible(workdir, config)
+  training.check_resume_compatible(workdir, config, training.MODEL_KEYS_THAT_MATTER)
   flow = training.build_model(config)
   state = training.init_state(flow, config, training.param_dtype(config))
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)

@@ -305,21 +305,44 @@ class StopSignal:
       signal.signal(s, h)
 
 
+# What a resumed run must share with the run in its workdir. Everything else may change
+# on resume (learning rate, num_steps, intervals, time limit, ...) and is logged.
 MODEL_KEYS_THAT_MATTER = ("model", "dtype")
+RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
+    "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
+# Free to differ even under those: how the model is executed, and where the data live.
+EXECUTION_KEYS = ("model.matmul_dtype", "model.remat", "model.scan_min_layers",
+                  "model.hand_backward", "data.data_dir", "data.path", "data.test_path")
 
 
-def check_resume_compatible(workdir, config):
+def _flat(tree, prefix="") -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f"{prefix}{k}."))
+  return {k.rstrip("."): v for k, v in out.items()}
+
+
+def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER):
+  """Refuse, in one line, a config that differs from the saved run's in ``keys`` (the
+  model, and for training also the seed, batch, schedule and data: a resumed run with
+  another of these would silently be a different run); log the other changes."""
   saved_path = storage.as_path(workdir) / "config.json"
   if not saved_path.exists():
     return
-  saved = storage.read_json(saved_path)
-  now = json.loads(config.to_json())
-  for key in MODEL_KEYS_THAT_MATTER:
-    if saved.get(key) != now.get(key):
+  saved, now = _flat(storage.read_json(saved_path)), _flat(json.loads(config.to_json()))
+  changed = sorted(k for k in set(saved) | set(now)
+                   if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS)
+  for key in changed:
+    if key.split(".")[0] in keys:
       raise TrainingError(
-          f"{workdir} holds a run with a different config.{key} "
-          f"({saved.get(key)} there, {now.get(key)} now): resume it with its own "
-          f"config ({saved_path}) or train in a new --workdir")
+          f"{workdir} holds a run with a different config.{key} ({saved.get(key)} there, "
+          f"{now.get(key)} now): resume it with its own config ({saved_path}) or train "
+          "in a new --workdir")
+  if changed:
+    log.warning("resuming %s with changed settings: %s", workdir,
+                ", ".join(f"{k} {saved.get(k)} -> {now.get(k)}" for k in changed))
 
 
 def reference_curves(config) -> dict:

@@ -172,16 +172,29 @@ def test_killed_run_resumes_to_the_same_params(tmp_path):
   assert _logged_steps(work) == sorted(set(_logged_steps(work)))
 
 
-def test_resume_with_a_different_model_is_refused(tmp_path):
+def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
   c = smoke_config(tmp_path, num_steps=2, eval_every=2, ckpt_every=2, sample_every=0)
   training.train_and_evaluate(c, tmp_path / "run")
   c2 = smoke_config(tmp_path, num_steps=4, sample_every=0)
   c2.model.hidden = (12,)
   with pytest.raises(training.TrainingError, match="different config.model"):
     training.train_and_evaluate(c2, tmp_path / "run")
-  # The same model with a longer schedule resumes.
-  c3 = smoke_config(tmp_path, num_steps=4, eval_every=2, ckpt_every=2, sample_every=0)
-  assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
+  # Settings that would silently make it another run (data order, schedule state).
+  for key, value in [("batch_size", 16), ("seed", 1), ("schedule", "cosine"),
+                     ("warmup_steps", 5), ("data.name", "msds2"), ("data.n_train", 128)]:
+    changed = smoke_config(tmp_path, num_steps=4, sample_every=0, **{key: value})
+    with pytest.raises(training.TrainingError, match=f"different config.{key} ") as err:
+      training.train_and_evaluate(changed, tmp_path / "run")
+    assert "\n" not in str(err.value)
+  # The same model with a longer schedule, another learning rate and bfloat16 matmuls
+  # resumes, and says what changed.
+  c3 = smoke_config(tmp_path, num_steps=4, eval_every=2, ckpt_every=2, sample_every=0,
+                    lr=5e-4)
+  c3.model.matmul_dtype = "bfloat16"
+  with caplog.at_level("WARNING", logger="rgflow_jax.training"):
+    assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
+  assert "lr 0.001 -> 0.0005" in caplog.text and "num_steps 2 -> 4" in caplog.text
+  assert "matmul_dtype" not in caplog.text  # an execution option, not a change of run
 
 
 # ------------------------------------------------------------- devices
