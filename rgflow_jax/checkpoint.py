@@ -5,16 +5,49 @@ pytree and, beside it, a JSON item with the data pipeline's position and counter
 Orbax writes into a temporary folder and renames it when complete (on GCS, where
 there is no rename, it writes a commit marker last), so a run killed mid-save leaves
 the previous checkpoint intact. The workdir may be local or ``gs://`` / ``s3://``.
+
+Integrity. The JSON item holds a SHA-256 digest of every array of the state, computed
+before the save and committed with it; a restore recomputes it. A checkpoint whose
+files were damaged (flipped bytes, truncated or deleted files) fails to restore or to
+match its digest: :meth:`Checkpoints.restore_newest_intact` then names it in one log
+line, moves it aside to ``<workdir>/damaged/`` (never deletes it) and goes on to the
+next newest one. Read-only users (eval.py) skip a damaged one without moving it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from rgflow_jax import storage
+
+log = logging.getLogger(__name__)
+
+
+class DamagedCheckpoint(RuntimeError):
+  """A checkpoint that cannot be restored as it was saved; the message says why."""
+
+
+def state_digest(state) -> str:
+  """SHA-256 over every array of ``state``: its path in the tree, dtype, shape, bytes."""
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  for (path, leaf), host in zip(leaves, jax.device_get([l for _, l in leaves]), strict=True):
+    a = np.ascontiguousarray(host)
+    h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 class Checkpoints:
@@ -51,6 +84,7 @@ class Checkpoints:
   def save(self, step: int, state, meta: dict, test_bpd: float | None = None):
     if self.read_only:
       raise RuntimeError("these checkpoints were opened read-only")
+    meta = dict(meta, state_sha256=state_digest(state))
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta))
     self.last.save(step, args=args, force=True)
@@ -65,9 +99,50 @@ class Checkpoints:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-    out = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return out["state"], dict(out["meta"])
+    try:
+      out = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      meta = dict(out["meta"])
+    except Exception as e:  # noqa: BLE001  (tensorstore, JSON and Orbax raise many types)
+      raise DamagedCheckpoint(f"{mngr.directory / str(step)} cannot be read "
+                              f"({_first_line(e)})") from None
+    want = meta.pop("state_sha256", None)  # checkpoints from before digests: trusted
+    if want is not None and state_digest(out["state"]) != want:
+      raise DamagedCheckpoint(f"{mngr.directory / str(step)} does not match the digest "
+                              "saved with it")
+    return out["state"], meta
+
+  def restore_newest_intact(self, state_like, best: bool = False):
+    """(state, meta, step) of the newest checkpoint that restores intact (for
+    ``best=True``: the best one, else None). Damaged ones are named in the log and, unless
+    read-only, moved to ``<workdir>/damaged/``; FileNotFoundError if there is none."""
+    mngr = self.best if best else self.last
+    steps = [mngr.best_step()] if best else sorted(mngr.all_steps(), reverse=True)
+    steps = [s for s in steps if s is not None]
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    for step in steps:
+      try:
+        return (*self.restore(state_like, step, best), step)
+      except DamagedCheckpoint as e:
+        if self.read_only:
+          log.warning("checkpoint damaged, skipped: %s", e)
+        else:
+          aside = self._set_aside(mngr, step)
+          log.warning("checkpoint damaged, set aside as %s: %s", aside, e)
+    raise FileNotFoundError(f"no intact checkpoint in {mngr.directory} (damaged ones "
+                            f"{'skipped' if self.read_only else 'moved to ' + str(self.damaged)})")
+
+  @property
+  def damaged(self):
+    return self.last.directory.parent / "damaged"
+
+  def _set_aside(self, mngr, step: int):
+    aside = self.damaged / f"{mngr.directory.name}-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    self.damaged.mkdir(parents=True, exist_ok=True)
+    (mngr.directory / str(step)).rename(aside)
+    mngr.reload()
+    return aside
 
   def wait(self):
     self.last.wait_until_finished()

@@ -13,6 +13,8 @@ number goes to ``<workdir>/eval/eval.json``.
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from rgflow_jax import (analysis, checkpoint, data, models, pixels, plots, receptive, storage,
                         training)
 
+log = logging.getLogger(__name__)
 MODES = ("bpd", "samples", "progressive", "rf", "traverse", "mix", "inpaint", "curve")
 
 
@@ -36,8 +39,13 @@ def load_params(config, workdir, which: str = "best"):
   state = training.init_state(flow, config, training.param_dtype(config))
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
   try:
-    use_best = which == "best" and ckpts.best.best_step() is not None
-    state, meta = ckpts.restore(state, best=use_best)
+    restored = None
+    if which == "best" and ckpts.best.best_step() is not None:
+      try:
+        restored = ckpts.restore_newest_intact(state, best=True)
+      except FileNotFoundError as e:
+        log.warning("%s; evaluating the latest intact checkpoint instead", e)
+    state, meta, _ = restored or ckpts.restore_newest_intact(state)
   finally:
     ckpts.close()
   return flow, state["params"], int(meta["step"])

@@ -430,11 +430,15 @@ def _train(config, workdir) -> dict:
 
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
   state = init_state(flow, config, dtype)
-  resume_step = ckpts.latest_step()
+  resume_step = None
   meta = {"skipped_steps": 0, "best_test_bpd": None}
-  if resume_step is not None:
+  if ckpts.latest_step() is not None:
     check_resume_compatible(workdir, config)
-    state, meta = ckpts.restore(state, resume_step)
+    try:  # the newest checkpoint that restores intact; damaged ones are set aside
+      state, meta, resume_step = ckpts.restore_newest_intact(state)
+    except FileNotFoundError as e:
+      raise TrainingError(f"{e}: train in a new --workdir, or move a checkpoint back "
+                          "from there if you know it is good") from None
     batches.set_state(meta.pop("data_state"))
     log.info("resumed from step %d in %s", resume_step, workdir)
   if proc == 0:

@@ -180,11 +180,14 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
   with pytest.raises(training.TrainingError, match="different config.model"):
     training.train_and_evaluate(c2, tmp_path / "run")
   # Settings that would silently make it another run (data order, schedule state).
-  for key, value in [("batch_size", 16), ("seed", 1), ("schedule", "cosine"),
-                     ("warmup_steps", 5), ("data.name", "msds2"), ("data.n_train", 128)]:
+  changed = smoke_config(tmp_path, num_steps=4, sample_every=0, batch_size=16)
+  with pytest.raises(training.TrainingError, match="different config.batch_size "):
+    training.train_and_evaluate(changed, tmp_path / "run")
+  for key, value in [("seed", 1), ("schedule", "cosine"), ("warmup_steps", 5),
+                     ("data.name", "msds2"), ("data.n_train", 128)]:
     changed = smoke_config(tmp_path, num_steps=4, sample_every=0, **{key: value})
     with pytest.raises(training.TrainingError, match=f"different config.{key} ") as err:
-      training.train_and_evaluate(changed, tmp_path / "run")
+      training.check_resume_compatible(tmp_path / "run", changed)
     assert "\n" not in str(err.value)
   # The same model with a longer schedule, another learning rate and bfloat16 matmuls
   # resumes, and says what changed.

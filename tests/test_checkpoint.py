@@ -1,0 +1,126 @@
+"""Checkpoint integrity: damaged files in the latest checkpoint (flipped bytes, a
+truncated or a deleted file) are detected on restore; training and evaluation fall
+back to the newest intact checkpoint, name the damaged one and set it aside, and the
+resumed run ends bitwise equal to one that never met the damage."""
+
+import logging
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rgflow_jax import checkpoint, evaluation, training
+from test_training import smoke_config
+
+
+def _train(tmp_path, workdir, steps):
+  c = smoke_config(tmp_path, num_steps=steps, ckpt_every=2, eval_every=100, sample_every=0,
+                   log_every=2)
+  return c, training.train_and_evaluate(c, workdir)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """A run stopped at step 6 (checkpoints 2, 4, 6), and the same run carried to 8."""
+  base = tmp_path_factory.mktemp("ckpt")
+  _train(base, base / "at6", 6)
+  _, summary = _train(base, base / "to8", 8)
+  assert summary["step"] == 8
+  return base
+
+
+def _params(c, workdir, step=None):
+  flow = training.build_model(c)
+  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  state, meta = ckpts.restore(training.init_state(flow, c, jnp.float32), step)
+  ckpts.close()
+  return state["params"], meta
+
+
+def _largest_file(folder):
+  return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _flip(folder):
+  f = _largest_file(folder / "state")
+  raw = bytearray(f.read_bytes())
+  mid = len(raw) // 2
+  raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+  f.write_bytes(bytes(raw))
+
+
+def _truncate(folder):
+  f = _largest_file(folder / "state")
+  f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _delete_meta(folder):
+  (folder / "meta" / "metadata").unlink()
+
+
+def _delete_manifest(folder):
+  for f in (folder / "state").rglob("manifest.ocdbt"):
+    f.unlink()
+
+
+DAMAGES = [_flip, _truncate, _delete_meta, _delete_manifest]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, caplog):
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  damage(work / "checkpoints" / "6")
+  c = smoke_config(runs)
+  # Evaluation (read-only) skips the damaged one and reads step 4, moving nothing.
+  with caplog.at_level(logging.WARNING, logger="rgflow_jax.checkpoint"):
+    _, params, step = evaluation.load_params(c, work, "latest")
+  assert step == 4 and "checkpoint damaged, skipped" in caplog.text
+  assert "checkpoints/6" in caplog.text
+  assert (work / "checkpoints" / "6").is_dir() and not (work / "damaged").exists()
+  want, _ = _params(c, runs / "at6", step=4)
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("damage", [_flip, _delete_manifest])
+def test_resume_falls_back_to_the_newest_intact_checkpoint(runs, tmp_path, damage, caplog):
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  damage(work / "checkpoints" / "6")
+  c = smoke_config(runs, num_steps=8, ckpt_every=2, eval_every=100, sample_every=0,
+                   log_every=2)
+  with caplog.at_level(logging.WARNING, logger="rgflow_jax.checkpoint"):
+    summary = training.train_and_evaluate(c, work)
+  assert summary["steps_this_run"] == 4  # resumed from step 4, not 6 and not 0
+  assert "checkpoints/6" in caplog.text and "set aside" in caplog.text
+  (aside,) = (work / "damaged").iterdir()
+  assert aside.name.startswith("checkpoints-6-")  # kept for a person to look at
+  got, got_meta = _params(c, work)
+  want, want_meta = _params(c, runs / "to8")
+  assert got_meta["step"] == want_meta["step"] == 8
+  assert got_meta["data_state"] == want_meta["data_state"]
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise
+
+
+def test_an_intact_checkpoint_restores_and_a_changed_digest_is_refused(runs, tmp_path):
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  c = smoke_config(runs)
+  flow = training.build_model(c)
+  like = training.init_state(flow, c, jnp.float32)
+  ckpts = checkpoint.Checkpoints(work)
+  state, meta, step = ckpts.restore_newest_intact(like)
+  assert step == 6 and "state_sha256" not in meta
+  assert checkpoint.state_digest(state) != checkpoint.state_digest(like)  # not the init
+  ckpts.close()
+  # The digest covers values, not only files: a state with one entry changed differs.
+  bumped = jax.tree.map(lambda x: x, state)
+  leaf = jax.tree.leaves(bumped["params"])[0]
+  bumped_params = jax.tree.map(lambda x: x.at[(0,) * x.ndim].add(1) if x is leaf else x,
+                               bumped["params"])
+  assert checkpoint.state_digest(dict(state, params=bumped_params)) != \
+      checkpoint.state_digest(state)
