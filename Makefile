@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# pytest workers: one per core by default (CI machines have 2).
+# pytest workers: one per core by default (CI machines have 2); idle workers take
+# pending tests from busy ones (worksteal), so one long test does not hold the end.
 PYTEST_WORKERS ?= auto
 
 DEMO_CONFIG ?= configs/msds1.py:cpu
@@ -19,7 +20,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal tests
 
 # Trains the CPU-sized MSDS1 model for 8 minutes (resuming if DEMO_DIR has a run),
 # then writes test bits/dim, samples, receptive fields, traversals, mixing, inpainting

@@ -124,3 +124,22 @@ def test_an_intact_checkpoint_restores_and_a_changed_digest_is_refused(runs, tmp
                                bumped["params"])
   assert checkpoint.state_digest(dict(state, params=bumped_params)) != \
       checkpoint.state_digest(state)
+
+
+def test_evaluation_opens_a_training_run_read_only(runs, tmp_path):
+  """eval.py and compare.py on a run that is training: the writer's unfinished
+  checkpoint folder must survive the reader (Orbax's cleanup would delete it)."""
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  in_progress = work / "checkpoints" / "8.orbax-checkpoint-tmp-1796000000000000"
+  (in_progress / "state").mkdir(parents=True)
+  (in_progress / "state" / "partial").write_bytes(b"being written")
+  c = smoke_config(runs)
+  for which in ("latest", "best"):
+    _, _, step = evaluation.load_params(c, work, which)
+    assert step == 6
+  assert (in_progress / "state" / "partial").read_bytes() == b"being written"
+  ro = checkpoint.Checkpoints(work, read_only=True)
+  with pytest.raises(RuntimeError, match="read-only"):
+    ro.save(10, {}, {})
+  ro.close()

@@ -123,23 +123,24 @@ def test_compare_py_errors_are_one_line(tmp_path):
   assert proc.stderr.strip().splitlines()[-1].startswith("error: no trained run in")
 
 
+def _compare_error(args) -> str:
+  """compare.py's stderr, which must be one line, for a run that must fail."""
+  proc = subprocess.run([sys.executable, str(ROOT / "compare.py"), *args],
+                        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                        text=True)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+  return lines[0]
+
+
 def test_compare_py_output_and_run_faults_are_one_line(runs, tmp_path):
   """--out naming a file, and a run folder whose config.json is damaged."""
-  base, r = runs
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  workdir = r["smoke"][1]
+  _, r = runs
   (tmp_path / "taken").write_text("a file, not a folder")
-  proc = subprocess.run([sys.executable, str(ROOT / "compare.py"), f"--out={tmp_path / 'taken'}",
-                         str(workdir)], env=env, capture_output=True, text=True)
-  lines = proc.stderr.strip().splitlines()
-  assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
-  assert lines[0].startswith(f"error: cannot write to the output folder {tmp_path / 'taken'}")
+  line = _compare_error([f"--out={tmp_path / 'taken'}", str(r["smoke"][1])])
+  assert line.startswith(f"error: cannot write to the output folder {tmp_path / 'taken'}")
   broken = tmp_path / "broken"
-  broken.mkdir()
-  (broken / "checkpoints").mkdir()
+  (broken / "checkpoints").mkdir(parents=True)
   (broken / "config.json").write_text('{"model": ')
-  proc = subprocess.run([sys.executable, str(ROOT / "compare.py"), f"--out={tmp_path / 'o'}",
-                         str(broken)], env=env, capture_output=True, text=True)
-  lines = proc.stderr.strip().splitlines()
-  assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
-  assert lines[0].startswith(f"error: {broken / 'config.json'}: not valid JSON")
+  line = _compare_error([f"--out={tmp_path / 'o'}", str(broken)])
+  assert line.startswith(f"error: {broken / 'config.json'}: not valid JSON")

@@ -525,25 +525,6 @@ def test_train_script_command_line_faults_are_one_line(tmp_path, args, message):
   assert len(lines) == 1 and lines[0].startswith(message), out.stderr[-2000:]
 
 
-def test_evaluation_opens_a_training_run_read_only(tmp_path):
-  """eval.py and compare.py on a run that is training: the writer's unfinished
-  checkpoint folder must survive the reader (Orbax's cleanup would delete it)."""
-  from rgflow_jax import evaluation  # noqa: PLC0415
-  c = smoke_config(tmp_path, num_steps=2, eval_every=2, ckpt_every=2, sample_every=0)
-  training.train_and_evaluate(c, tmp_path / "run")
-  in_progress = tmp_path / "run" / "checkpoints" / "3.orbax-checkpoint-tmp-1796000000000000"
-  (in_progress / "state").mkdir(parents=True)
-  (in_progress / "state" / "partial").write_bytes(b"being written")
-  for which in ("latest", "best"):
-    _, params, step = evaluation.load_params(c, tmp_path / "run", which)
-    assert step == 2
-  assert (in_progress / "state" / "partial").read_bytes() == b"being written"
-  ro = checkpoint.Checkpoints(tmp_path / "run", read_only=True)
-  with pytest.raises(RuntimeError, match="read-only"):
-    ro.save(4, {}, {})
-  ro.close()
-
-
 def test_a_second_trainer_on_one_workdir_is_refused_naming_the_holder(tmp_path):
   from rgflow_jax import runlock  # noqa: PLC0415
   workdir = tmp_path / "run"
