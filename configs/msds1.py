@@ -15,7 +15,7 @@ Variants (``--config configs/msds1.py:VARIANT``):
 from configs import base
 
 
-# The authors' PyTorch code on this 2-core machine (issue 4): a small model (n_layer 2,
+# The authors' PyTorch code on a 2-core CPU machine (2026-11): a small model (n_layer 2,
 # n_res 1, width 128, batch 64) reached these test bits/dim after these minutes.
 AUTHORS_CPU_CURVE = {"minutes": [2, 4, 6, 8, 10, 12],
                      "bpd": [4.54, 3.92, 3.61, 3.45, 3.31, 3.25]}

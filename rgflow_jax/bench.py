@@ -1,4 +1,4 @@
-"""Training-step benchmark against the authors' PyTorch code (issue 6's reference).
+"""Training-step benchmark against the authors' PyTorch code.
 
     python -m rgflow_jax.bench                    # tiny, small, paper-msds, paper-celeba
     python -m rgflow_jax.bench --configs tiny,small --steps 20 --json out.json
@@ -39,7 +39,7 @@ from rgflow_jax import xla_cpu
 from rgflow_jax.model import RGFlow
 
 # The authors' PyTorch code, torch CPU, 2 threads, this machine kind, batch 64, one full
-# training step (issue 6): seconds per step (median), forward no-grad, sample 64.
+# training step: seconds per step (median), forward no-grad, sample 64.
 REFERENCE = {
     "tiny": {"step_s": 0.056, "forward_s": 0.016, "sample_s": 0.017},
     "small": {"step_s": 0.252, "forward_s": 0.059, "sample_s": 0.061},

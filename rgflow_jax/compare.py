@@ -18,7 +18,7 @@ import numpy as np
 
 from rgflow_jax import data, evaluation, pixels, plots, semantic, storage
 
-# The paper's figures (REFERENCE.md) to print beside ours: test bits/dim per data set
+# The paper's reported figures (Tables B1, G1, F1) to print beside ours: test bits/dim per data set
 # and model (RG-Flow's with its prior), and Table F1's inpainting PSNR (CelebA).
 PAPER_BPD = {
     "msds1": {"rgflow/laplace": 0.906, "rgflow/gaussian": 1.60, "realnvp/laplace": 1.07},

@@ -11,7 +11,8 @@ parameters and no state. Its methods are pure functions, params first:
     images = flow.sample(params, rng, 16, temperature=0.8)
 
 The latent ``z`` has the image's shape: site (i, j) holds the latent of level
-``level_of_site()[i, j]`` (REFERENCE.md).
+``level_of_site()[i, j]`` (geometry.level_of_site: the level whose decimator
+releases that site).
 """
 
 from __future__ import annotations

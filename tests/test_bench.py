@@ -1,4 +1,4 @@
-"""The step-time benchmark (issue 6) in --quick mode, its FLOP count, and the bfloat16
+"""The step-time benchmark in --quick mode, its FLOP count, and the bfloat16
 matmul mode's accuracy."""
 
 import json

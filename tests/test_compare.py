@@ -1,4 +1,4 @@
-"""compare.py end to end on :smoke runs of RG-Flow and Real NVP (issue 5), and the
+"""compare.py end to end on :smoke runs of RG-Flow and Real NVP, and the
 analysis paths that differ for Real NVP."""
 
 import json

@@ -72,8 +72,8 @@ def test_paper_celeba_model_initialises_with_the_reference_parameter_count():
 
 @pytest.mark.parametrize("kw,count", [
     (dict(n_layers=4, n_res=4, hidden=512, mlp_depth=2), 80_518_144),  # paper MSDS
-    (dict(n_layers=1, n_res=1, hidden=32, mlp_depth=1), 53_760),  # issue 6 "tiny"
-    (dict(n_layers=2, n_res=1, hidden=128, mlp_depth=2), 948_224),  # issue 6 "small"
+    (dict(n_layers=1, n_res=1, hidden=32, mlp_depth=1), 53_760),  # the benchmark's "tiny"
+    (dict(n_layers=2, n_res=1, hidden=128, mlp_depth=2), 948_224),  # the benchmark's "small"
 ])
 def test_parameter_counts_match_the_authors_code(kw, count):
   flow = RGFlow(**kw)
