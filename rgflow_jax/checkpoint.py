@@ -45,11 +45,6 @@ def state_digest(state) -> str:
   return h.hexdigest()
 
 
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip()
-  return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 class Checkpoints:
   """``workdir/checkpoints`` (the last ``keep``) and ``workdir/best`` (lowest test BPD)."""
 
@@ -105,7 +100,7 @@ class Checkpoints:
       meta = dict(out["meta"])
     except Exception as e:  # noqa: BLE001  (tensorstore, JSON and Orbax raise many types)
       raise DamagedCheckpoint(f"{mngr.directory / str(step)} cannot be read "
-                              f"({_first_line(e)})") from None
+                              f"({storage.error_line(e)})") from None
     want = meta.pop("state_sha256", None)  # checkpoints from before digests: trusted
     if want is not None and state_digest(out["state"]) != want:
       raise DamagedCheckpoint(f"{mngr.directory / str(step)} does not match the digest "
@@ -130,8 +125,8 @@ class Checkpoints:
         else:
           aside = self._set_aside(mngr, step)
           log.warning("checkpoint damaged, set aside as %s: %s", aside, e)
-    raise FileNotFoundError(f"no intact checkpoint in {mngr.directory} (damaged ones "
-                            f"{'skipped' if self.read_only else 'moved to ' + str(self.damaged)})")
+    where = "skipped" if self.read_only else f"moved to {self.damaged}"
+    raise FileNotFoundError(f"no intact checkpoint in {mngr.directory} (damaged ones {where})")
 
   @property
   def damaged(self):

@@ -18,8 +18,8 @@ import numpy as np
 
 from rgflow_jax import data, evaluation, pixels, plots, semantic, storage
 
-# The paper's reported figures (Tables B1, G1, F1) to print beside ours: test bits/dim per data set
-# and model (RG-Flow's with its prior), and Table F1's inpainting PSNR (CelebA).
+# The paper's reported figures to print beside ours: test bits/dim per data set and
+# model (Tables B1, G1; RG-Flow's with its prior), and Table F1's inpainting PSNR (CelebA).
 PAPER_BPD = {
     "msds1": {"rgflow/laplace": 0.906, "rgflow/gaussian": 1.60, "realnvp/laplace": 1.07},
     "msds2": {"rgflow/laplace": 1.01, "rgflow/gaussian": 1.53, "realnvp/laplace": 1.14},
@@ -69,7 +69,8 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
   data_name = data_names.pop()
   labels = [_label(c) for c in configs]
   if len(set(labels)) < len(labels):  # two runs of one kind: tell them apart
-    labels = [f"{lab} ({storage.as_path(w).name})" for lab, w in zip(labels, workdirs, strict=True)]
+    labels = [f"{lab} ({storage.as_path(w).name})"
+              for lab, w in zip(labels, workdirs, strict=True)]
 
   real = None
   if data_name in ("msds1", "msds2"):

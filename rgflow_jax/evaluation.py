@@ -169,9 +169,9 @@ def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
         "count_strength_above_1": int((s > 1).sum()), "top": top.tolist(),
         # how spread out the strongest map is: pixels holding half its mass
         "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
-  plots.plot_maps(np.stack(maps), titles, storage.as_path(out_dir) / f"{prefix}receptive_fields.png",
-                  ncol=6)
-  plots.plot_histograms(strengths, storage.as_path(out_dir) / f"{prefix}rf_strengths.png",
+  out_dir = storage.as_path(out_dir)
+  plots.plot_maps(np.stack(maps), titles, out_dir / f"{prefix}receptive_fields.png", ncol=6)
+  plots.plot_histograms(strengths, out_dir / f"{prefix}rf_strengths.png",
                         "receptive-field strength (sum of the map)")
   return summary, strongest
 

@@ -145,7 +145,7 @@ class RGFlow(FlowDensity):
   matmul_dtype: str = "float32"  # "bfloat16": bf16 matmul inputs, f32 everything else
   # encode's conditioners get a hand-written backward pass (coupling._mlp_bwd): faster
   # gradients, no forward-mode derivatives through encode. None: on in the training
-  # step (training.make_train_step), off elsewhere; True / False: always / never.
+  # step (training.make_train_step, make_loop_step), off elsewhere; True / False: always / never.
   hand_backward: bool | None = None
 
   def __post_init__(self):

@@ -51,12 +51,18 @@ def files_under(folder) -> list[epath.Path]:
                 key=str)
 
 
+def error_line(e: BaseException) -> str:
+  """An exception as one line: its type and the first line of its message."""
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0] if text else 'no message'}"
+
+
 def write_bytes_atomic(path, data: bytes) -> epath.Path:
   path = as_path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   if is_remote(path):
-    path.write_bytes(data)  # one object upload: all of it or nothing
+    path.write_bytes(data)  # one object upload, all of it or nothing; no folders to make
     return path
+  path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.fspath(path.parent), prefix=path.name, suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
@@ -140,11 +146,6 @@ def check_writable(folder, what: str = "folder") -> epath.Path:
     hint = ("check the bucket name and your credentials (gcloud auth application-default "
             "login, or AWS_* variables) and that gcsfs / s3fs is installed"
             if is_remote(folder) else "check that it is a writable folder")
-    raise StorageError(f"cannot write to the {what} {folder} "
-                       f"({type(e).__name__}: {_first_line(e)}); {hint}") from None
+    raise StorageError(f"cannot write to the {what} {folder} ({error_line(e)}); "
+                       f"{hint}") from None
   return folder
-
-
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip()
-  return text.splitlines()[0] if text else "no message"

@@ -212,11 +212,6 @@ def make_loop_step(flow, optimizer, mesh, precision: str | None = None):
                  out_shardings=(replicated, replicated))
 
 
-def fetch(tree):
-  """The loop's one way to read device values back (and so the one to count)."""
-  return jax.device_get(tree)
-
-
 class DevicePrefetch:
   """The next ``depth`` global batches, already on the device, with the data
   pipeline's position after each (what a checkpoint must record is the position of
@@ -282,7 +277,7 @@ def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[floa
   count = count * jax.process_count()
   if count == 0:
     raise ValueError("no test images to evaluate: the test set (or --max_images) is empty")
-  total = float(np.sum(fetch(sums))) if sums else 0.0  # one read-back for the whole pass
+  total = float(np.sum(jax.device_get(sums))) if sums else 0.0  # one read-back for the whole pass
   return total / max(count, 1), count
 
 
@@ -315,13 +310,12 @@ EXECUTION_KEYS = ("model.matmul_dtype", "model.remat", "model.scan_min_layers",
                   "model.hand_backward", "data.data_dir", "data.path", "data.test_path")
 
 
-def _flat(tree, prefix="") -> dict:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """A nested config dict as {"model.hidden": ..., "lr": ...}."""
   out = {}
   for k, v in tree.items():
-    out.update(_flat(v, f"{prefix}{k}."))
-  return {k.rstrip("."): v for k, v in out.items()}
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
 
 
 def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER):
@@ -368,7 +362,7 @@ class _WindowReader:
     self.values = dict.fromkeys(WINDOW, 0.0)
 
   def read(self, window) -> dict:
-    self.values = dict(zip(WINDOW, (float(v) for v in fetch(window)), strict=True))
+    self.values = dict(zip(WINDOW, (float(v) for v in jax.device_get(window)), strict=True))
     return self.values
 
   @property
@@ -532,8 +526,8 @@ def _train(config, workdir) -> dict:
         if bar is not None:
           bar.write(f"step {step}: test bits/dim {test:.4f}")
       if sample_now and proc == 0:
-        imgs = fetch(pixels.to_uint8(sample_fn(state["params"],
-                                               jax.random.fold_in(eval_rng, step))))
+        imgs = jax.device_get(pixels.to_uint8(sample_fn(state["params"],
+                                                        jax.random.fold_in(eval_rng, step))))
         plots.save_grid(np.asarray(imgs), workdir / "samples" / f"step{step:07d}.png")
       if save_now:
         save(step, test)

@@ -57,7 +57,7 @@ def unreadable_message(name: str, data_dir, error: Exception) -> str:
     exists = True
   if not exists:
     return missing_message(name, data_dir)
-  why = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+  why = storage.error_line(error)
   if storage.is_remote(data_dir):
     return (f"cannot read {name} from {prepared} ({why}); the ArrayRecord files behind "
             "tfds.data_source are read from local disk: copy the prepared folder with "
