@@ -12,6 +12,14 @@ files were damaged (flipped bytes, truncated or deleted files) fails to restore 
 match its digest: :meth:`Checkpoints.restore_newest_intact` then names it in one log
 line, moves it aside to ``<workdir>/damaged/`` (never deletes it) and goes on to the
 next newest one. Read-only users (eval.py) skip a damaged one without moving it.
+
+Latest and best as one decision. A save writes the latest checkpoint first, with the
+step's test bits/dim in its JSON item, and then, if that is a new best, the same
+state to ``best/``. A kill between the two leaves a latest checkpoint whose record
+says "best" while ``best/`` lacks it: :meth:`Checkpoints.complete_best`, called on
+resume, finishes that save from the restored state. So after a kill at any moment
+``best/`` holds the best of the evaluations whose checkpoint was committed, and an
+evaluation that was cut short is redone (deterministically) by the resumed run.
 """
 
 from __future__ import annotations
@@ -79,12 +87,36 @@ class Checkpoints:
   def save(self, step: int, state, meta: dict, test_bpd: float | None = None):
     if self.read_only:
       raise RuntimeError("these checkpoints were opened read-only")
-    meta = dict(meta, state_sha256=state_digest(state))
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              meta=ocp.args.JsonSave(meta))
+    meta = dict(meta, state_sha256=state_digest(state), test_bpd=test_bpd)
+    args = self._save_args(state, meta)
     self.last.save(step, args=args, force=True)
-    if test_bpd is not None and math.isfinite(test_bpd):  # NaN would rank as the best
+    if self._is_new_best(step, meta):
       self.best.save(step, args=args, metrics={"test_bpd": float(test_bpd)}, force=True)
+
+  @staticmethod
+  def _save_args(state, meta):
+    return ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              meta=ocp.args.JsonSave(meta))
+
+  def _is_new_best(self, step: int, meta: dict) -> bool:
+    """The step's evaluation is finite (NaN would rank as the best), no worse than the
+    run's best so far, and not in ``best/`` yet (a rerun of a step after a fallback)."""
+    test, best = meta.get("test_bpd"), meta.get("best_test_bpd")
+    return (test is not None and math.isfinite(test) and (best is None or test <= best)
+            and step not in self.best.all_steps())
+
+  def complete_best(self, step: int, state, meta: dict) -> bool:
+    """After resuming from ``step`` (``meta`` as restored, digest included): write the
+    best checkpoint its save had decided on but not written (a kill between the two)."""
+    if not self._is_new_best(step, meta):
+      return False
+    log.warning("step %d was the best evaluation (test bits/dim %.4f) but best/ lacks it "
+                "(the run was stopped between the two saves): saving it now", step,
+                meta["test_bpd"])
+    meta = dict(meta, state_sha256=state_digest(state))
+    self.best.save(step, args=self._save_args(state, meta),
+                   metrics={"test_bpd": float(meta["test_bpd"])}, force=True)
+    return True
 
   def restore(self, state_like, step: int | None = None, best: bool = False):
     """(state, meta) at ``step`` (default: latest, or the best with ``best=True``)."""

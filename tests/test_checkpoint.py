@@ -144,3 +144,40 @@ def test_evaluation_opens_a_training_run_read_only(runs, tmp_path):
   with pytest.raises(RuntimeError, match="read-only"):
     ro.save(10, {}, {})
   ro.close()
+
+
+class _Killed(BaseException):
+  """What a SIGKILL amounts to for the code after it: nothing more runs."""
+
+
+def test_a_kill_between_the_latest_and_the_best_save_loses_no_best(tmp_path, monkeypatch,
+                                                                    caplog):
+  c = smoke_config(tmp_path, num_steps=2, ckpt_every=2, eval_every=2, sample_every=0,
+                   log_every=2)
+  work = tmp_path / "run"
+  save = checkpoint.Checkpoints.save
+
+  def save_then_die(self, step, state, meta, test_bpd=None):
+    def killed(*args, **kwargs):
+      raise _Killed
+    monkeypatch.setattr(self.best, "save", killed)  # dies once the latest is committed
+    return save(self, step, state, meta, test_bpd)
+
+  monkeypatch.setattr(checkpoint.Checkpoints, "save", save_then_die)
+  with pytest.raises(_Killed):
+    training.train_and_evaluate(c, work)
+  monkeypatch.undo()
+  assert [p.name for p in (work / "checkpoints").iterdir()] == ["2"]
+  assert not list((work / "best").iterdir())  # the evaluation's best was not written
+  with caplog.at_level(logging.WARNING, logger="rgflow_jax.checkpoint"):
+    summary = training.train_and_evaluate(c, work)  # the rerun has no step left to train
+  assert summary["steps_this_run"] == 0 and "best/ lacks it" in caplog.text
+  ckpts = checkpoint.Checkpoints(work, read_only=True)
+  assert ckpts.best.best_step() == 2
+  like = training.init_state(training.build_model(c), c, jnp.float32)
+  best, best_meta = ckpts.restore(like, best=True)  # intact: its digest matches
+  last, _ = ckpts.restore(like)
+  ckpts.close()
+  assert best_meta["test_bpd"] == best_meta["best_test_bpd"]
+  for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(best), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
