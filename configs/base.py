@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 250
   c.ckpt_every = 1000
   c.keep_checkpoints = 3
+  # gs:// and s3:// workdirs: the run lock is a lease renewed by the trainer; one left by
+  # a trainer that died is taken over when this old (local workdirs need no lease).
+  c.lock_lease_s = 300.0
   c.sample_every = 2000
   c.num_samples = 64
   c.sample_temperature = 1.0

@@ -98,6 +98,8 @@ def validate_config(config):
        "config.num_samples must be >= 1, or set config.sample_every=0"),
       (config.time_limit_s >= 0 and math.isfinite(config.time_limit_s),
        "config.time_limit_s must be >= 0 (0: no limit)"),
+      (config.get("lock_lease_s", 1.0) >= 1 and math.isfinite(config.get("lock_lease_s", 1.0)),
+       "config.lock_lease_s must be >= 1 (seconds a remote run lock lasts unrenewed)"),
       (config.get("matmul_precision", "default") in MATMUL_PRECISIONS,
        f"config.matmul_precision must be one of {MATMUL_PRECISIONS}"),
   ]
@@ -396,15 +398,16 @@ def train_and_evaluate(config, workdir) -> dict:
   if config.get("distributed", False):
     jax.distributed.initialize()
   workdir = storage.check_writable(workdir, "workdir")
-  lock = runlock.RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  lock = runlock.RunLock(workdir, config.get("lock_lease_s", runlock.DEFAULT_LEASE_S)) \
+      if jax.process_index() == 0 else None
   try:
-    with lock:
-      return _train(config, workdir)
+    with lock or contextlib.nullcontext():
+      return _train(config, workdir, lock)
   except runlock.RunLocked as e:
     raise TrainingError(str(e)) from None
 
 
-def _train(config, workdir) -> dict:
+def _train(config, workdir, lock=None) -> dict:
   use_compilation_cache(config)
   dtype = param_dtype(config)
   flow = build_model(config)
@@ -433,6 +436,7 @@ def _train(config, workdir) -> dict:
     except FileNotFoundError as e:
       raise TrainingError(f"{e}: train in a new --workdir, or move a checkpoint back "
                           "from there if you know it is good") from None
+    ckpts.complete_best(resume_step, state, meta)
     batches.set_state(meta.pop("data_state"))
     log.info("resumed from step %d in %s", resume_step, workdir)
   if proc == 0:
@@ -460,6 +464,8 @@ def _train(config, workdir) -> dict:
   window = new_window(mesh)
 
   def save(step, test=None):
+    if lock is not None:
+      lock.check()
     meta_out = dict(meta, data_state=prefetch.consumed_state, step=step,
                     skipped_steps=reader.skipped)
     ckpts.save(step, state, meta_out, test)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rgflow_jax import storage
+from rgflow_jax import runlock, storage
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "rgflow-test"
@@ -114,6 +114,7 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
   assert {p.name for p in (run / "samples").iterdir()} == {"step0000010.png", "step0000020.png"}
   assert {"config.json", "bpd_curve.png", "checkpoints", "best"} <= {p.name for p in run.iterdir()}
   assert max(int(p.name) for p in (run / "checkpoints").iterdir()) == steps
+  assert not (run / runlock.LOCK_NAME).exists()  # the killed one's lease, taken over, released
   assert list((storage.as_path(data_dir) / "msds1").iterdir())  # the MSDS cache too
   from tensorboard.backend.event_processing import event_file_loader  # noqa: PLC0415
   tags = set()
@@ -151,3 +152,77 @@ def test_a_prepared_tfds_set_in_the_store_asks_to_be_copied_to_local_disk(gcs):
   assert f"gcloud storage cp -r gs://{BUCKET}/tfds/celeb_a data/" in message
   with pytest.raises(data.DataError, match="celeba is not prepared"):
     data.TfdsSource("celeba", "train", f"gs://{BUCKET}/elsewhere")
+
+
+# ------------------------------------------------------------- the run lock as a lease
+def _lease(workdir):
+  return storage.as_path(workdir) / runlock.LOCK_NAME
+
+
+def test_the_remote_run_lock_is_a_lease_one_trainer_holds(gcs):
+  workdir = f"gs://{BUCKET}/locks/one"
+  with runlock.RunLock(workdir):
+    held = json.loads(_lease(workdir).read_text())
+    assert held["pid"] == os.getpid() and held["renewed"] <= time.time()
+    with pytest.raises(runlock.RunLocked) as err:
+      runlock.RunLock(workdir).__enter__()
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in str(err.value)
+    assert "lease renewed" in str(err.value) and "\n" not in str(err.value)
+  assert not _lease(workdir).exists()  # released on exit
+
+
+def test_of_many_trainers_starting_at_once_one_takes_the_lease(gcs):
+  """The store's compare-and-swap (a write only if the object is absent) decides."""
+  import concurrent.futures  # noqa: PLC0415
+  workdir = f"gs://{BUCKET}/locks/race"
+  locks = [runlock.RunLock(workdir) for _ in range(6)]
+
+  def take(lock):
+    try:
+      lock.__enter__()
+      return True
+    except runlock.RunLocked:
+      return False
+
+  with concurrent.futures.ThreadPoolExecutor(len(locks)) as pool:
+    won = list(pool.map(take, locks))
+  assert won.count(True) == 1
+  locks[won.index(True)].__exit__(None, None, None)
+  assert not _lease(workdir).exists()
+
+
+@pytest.mark.parametrize("age_s, pid, taken", [
+    (1000.0, 1, True),      # expired: its holder stopped renewing long ago
+    (1.0, 1, False),        # fresh, on another host: refused
+    (1.0, None, True),      # fresh, but its process on this host is gone
+])
+def test_a_lease_left_by_a_dead_trainer_is_taken_over(gcs, age_s, pid, taken):
+  workdir = f"gs://{BUCKET}/locks/stale-{age_s}-{pid}"
+  host = "another-host" if pid else socket.gethostname()
+  if pid is None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid = dead.pid
+  _lease(workdir).write_text(json.dumps(
+      {"pid": pid, "host": host, "since": "then", "renewed": time.time() - age_s}))
+  lock = runlock.RunLock(workdir, lease_s=60)
+  if not taken:
+    with pytest.raises(runlock.RunLocked, match=f"pid {pid} on another-host"):
+      lock.__enter__()
+    return
+  with lock:
+    assert json.loads(_lease(workdir).read_text())["pid"] == os.getpid()
+
+
+def test_a_trainer_whose_lease_was_taken_over_stops_at_its_next_save(gcs):
+  workdir = f"gs://{BUCKET}/locks/lost"
+  with runlock.RunLock(workdir, lease_s=1.0) as lock:
+    lock.check()
+    _lease(workdir).write_text(json.dumps(  # another trainer took it over
+        {"pid": 1, "host": "another-host", "since": "now", "renewed": time.time()}))
+    deadline = time.time() + 10
+    with pytest.raises(runlock.RunLocked, match="taken over"):
+      while time.time() < deadline:
+        lock.check()
+        time.sleep(0.05)
+  assert json.loads(_lease(workdir).read_text())["host"] == "another-host"  # theirs stays
