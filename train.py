@@ -10,6 +10,7 @@ Exit status: 0 when the run reached num_steps or its time limit; 1 with a one-li
 run did not finish.
 """
 
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -37,7 +38,12 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   try:
     summary = train_and_evaluate(cli.load_config(_CONFIG), workdir)
-  except (DataError, TrainingError, ValueError, OSError) as e:
+  except OSError as e:
+    if e.errno == errno.ENOSPC:  # a log or figure write that found the disk full
+      sys.exit(f"error: the disk is full ({e}); free some space and rerun to resume from "
+               "the last checkpoint")
+    sys.exit(f"error: {e}")
+  except (DataError, TrainingError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(f"done: {summary}")
   if summary["stopped_by"] in ("SIGTERM", "SIGINT"):

@@ -42,6 +42,21 @@ class DamagedCheckpoint(RuntimeError):
   """A checkpoint that cannot be restored as it was saved; the message says why."""
 
 
+class CheckpointWriteError(OSError):
+  """A checkpoint that could not be written (full disk, lost rights); one line."""
+
+
+def _cause(e: BaseException) -> str:
+  """The operating system's own words when tensorstore names them (it wraps them in a
+  message of several paths), else the first line of the error."""
+  text = str(e)
+  if "No space left on device" in text or "os_error_code='28'" in text:
+    return "the disk is full"
+  if "Permission denied" in text:
+    return "permission denied"
+  return storage.error_line(e)
+
+
 def state_digest(state) -> str:
   """SHA-256 over every array of ``state``: its path in the tree, dtype, shape, bytes."""
   h = hashlib.sha256()
@@ -62,6 +77,7 @@ class Checkpoints:
     checkpoint folder stays where it is)."""
     workdir = storage.absolute(workdir)
     self.read_only = read_only
+    self._size = None  # bytes of one checkpoint on disk, once one is written
     # Synchronous saves: when save() returns the checkpoint is committed, so a kill
     # at any later moment loses at most one checkpoint interval.
     if read_only:
@@ -88,10 +104,30 @@ class Checkpoints:
     if self.read_only:
       raise RuntimeError("these checkpoints were opened read-only")
     meta = dict(meta, state_sha256=state_digest(state), test_bpd=test_bpd)
-    args = self._save_args(state, meta)
-    self.last.save(step, args=args, force=True)
-    if self._is_new_best(step, meta):
-      self.best.save(step, args=args, metrics={"test_bpd": float(test_bpd)}, force=True)
+    args, best = self._save_args(state, meta), self._is_new_best(step, meta)
+    storage.check_free_space(self.last.directory, self._bytes_needed(state) * (1 + best),
+                             f"checkpoint {step}")
+    self._write(self.last, step, args)
+    if best:
+      self._write(self.best, step, args, metrics={"test_bpd": float(test_bpd)})
+
+  def _bytes_needed(self, state) -> int:
+    """A checkpoint's size: the last one's on disk, or before there is one, the arrays'
+    bytes and Orbax's metadata (a few KiB per array), with a margin."""
+    if self._size is None:
+      leaves = jax.tree.leaves(state)
+      return int(1.1 * sum(getattr(x, "nbytes", 8) for x in leaves)) + 2048 * len(leaves)
+    return int(1.1 * self._size)
+
+  def _write(self, mngr, step: int, args, **kwargs):
+    try:
+      mngr.save(step, args=args, force=True, **kwargs)
+    except Exception as e:  # noqa: BLE001  (tensorstore, Orbax and the OS raise many types)
+      raise CheckpointWriteError(
+          f"cannot write checkpoint {step} to {mngr.directory} ({_cause(e)}); the run "
+          f"resumes from the last checkpoint once that is fixed") from None
+    if self._size is None:
+      self._size = storage.size_on_disk(mngr.directory / str(step))
 
   @staticmethod
   def _save_args(state, meta):
@@ -114,8 +150,8 @@ class Checkpoints:
                 "(the run was stopped between the two saves): saving it now", step,
                 meta["test_bpd"])
     meta = dict(meta, state_sha256=state_digest(state))
-    self.best.save(step, args=self._save_args(state, meta),
-                   metrics={"test_bpd": float(meta["test_bpd"])}, force=True)
+    self._write(self.best, step, self._save_args(state, meta),
+                metrics={"test_bpd": float(meta["test_bpd"])})
     return True
 
   def restore(self, state_like, step: int | None = None, best: bool = False):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
+import shutil
 import tempfile
 
 from etils import epath
@@ -149,3 +151,26 @@ def check_writable(folder, what: str = "folder") -> epath.Path:
     raise StorageError(f"cannot write to the {what} {folder} ({error_line(e)}); "
                        f"{hint}") from None
   return folder
+
+
+def check_free_space(folder, nbytes: int, what: str) -> None:
+  """A one-line StorageError if a local ``folder`` has less than ``nbytes`` free, before
+  anything is written (a write that runs out of space midway leaves a partial file and,
+  in Orbax, hundreds of lines from its writer threads). Object stores are not checked."""
+  folder = as_path(folder)
+  if is_remote(folder):
+    return
+  free = shutil.disk_usage(os.fspath(folder)).free
+  if free < nbytes:
+    raise StorageError(
+        f"not enough disk space for {what}: about {nbytes / 2**20:.1f} MiB needed in "
+        f"{folder}, {free / 2**20:.1f} MiB free; free some space (or lower "
+        "config.keep_checkpoints) and rerun to resume from the last checkpoint")
+
+
+def size_on_disk(folder) -> int:
+  """Bytes of every file under a local ``folder`` (0 for object stores)."""
+  folder = as_path(folder)
+  if is_remote(folder):
+    return 0
+  return sum(f.stat().st_size for f in pathlib.Path(folder).rglob("*") if f.is_file())

@@ -1,10 +1,20 @@
-"""Checkpoint integrity: damaged files in the latest checkpoint (flipped bytes, a
+"""Checkpoint faults. Damaged files in the latest checkpoint (flipped bytes, a
 truncated or a deleted file) are detected on restore; training and evaluation fall
 back to the newest intact checkpoint, name the damaged one and set it aside, and the
-resumed run ends bitwise equal to one that never met the damage."""
+resumed run ends bitwise equal to one that never met the damage. Kills at random
+moments (and one between the latest and the best save) keep the true best and the
+uninterrupted parameters; a full disk stops the run in one line."""
 
+import json
 import logging
+import os
+import random
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +22,7 @@ import numpy as np
 import pytest
 
 from rgflow_jax import checkpoint, evaluation, training
-from test_training import smoke_config
+from test_training import ROOT, load_config, smoke_config
 
 
 def _train(tmp_path, workdir, steps):
@@ -181,3 +191,133 @@ def test_a_kill_between_the_latest_and_the_best_save_loses_no_best(tmp_path, mon
   assert best_meta["test_bpd"] == best_meta["best_test_bpd"]
   for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(best), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# --------------------------------------------------------------- random kills
+def _train_cmd(workdir, data_dir, steps):
+  return [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/msds1.py:smoke"),
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+          f"--config.num_steps={steps}", f"--config.ckpt_every={CKPT_EVERY}",
+          "--config.log_every=1", "--config.eval_every=3", "--config.eval_images=8",
+          "--config.sample_every=0"]
+
+
+def _rows(workdir, key):
+  path = workdir / "metrics.jsonl"
+  lines = path.read_text().splitlines() if path.exists() else []
+  return [(r["step"], r[key]) for r in map(json.loads, filter(str.strip, lines)) if key in r]
+
+
+def _wait_for(predicate, proc, timeout=240):
+  start = time.time()
+  while not predicate():
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    assert time.time() - start < timeout, "timed out"
+    time.sleep(0.02)
+
+
+CKPT_EVERY = 2
+
+
+def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
+  """Ten SIGKILLs at random moments of a run that saves every 2 steps and evaluates
+  every 3 (every other one while it starts up and restores, the others while it
+  trains, evaluates or saves), and a SIGTERM: the run ends bitwise equal to an
+  uninterrupted one, each kill loses at most one interval, every step and evaluation
+  is logged once, and best/ holds the true best evaluation with its very parameters."""
+  steps, env = 36, dict(os.environ, PYTHONPATH=str(ROOT))
+  data_dir, ref, work = tmp_path / "data", tmp_path / "ref", tmp_path / "killed"
+  subprocess.run(_train_cmd(ref, data_dir, steps), env=env, check=True, capture_output=True)
+  rng = random.Random(0)
+  for life in range(11):
+    logged = _rows(work, "train_bpd")
+    top = logged[-1][0] if logged else 0
+    proc = subprocess.Popen(_train_cmd(work, data_dir, steps), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if life % 2:  # once this life has trained a step of its own
+      _wait_for(lambda: _rows(work, "train_bpd")[-1:] not in ([], logged[-1:]), proc)
+      deadline = time.time() + rng.uniform(0.0, 1.5)
+    else:  # from the start
+      deadline = time.time() + rng.uniform(0.5, 6.0)
+    # ...and at most 3 steps past the furthest any life got, so that it never finishes.
+    _wait_for(lambda: time.time() > deadline or  # noqa: B023
+              max(s for s, _ in _rows(work, "train_bpd") or [(0, 0)]) >= top + 3, proc)
+    if life == 5:  # one polite stop: it saves exactly where it stands, exit 128 + 15
+      proc.send_signal(signal.SIGTERM)
+      out, _ = proc.communicate(timeout=120)
+      assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+      assert _final_params(work)[1]["step"] == _rows(work, "train_bpd")[-1][0]
+      continue
+    proc.kill()
+    proc.wait()
+    logged = _rows(work, "train_bpd")
+    ckpts = checkpoint.Checkpoints(work, read_only=True)
+    if logged and ckpts.latest_step() is not None:
+      assert logged[-1][0] - ckpts.latest_step() <= CKPT_EVERY  # at most one interval lost
+    ckpts.close()
+  subprocess.run(_train_cmd(work, data_dir, steps), env=env, check=True, capture_output=True)
+
+  got, got_meta = _final_params(work)
+  want, want_meta = _final_params(ref)
+  assert got_meta["step"] == want_meta["step"] == steps
+  assert got_meta["data_state"] == want_meta["data_state"]
+  _assert_equal(want, got)
+  assert [s for s, _ in _rows(work, "train_bpd")] == list(range(1, steps + 1))
+  tests = _rows(work, "test_bpd")
+  assert tests == _rows(ref, "test_bpd")  # each evaluation once, and the same values
+  assert [s for s, _ in tests] == list(range(3, steps + 1, 3))
+  best_step = min(tests, key=lambda t: t[1])[0]
+  ckpts = checkpoint.Checkpoints(work, read_only=True)
+  assert ckpts.best.all_steps() == [best_step]
+  ckpts.close()
+  _assert_equal(_final_params(ref, best=True)[0], _final_params(work, best=True)[0])
+  assert not (work / "damaged").exists()  # no kill ever left a checkpoint half-written
+
+
+def _final_params(workdir, best=False):
+  c = load_config("msds1")
+  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  state, meta = ckpts.restore(training.init_state(training.build_model(c), c, jnp.float32),
+                              best=best)
+  ckpts.close()
+  return state["params"], meta
+
+
+def _assert_equal(want, got):
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise
+
+
+# ------------------------------------------------------------------ a full disk
+def _can_mount_a_tmpfs() -> bool:
+  return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+def test_a_full_disk_stops_the_run_in_one_line_before_a_partial_checkpoint(tmp_path):
+  """The workdir on a 1.2 MiB tmpfs (mounted in a user namespace: no root needed): the
+  run stops at the first checkpoint that would not fit, in one line, with nothing of
+  that checkpoint written and the previous one intact."""
+  if not _can_mount_a_tmpfs():
+    pytest.skip("this kernel refuses unprivileged user namespaces (unshare -rm), which "
+                "the test needs to mount a small tmpfs")
+  disk, copy = tmp_path / "disk", tmp_path / "copy"
+  disk.mkdir()
+  train = " ".join(_train_cmd(disk / "run", tmp_path / "data", 40))
+  script = (f"mount -t tmpfs -o size=1200k tmpfs {disk} && {{ {train}; echo rc=$?; "
+            f"cp -a {disk}/run {copy}; }}")
+  out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert "rc=1" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert re.fullmatch(r"error: not enough disk space for checkpoint (\d+): about [\d.]+ MiB "
+                      rf"needed in {disk}/run/checkpoints, [\d.]+ MiB free; free some space "
+                      r"\(or lower config.keep_checkpoints\) and rerun to resume from the "
+                      r"last checkpoint", last), last
+  failed_at = int(re.search(r"checkpoint (\d+)", last).group(1))
+  ckpts = checkpoint.Checkpoints(copy, read_only=True)
+  saved = ckpts.last.all_steps()
+  assert saved and max(saved) < failed_at
+  assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == sorted(map(str, saved))
+  ckpts.close()
+  _final_params(copy)  # the newest one restores intact (digest checked)
