@@ -49,7 +49,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample_temperature = 1.0
   c.max_nonfinite = 20  # this many non-finite steps in a row stop the run
   c.time_limit_s = 0.0  # > 0: stop (with a checkpoint) after this much training time
-  c.distributed = False  # True: jax.distributed.initialize() for multi-host runs
+  # Many processes (README, 'Many hosts'): True calls jax.distributed.initialize(). The
+  # three below are taken from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  # JAX_PROCESS_ID where unset, or detected by JAX (Cloud TPU, SLURM, Open MPI, GKE).
+  c.distributed = False
+  c.coordinator_address = ""  # process 0's HOST:PORT
+  c.num_processes = -1
+  c.process_id = -1
+  c.heartbeat_timeout_s = 100  # a lost process ends the others after this long
+  c.init_timeout_s = 300  # how long processes wait for each other at the start
   # Speed of the training step's float32 matmuls on GPU/TPU (see the docstring); the
   # coupling layers stay exactly invertible at any setting, and evaluation runs at
   # 'highest' regardless.

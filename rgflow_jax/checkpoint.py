@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rgflow_jax import storage
+from rgflow_jax import multihost, storage
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,15 @@ class Checkpoints:
       raise RuntimeError("these checkpoints were opened read-only")
     meta = dict(meta, state_sha256=state_digest(state), test_bpd=test_bpd)
     args, best = self._save_args(state, meta), self._is_new_best(step, meta)
-    storage.check_free_space(self.last.directory, self._bytes_needed(state) * (1 + best),
-                             f"checkpoint {step}")
+    try:
+      storage.check_free_space(self.last.directory, self._bytes_needed(state) * (1 + best),
+                               f"checkpoint {step}")
+      full = None
+    except storage.StorageError as e:
+      full = e
+    if multihost.any_process(full is not None):  # the save is collective: all or none
+      raise full or storage.StorageError(f"not enough disk space for checkpoint {step} on "
+                                         "another process (see its log)")
     self._write(self.last, step, args)
     if best:
       self._write(self.best, step, args, metrics={"test_bpd": float(test_bpd)})
@@ -201,9 +208,12 @@ class Checkpoints:
     return self.last.directory.parent / "damaged"
 
   def _set_aside(self, mngr, step: int):
+    """Process 0 moves it (every process found the same damage in the shared files)."""
     aside = self.damaged / f"{mngr.directory.name}-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-    self.damaged.mkdir(parents=True, exist_ok=True)
-    (mngr.directory / str(step)).rename(aside)
+    if jax.process_index() == 0:
+      self.damaged.mkdir(parents=True, exist_ok=True)
+      (mngr.directory / str(step)).rename(aside)
+    multihost.barrier(f"set aside {mngr.directory.name} {step}")
     mngr.reload()
     return aside
 

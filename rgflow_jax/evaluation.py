@@ -62,7 +62,8 @@ def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
     from tqdm.auto import tqdm
     iterator = tqdm(iterator, desc="test bits/dim", unit="draw")
   for d in iterator:
-    batches = data.eval_batches(images_source, batch_size, max_images)
+    batches = data.eval_batches(images_source, training.eval_batch_size(batch_size),
+                                max_images)
     bpd, n = training.evaluate_bpd(flow, params, batches, mesh, jax.random.fold_in(rng, d),
                                    eval_step)
     per_draw.append(bpd)

@@ -227,8 +227,9 @@ class RGFlow(FlowDensity):
 
   def count_params(self) -> int:
     """Parameter count of ``init``'s output, from shapes alone (nothing allocated)."""
-    shapes = jax.eval_shape(functools.partial(self._init, dtype=jnp.float32),
-                            jax.random.PRNGKey(0))
+    # The key is made inside the traced function: no backend starts (a config file
+    # that sizes a model by its parameter count runs before jax.distributed starts).
+    shapes = jax.eval_shape(lambda: self._init(jax.random.PRNGKey(0), dtype=jnp.float32))
     return conditioner.count_params(shapes)
 
   # ----------------------------------------------------------- layer helpers

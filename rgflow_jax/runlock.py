@@ -63,12 +63,11 @@ class RunLock:
     self._kv = self._generation = self._renewer = None  # remote: the lease
     self._stop, self._lost = threading.Event(), threading.Event()
 
-  def check(self):
-    """Raise RunLocked if another trainer took this lease over (a holder cut off from
-    the store for longer than the lease): two writers must not go on."""
-    if self._lost.is_set():
-      raise RunLocked(f"the lease {self._url} was taken over by another trainer while "
-                      "this one could not renew it: stopping, so that one writer remains")
+  @property
+  def lost(self) -> bool:
+    """Whether another trainer took this lease over (this holder was cut off from the
+    store for longer than the lease): the run must stop, so that one writer remains."""
+    return self._lost.is_set()
 
   def __enter__(self) -> RunLock:
     if storage.is_remote(self.workdir):

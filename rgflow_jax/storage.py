@@ -138,7 +138,7 @@ def check_writable(folder, what: str = "folder") -> epath.Path:
   read-only disk fail in seconds rather than at the first checkpoint.
   """
   folder = as_path(folder)
-  probe = folder / ".rgflow_write_test"
+  probe = folder / f".rgflow_write_test.{os.getpid()}"  # one per process of a run
   try:
     if not is_remote(folder):  # an object store has no folders to make
       folder.mkdir(parents=True, exist_ok=True)

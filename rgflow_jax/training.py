@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgflow_jax import checkpoint, data, models, pixels, plots, runlock, storage
+from rgflow_jax import checkpoint, data, models, multihost, pixels, plots, runlock, storage
 from rgflow_jax.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def validate_config(config):
        "config.num_samples must be >= 1, or set config.sample_every=0"),
       (config.time_limit_s >= 0 and math.isfinite(config.time_limit_s),
        "config.time_limit_s must be >= 0 (0: no limit)"),
+      (config.get("heartbeat_timeout_s", 1) >= 1 and config.get("init_timeout_s", 1) >= 1,
+       "config.heartbeat_timeout_s and config.init_timeout_s must be >= 1 (seconds)"),
       (config.get("lock_lease_s", 1.0) >= 1 and math.isfinite(config.get("lock_lease_s", 1.0)),
        "config.lock_lease_s must be >= 1 (seconds a remote run lock lasts unrenewed)"),
       (config.get("matmul_precision", "default") in MATMUL_PRECISIONS,
@@ -238,11 +241,11 @@ class DevicePrefetch:
 
 
 def make_eval_step(flow, mesh):
-  """Sum of per-image bits/dim over the rows where ``weight`` is 1 (padding is 0),
-  always at full float32 matmul precision."""
+  """(sum of per-image bits/dim, images) over the rows where ``weight`` is 1 (padding
+  is 0), always at full float32 matmul precision."""
 
   def step(params, batch, weight, rng):
-    return jnp.sum(flow.bits_per_dim(params, batch, rng) * weight)
+    return jnp.sum(flow.bits_per_dim(params, batch, rng) * weight), jnp.sum(weight)
 
   replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   return jax.jit(_with_precision(step, EVAL_PRECISION),
@@ -261,41 +264,50 @@ def global_batch(local: np.ndarray, mesh) -> jax.Array:
   return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local)
 
 
+def eval_batch_size(requested: int) -> int:
+  """The global evaluation batch: ``requested`` rounded up to a multiple of the devices."""
+  return -(-max(requested, 1) // jax.device_count()) * jax.device_count()
+
+
 def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[float, int]:
-  """(mean test bits/dim, images) over ``batches``, padded to a multiple of the devices."""
+  """(mean test bits/dim, images) over ``batches`` of :func:`data.eval_batches`: this
+  process's (images, weights) rows of each global batch. Every process must call it;
+  the sums are taken over the global batches, so the figure is the same for any number
+  of processes, however unequal their shares."""
   eval_step = eval_step or make_eval_step(flow, mesh)
-  sums, count, size = [], 0, None
-  for i, batch in enumerate(batches):
-    batch = np.asarray(batch)
-    size = size or -(-len(batch) // jax.local_device_count()) * jax.local_device_count()
-    weight = np.zeros(size, np.float32)
-    weight[:len(batch)] = 1.0
-    if len(batch) < size:
-      batch = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:],
-                                              batch.dtype)])
-    sums.append(eval_step(params, global_batch(batch, mesh), global_batch(weight, mesh),
-                          jax.random.fold_in(rng, i)))
-    count += int(weight.sum())
-  count = count * jax.process_count()
+  sums = [eval_step(params, global_batch(images, mesh), global_batch(weights, mesh),
+                    jax.random.fold_in(rng, i))
+          for i, (images, weights) in enumerate(batches)]
+  total, count = (float(np.sum(v)) for v in zip(*jax.device_get(sums))) if sums else (0, 0)
   if count == 0:
     raise ValueError("no test images to evaluate: the test set (or --max_images) is empty")
-  total = float(np.sum(jax.device_get(sums))) if sums else 0.0  # one read-back for the whole pass
-  return total / max(count, 1), count
+  return total / count, int(count)
 
 
 # ------------------------------------------------------------------ helpers
 class StopSignal:
-  """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+  """Turns SIGTERM / SIGINT into a flag the loop checks after each step.
+
+  With several processes SIGTERM is left to JAX's preemption notifier (it tells every
+  process, which then stop together: :func:`multihost.preempted`), and Ctrl-C is passed
+  on to it as a SIGTERM."""
 
   def __init__(self):
     self.received = None
-    if threading.current_thread() is threading.main_thread():
-      self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    self._old = {}
+    if threading.current_thread() is not threading.main_thread():
+      return
+    if jax.distributed.is_initialized():
+      self._old = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward)}
     else:
-      self._old = {}
+      self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
   def _handle(self, signum, frame):
     self.received = signal.Signals(signum).name
+
+  @staticmethod
+  def _forward(signum, frame):
+    os.kill(os.getpid(), signal.SIGTERM)
 
   def restore(self):
     for s, h in self._old.items():
@@ -395,16 +407,25 @@ def train_and_evaluate(config, workdir) -> dict:
   stopped).
   """
   validate_config(config)
-  if config.get("distributed", False):
-    jax.distributed.initialize()
-  workdir = storage.check_writable(workdir, "workdir")
-  lock = runlock.RunLock(workdir, config.get("lock_lease_s", runlock.DEFAULT_LEASE_S)) \
-      if jax.process_index() == 0 else None
   try:
-    with lock or contextlib.nullcontext():
-      return _train(config, workdir, lock)
-  except runlock.RunLocked as e:
+    multihost.initialize(config)
+  except multihost.DistributedError as e:
     raise TrainingError(str(e)) from None
+  workdir = storage.check_writable(workdir, "workdir")
+  with contextlib.ExitStack() as stack:
+    lock, refused = None, None
+    if jax.process_index() == 0:  # one lock for the run; the others learn the outcome
+      try:
+        lock = stack.enter_context(runlock.RunLock(
+            workdir, config.get("lock_lease_s", runlock.DEFAULT_LEASE_S)))
+      except runlock.RunLocked as e:
+        refused = str(e)
+    if multihost.any_process(refused is not None):
+      raise TrainingError(refused or "process 0 could not lock the workdir (see its log)")
+    try:
+      return _train(config, workdir, lock)
+    except runlock.RunLocked as e:
+      raise TrainingError(str(e)) from None
 
 
 def _train(config, workdir, lock=None) -> dict:
@@ -426,7 +447,11 @@ def _train(config, workdir, lock=None) -> dict:
                                config.data.flip, proc, n_proc)
 
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
-  state = init_state(flow, config, dtype)
+  replicated = NamedSharding(mesh, P())
+  # Replicated over every device of every process before a restore, which then reads
+  # straight into that layout (a restored array is committed to one device, and moving
+  # it across hosts afterwards is a transfer CPU and GPU clients cannot make).
+  state = jax.device_put(init_state(flow, config, dtype), replicated)
   resume_step = None
   meta = {"skipped_steps": 0, "best_test_bpd": None}
   if ckpts.latest_step() is not None:
@@ -443,8 +468,6 @@ def _train(config, workdir, lock=None) -> dict:
     storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
   metrics_log = MetricsLog(workdir, resume_step)
 
-  replicated = NamedSharding(mesh, P())
-  state = jax.device_put(state, replicated)
   loop_step = make_loop_step(flow, make_optimizer(config), mesh,
                              config.get("matmul_precision", "default"))
   eval_step = make_eval_step(flow, mesh)
@@ -454,7 +477,7 @@ def _train(config, workdir, lock=None) -> dict:
   eval_rng = jax.random.PRNGKey(config.seed + 12345)
 
   def test_bpd(params):
-    ev = data.eval_batches(test_src, max(config.eval_batch_size // n_proc, 1),
+    ev = data.eval_batches(test_src, eval_batch_size(config.eval_batch_size),
                            config.eval_images, proc, n_proc)
     return evaluate_bpd(flow, params, ev, mesh, eval_rng, eval_step)[0]
 
@@ -464,8 +487,10 @@ def _train(config, workdir, lock=None) -> dict:
   window = new_window(mesh)
 
   def save(step, test=None):
-    if lock is not None:
-      lock.check()
+    if multihost.any_process(lock is not None and lock.lost):  # every process stops
+      raise runlock.RunLocked(f"the lease on {workdir} was taken over by another trainer "
+                              "while this run could not renew it: stopping, so that one "
+                              "writer remains")
     meta_out = dict(meta, data_state=prefetch.consumed_state, step=step,
                     skipped_steps=reader.skipped)
     ckpts.save(step, state, meta_out, test)
@@ -488,9 +513,15 @@ def _train(config, workdir, lock=None) -> dict:
       window_steps += 1
       if bar is not None:
         bar.update(1)
-      out_of_time = bool(config.time_limit_s) and \
-          time.perf_counter() - start_time > config.time_limit_s
       log_now = step % config.log_every == 0 or step == config.num_steps
+      # With several processes, the clocks are compared at log steps only, which every
+      # process visits: one process alone must never take a branch the others do not.
+      out_of_time = bool(config.time_limit_s) and (n_proc == 1 or log_now) and \
+          time.perf_counter() - start_time > config.time_limit_s
+      if n_proc > 1 and config.time_limit_s and log_now:
+        out_of_time = multihost.any_process(out_of_time)
+      if multihost.preempted(step):  # SIGTERM to any process: all stop at this step
+        stop.received = "SIGTERM"
       eval_now = step % config.eval_every == 0 or step == config.num_steps or out_of_time
       sample_now = bool(config.sample_every) and step % config.sample_every == 0
       save_now = step % config.ckpt_every == 0 or eval_now or stop.received or out_of_time
@@ -531,10 +562,11 @@ def _train(config, workdir, lock=None) -> dict:
         metrics_log.write({"step": step, "minutes": round(minutes, 4), "test_bpd": test})
         if bar is not None:
           bar.write(f"step {step}: test bits/dim {test:.4f}")
-      if sample_now and proc == 0:
-        imgs = jax.device_get(pixels.to_uint8(sample_fn(state["params"],
-                                                        jax.random.fold_in(eval_rng, step))))
-        plots.save_grid(np.asarray(imgs), workdir / "samples" / f"step{step:07d}.png")
+      if sample_now:  # every process joins the computation; process 0 writes the file
+        imgs = pixels.to_uint8(sample_fn(state["params"], jax.random.fold_in(eval_rng, step)))
+        if proc == 0:
+          plots.save_grid(np.asarray(jax.device_get(imgs)),
+                          workdir / "samples" / f"step{step:07d}.png")
       if save_now:
         save(step, test)
       if stop.received:

@@ -176,20 +176,31 @@ def test_epochs_cover_the_data_and_reshuffle():
   assert 0.2 < (flips != 255).mean() < 0.8  # about half are flipped (marker moved)
 
 
-def test_process_shards_are_disjoint_and_cover():
+def test_the_global_batches_do_not_depend_on_the_process_count():
+  """Process p's batches are rows p*b.. of one process's global batches, step after
+  step and across epochs (40 images, global batches of 16), flips included."""
   source = _source(40)
-  seen = []
-  for p in range(4):
-    it = data.train_batches(source, 10, seed=0, process_index=p, process_count=4)
-    seen.append(set(next(it)[:, 1, 1, 0].tolist()))
-  assert set().union(*seen) == set(range(40))
-  assert sum(len(s) for s in seen) == 40
+  whole = data.train_batches(source, 16, seed=3, flip=True)
+  parts = [data.train_batches(source, 4, seed=3, flip=True, process_index=p, process_count=4)
+           for p in range(4)]
+  for _ in range(6):
+    np.testing.assert_array_equal(next(whole), np.concatenate([next(it) for it in parts]))
 
 
-def test_eval_batches_cover_everything_once():
-  batches = list(data.eval_batches(_source(23), 5))
-  assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
-  assert np.concatenate(batches)[:, 1, 1, 0].tolist() == list(range(23))
+def test_eval_batches_cover_everything_once_in_equal_padded_shares():
+  # One process: global batches of 6, the last padded.
+  batches = list(data.eval_batches(_source(23), 6))
+  assert [len(b) for b, _ in batches] == [6, 6, 6, 6]
+  assert [float(w.sum()) for _, w in batches] == [6, 6, 6, 5]
+  # Three processes: the same global batches, cut into rows of 2; the last one's
+  # five images are on processes 0, 1 and 2 as 2, 2 and 1.
+  shares = [list(data.eval_batches(_source(23), 6, None, p, 3)) for p in range(3)]
+  for i, (images, weights) in enumerate(batches):
+    np.testing.assert_array_equal(np.concatenate([s[i][0] for s in shares]), images)
+    np.testing.assert_array_equal(np.concatenate([s[i][1] for s in shares]), weights)
+  assert [float(s[-1][1].sum()) for s in shares] == [2, 2, 1]
+  real = np.concatenate([b[w == 1] for b, w in batches])
+  assert real[:, 1, 1, 0].tolist() == list(range(23))
 
 
 def test_bad_data_config():

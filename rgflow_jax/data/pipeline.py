@@ -66,30 +66,44 @@ def train_batches(source, batch_size: int, seed: int, flip: bool = False,
                   num_threads: int = 2):
   """An endless, restorable iterator of uint8 (batch_size, H, W, C) training batches.
 
-  ``batch_size`` is this process's share of the global batch.
+  ``batch_size`` is this process's share of the global batch. The global batches are
+  the same for any number of processes (one shuffled order, cut into global batches;
+  process p reads rows p*batch_size.. of each), so the iterator's position, the same
+  on every process, restores every process exactly.
   """
   if batch_size < 1:
     raise DataError(f"batch size must be >= 1, got {batch_size}")
   ds = grain.MapDataset.source(source)
-  if process_count > 1:
-    ds = ds[process_index::process_count]
-  if len(ds) < batch_size:
-    raise DataError(f"the training set has {len(ds)} images on this process, fewer than "
-                    f"one batch of {batch_size}; lower config.batch_size")
+  if len(ds) < batch_size * process_count:
+    raise DataError(f"the training set has {len(ds)} images, fewer than one batch of "
+                    f"{batch_size * process_count}; lower config.batch_size")
   ds = ds.shuffle(seed=seed).repeat(None)
   if flip:
     ds = ds.random_map(_flip, seed=seed + 1)
-  ds = ds.batch(batch_size, drop_remainder=True)
+  # Runs of batch_size images; global batch g is runs g*P .. g*P + P-1, and this
+  # process's part of it is run g*P + p.
+  ds = ds.batch(batch_size, drop_remainder=True)[process_index::process_count]
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
   return iter(ds.to_iter_dataset(options))
 
 
 def eval_batches(source, batch_size: int, max_images: int | None = None,
                  process_index: int = 0, process_count: int = 1):
-  """One ordered pass over (the first ``max_images`` of) a source, last batch partial."""
+  """One ordered pass over (the first ``max_images`` of) a source, in global batches of
+  ``batch_size`` images (a multiple of the devices and processes), as this process's
+  (images, weights) rows of each: weight 1 for an image, 0 for the padding that fills
+  the last global batch. The global batches, padding included, are the same for any
+  number of processes, and so is the dequantisation noise each image meets."""
   ds = grain.MapDataset.source(source)
   if max_images is not None:
     ds = ds[:max_images]
-  if process_count > 1:
-    ds = ds[process_index::process_count]
-  return ds.batch(batch_size, drop_remainder=False)
+  n, local = len(ds), batch_size // process_count
+  if n == 0:
+    return
+  blank = np.zeros_like(np.asarray(ds[0]))
+  for start in range(0, n, batch_size):
+    first = start + process_index * local
+    rows = [np.asarray(ds[i]) for i in range(first, min(first + local, n))]
+    weights = np.zeros(local, np.float32)
+    weights[:len(rows)] = 1.0
+    yield np.stack(rows + [blank] * (local - len(rows))), weights
