@@ -21,7 +21,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name="rgflow", image_size=32, channels=3, block_size=4,
       n_layers=(4,), n_res=(4,), hidden=(512,), mlp_depth=(2,),
-      share_levels=False, prior="laplace", remat=False, matmul_dtype="float32"))
+      share_levels=False, prior="laplace", remat=False, matmul_dtype="float32",
+      layer_order="paper"))
   c.data = ml_collections.ConfigDict(dict(
       name="msds1", data_dir="data", n_train=90_000, n_test=10_000, seed=0, flip=False,
       path="", test_path="", crop=0, test_fraction=0.1, channels=3))
@@ -132,6 +133,13 @@ def realnvp(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def authors(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The authors' layer order (their code shifts the decimator, not the disentangler:
+  README, 'Layer order'), needed to load their checkpoints."""
+  c.model.layer_order = "authors"
+  return c
+
+
 def gaussian(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The prior ablation (Table B1, App. E): a Gaussian instead of the Laplace prior."""
   c.model.prior = "gaussian"
@@ -151,13 +159,13 @@ def accel(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 SIZES = {"cpu": cpu, "smoke": smoke}
-MODIFIERS = {"realnvp": realnvp, "gaussian": gaussian, "accel": accel}
+MODIFIERS = {"authors": authors, "realnvp": realnvp, "gaussian": gaussian, "accel": accel}
 
 
 def apply_variant(c: ml_collections.ConfigDict, arg: str, channels: int = 3):
   """Variants shared by every config file, comma-separated: a size (``cpu`` or
-  ``smoke``), model changes (``realnvp``, ``gaussian``) and ``accel`` (one GPU or TPU
-  host), e.g. ``cpu,realnvp`` or ``accel``."""
+  ``smoke``), model changes (``authors``, ``realnvp``, ``gaussian``) and ``accel`` (one
+  GPU or TPU host), e.g. ``cpu,realnvp``, ``cpu,authors`` or ``accel``."""
   tokens = [t.strip() for t in arg.split(",") if t.strip()] if arg else []
   unknown = [t for t in tokens if t not in SIZES and t not in MODIFIERS]
   sizes = [t for t in tokens if t in SIZES]

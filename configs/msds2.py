@@ -3,7 +3,7 @@
 Default: the paper's MSDS model (n_layer = 4, n_res = 4, width 512; 80,518,144
 parameters), Laplace prior. The paper reports 1.01 bits/dim on the test set
 (1.53 with a Gaussian prior). Variants: ``:cpu`` (minutes on 2 cores), ``:smoke``,
-and ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
+and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
 from configs import base

@@ -16,9 +16,12 @@ import numpy as np
 from rgflow_jax.geometry import DECIMATOR, DISENTANGLER, Geometry
 
 
-def block_ids(edge: int, block_size: int, layer: str) -> np.ndarray:
-  """(edge, edge) int: which block of ``layer`` each sub-lattice site belongs to."""
-  shift = block_size // 2 if layer == DISENTANGLER else 0
+def block_ids(edge: int, block_size: int, layer: str, layer_order: str = "paper") -> np.ndarray:
+  """(edge, edge) int: which block of ``layer`` each sub-lattice site belongs to. The
+  half-block shift is the paper's disentangler's, or in the authors' order the
+  decimator's (stated again here: this module does not use geometry's code)."""
+  shifted = DISENTANGLER if layer_order == "paper" else DECIMATOR
+  shift = block_size // 2 if layer == shifted else 0
   u = ((np.arange(edge) - shift) % edge) // block_size
   return u[:, None] * (edge // block_size) + u[None, :]
 
@@ -49,7 +52,7 @@ def inference_cone(geo, region: np.ndarray) -> np.ndarray:
   for h in range(geo.num_levels):
     edge = geo.edge(h)
     for layer in (DISENTANGLER, DECIMATOR):
-      touched = _close_over_blocks(touched, block_ids(edge, k, layer))
+      touched = _close_over_blocks(touched, block_ids(edge, k, layer, geo.layer_order))
     stride = 1 << h
     frozen = np.ones((edge, edge), dtype=bool)
     if h < geo.num_levels - 1:
@@ -81,7 +84,8 @@ def generation_cone(geo, level: int, site: tuple[int, int]) -> np.ndarray:
       finer[::2, ::2] = touched
       touched = finer
     for layer in (DECIMATOR, DISENTANGLER):
-      touched = _close_over_blocks(touched, block_ids(geo.edge(h), k, layer))
+      touched = _close_over_blocks(touched,
+                                   block_ids(geo.edge(h), k, layer, geo.layer_order))
   return touched
 
 

@@ -2,10 +2,18 @@
 
 An image of edge ``L`` is processed at levels ``h = 0 .. H-1`` with
 ``H = log2(L / k) + 1``. Level ``h`` acts on the sub-lattice ``x[::2**h, ::2**h]``
-(edge ``L / 2**h``), cut into ``k x k`` blocks. Each level has two layers of blocks:
-the *disentangler*, shifted by half a block with periodic wrap-around, and the
-*decimator*, aligned to the origin. In the RG direction (encode) the disentangler acts
-first (paper eqs. 6-9).
+(edge ``L / 2**h``), cut into ``k x k`` blocks. Each level has two layers of blocks,
+one aligned to the origin and one shifted by half a block with periodic wrap-around.
+In the RG direction (encode) the *disentangler* acts first and the *decimator* second;
+after the decimator, the sites that do not carry on to the next level are frozen as
+latents. Which of the two layers is shifted is the ``layer_order``:
+
+* ``"paper"`` (eqs. 6-9): the disentangler is shifted, the decimator aligned;
+* ``"authors"`` (the authors' released code, with which the paper's figures were made):
+  the disentangler is aligned, the decimator shifted.
+
+With one level the two differ by a translation only; with two or more they are
+different functions.
 
 Everything here is static: plain Python/NumPy computed once from the shape, plus
 reshape/transpose/roll helpers that move a layer's blocks in and out of an NHWC array
@@ -23,6 +31,7 @@ import numpy as np
 DISENTANGLER = "dis"
 DECIMATOR = "dec"
 LAYERS = (DISENTANGLER, DECIMATOR)
+LAYER_ORDERS = ("paper", "authors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +41,12 @@ class Geometry:
   image_size: int
   channels: int
   block_size: int
+  layer_order: str = "paper"
 
   def __post_init__(self):
     L, C, k = self.image_size, self.channels, self.block_size
+    if self.layer_order not in LAYER_ORDERS:
+      raise ValueError(f"layer_order must be one of {LAYER_ORDERS}, got {self.layer_order!r}")
     if k < 2 or k % 2:
       raise ValueError(f"block_size must be an even integer >= 2, got {k}")
     if C < 1:
@@ -61,6 +73,10 @@ class Geometry:
     """Edge length of the sub-lattice that ``level`` acts on."""
     return self.image_size >> level
 
+  def shift(self, layer: str) -> int:
+    """Sites by which ``layer``'s blocks are shifted from the origin (0 or k/2)."""
+    return layer_shift(layer, self.block_size, self.layer_order)
+
   def blocks_per_side(self, level: int) -> int:
     return self.edge(level) // self.block_size
 
@@ -83,22 +99,24 @@ def level_of_site(image_size: int, num_levels: int) -> np.ndarray:
   return np.minimum(tz[:, None], tz[None, :])
 
 
-def _checked_shift(layer: str, k: int) -> int:
-  if layer == DISENTANGLER:
-    return k // 2
-  if layer == DECIMATOR:
-    return 0
-  raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+def layer_shift(layer: str, block_size: int, layer_order: str = "paper") -> int:
+  """Shift of ``layer``'s blocks: half a block for the paper's disentangler and the
+  authors' decimator, none for the other layer of each order."""
+  if layer not in LAYERS:
+    raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+  if layer_order not in LAYER_ORDERS:
+    raise ValueError(f"layer_order must be one of {LAYER_ORDERS}, got {layer_order!r}")
+  shifted = DISENTANGLER if layer_order == "paper" else DECIMATOR
+  return block_size // 2 if layer == shifted else 0
 
 
-def to_blocks(x: jnp.ndarray, block_size: int, layer: str) -> jnp.ndarray:
-  """(B, M, M, C) sub-lattice -> (B, blocks, k, k, C) blocks of one layer.
+def to_blocks(x: jnp.ndarray, block_size: int, shift: int) -> jnp.ndarray:
+  """(B, M, M, C) sub-lattice -> (B, blocks, k, k, C) blocks shifted by ``shift`` sites.
 
-  Block (p, q) of the disentangler covers sites ``k*p + k/2 + a`` (mod M), of the
-  decimator ``k*p + a``; blocks are ordered row-major over (p, q).
+  Block (p, q) covers sites ``k*p + shift + a`` (mod M); blocks are ordered row-major
+  over (p, q). ``shift`` is :func:`layer_shift` of the layer.
   """
   k = block_size
-  shift = _checked_shift(layer, k)
   if shift:
     x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
   b, m, _, c = x.shape
@@ -107,10 +125,9 @@ def to_blocks(x: jnp.ndarray, block_size: int, layer: str) -> jnp.ndarray:
   return x.reshape(b, n * n, k, k, c)
 
 
-def from_blocks(blocks: jnp.ndarray, layer: str) -> jnp.ndarray:
+def from_blocks(blocks: jnp.ndarray, shift: int) -> jnp.ndarray:
   """Inverse of :func:`to_blocks`: (B, blocks, k, k, C) -> (B, M, M, C)."""
   b, nb, k, _, c = blocks.shape
-  shift = _checked_shift(layer, k)
   n = math.isqrt(nb)
   x = blocks.reshape(b, n, n, k, k, c).transpose(0, 1, 3, 2, 4, 5)
   x = x.reshape(b, n * k, n * k, c)

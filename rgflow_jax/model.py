@@ -137,6 +137,9 @@ class RGFlow(FlowDensity):
   mlp_depth: tuple[int, ...] | int = 2
   share_levels: bool = False
   prior: str = "laplace"
+  # Which layer of a level is shifted by half a block: "paper" (eqs. 6-9: the
+  # disentangler) or "authors" (their code: the decimator); see rgflow_jax.geometry.
+  layer_order: str = "paper"
   remat: bool = False
   # Blocks with at least this many RNVP layers run them as one lax.scan (compile time
   # flat in n_layer); shorter ones are unrolled, which XLA:CPU runs faster. 1: always
@@ -159,7 +162,8 @@ class RGFlow(FlowDensity):
                        f"got {self.matmul_dtype!r}")
     object.__setattr__(self, "_matmul_dtype",
                        None if self.matmul_dtype == "float32" else jnp.bfloat16)
-    geo = geometry.Geometry(self.image_size, self.channels, self.block_size)
+    geo = geometry.Geometry(self.image_size, self.channels, self.block_size,
+                            self.layer_order)
     object.__setattr__(self, "geometry", geo)
     for name in ("n_layers", "n_res", "hidden", "mlp_depth"):
       object.__setattr__(self, name,
@@ -235,7 +239,8 @@ class RGFlow(FlowDensity):
   # ----------------------------------------------------------- layer helpers
   def _apply_layer(self, block_params, x, layer, inverse):
     """Apply one layer's bijector to every block of sub-lattice x (B, M, M, C)."""
-    blocks = geometry.to_blocks(x, self.block_size, layer)
+    shift = self.geometry.shift(layer)
+    blocks = geometry.to_blocks(x, self.block_size, shift)
     b, nb = blocks.shape[:2]
     n_layer = block_params["scale"].shape[0]
     out, log_det = coupling.apply_blocks(
@@ -243,7 +248,7 @@ class RGFlow(FlowDensity):
         remat=self.remat, scan=n_layer >= self.scan_min_layers,
         matmul_dtype=self._matmul_dtype,
         hand_backward=not inverse and self.hand_backward is True)
-    out = geometry.from_blocks(out.reshape(blocks.shape), layer)
+    out = geometry.from_blocks(out.reshape(blocks.shape), shift)
     return out, log_det.reshape(b, nb).sum(axis=1)
 
   # -------------------------------------------------------------- directions

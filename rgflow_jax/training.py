@@ -340,6 +340,8 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER):
   if not saved_path.exists():
     return
   saved, now = _flat(storage.read_json(saved_path)), _flat(json.loads(config.to_json()))
+  if saved.get("model.name", "rgflow") == "rgflow":  # runs from before the option
+    saved.setdefault("model.layer_order", "paper")
   changed = sorted(k for k in set(saved) | set(now)
                    if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS)
   for key in changed:

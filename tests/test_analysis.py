@@ -44,20 +44,39 @@ def test_inference_cone_by_hand_for_the_region_at_the_origin():
   assert cone.sum() * 3 == 1092
 
 
-def test_single_pixel_cone_grows_by_a_constant_per_level():
-  sizes = [16, 32, 64, 128, 256]
-  counts = []
-  for L in sizes:
+def test_inference_cone_by_hand_in_the_authors_order():
+  """The same region in the authors' order (aligned disentangler, shifted decimator).
+
+  Level 0: the disentangler's blocks 4p..4p+3 take rows 0..9 to rows 0..11; the
+  decimator's blocks 2 + 4p..5 + 4p (wrap) then give rows 30, 31, 0..13 (16 rows):
+  16 x 16 - 8 x 8 = 192 latents. Level 1 (edge 16): the coarse rows 15, 0..6 (8 rows);
+  disentangler -> rows 12..15, 0..7 (12 rows); decimator -> blocks 10..13, 14..1,
+  2..5, 6..9: all 16 rows, 256 - 64 = 192 latents. Level 2: all 8 x 8, 64 - 16 = 48;
+  level 3: 16. Sites: 192 + 192 + 48 + 16 = 448; x 3 channels = 1344.
+  """
+  geo = Geometry(32, 3, 4, "authors")
+  cone = cones.inference_cone(geo, _region(32, 0, 0))
+  lvl = geo.level_of_site()
+  assert [int((cone & (lvl == h)).sum()) for h in range(4)] == [192, 192, 48, 16]
+  assert cone.sum() * 3 == 1344
+
+
+@pytest.mark.parametrize("order,counts", [("paper", [112, 160, 208, 256, 304]),
+                                          ("authors", [112, 220, 328, 436, 544])])
+def test_single_pixel_cone_grows_by_a_constant_per_level(order, counts):
+  got = []
+  for L in [16, 32, 64, 128, 256]:
     m = np.zeros((L, L), bool)
     m[L // 2 + 1, L // 2 + 1] = True
-    counts.append(int(cones.inference_cone(Geometry(L, 1, 4), m).sum()))
-  steps = np.diff(counts)
+    got.append(int(cones.inference_cone(Geometry(L, 1, 4, order), m).sum()))
+  steps = np.diff(got)
   assert (steps == steps[0]).all() and steps[0] > 0  # O(log L), not O(L^2)
-  assert counts == [112, 160, 208, 256, 304]
+  assert got == counts
 
 
-def test_generation_and_inference_cones_are_transposes():
-  geo = Geometry(16, 1, 4)
+@pytest.mark.parametrize("order", ["paper", "authors"])
+def test_generation_and_inference_cones_are_transposes(order):
+  geo = Geometry(16, 1, 4, order)
   dep = cones.dependency_matrix(geo)  # [latent site, pixel]
   lvl = geo.level_of_site()
   for (i, j) in [(1, 1), (2, 6), (4, 12), (0, 0), (8, 8)]:

@@ -225,7 +225,7 @@ def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
   trains, evaluates or saves), and a SIGTERM: the run ends bitwise equal to an
   uninterrupted one, each kill loses at most one interval, every step and evaluation
   is logged once, and best/ holds the true best evaluation with its very parameters."""
-  steps, env = 36, dict(os.environ, PYTHONPATH=str(ROOT))
+  steps, env = 27, dict(os.environ, PYTHONPATH=str(ROOT))
   data_dir, ref, work = tmp_path / "data", tmp_path / "ref", tmp_path / "killed"
   subprocess.run(_train_cmd(ref, data_dir, steps), env=env, check=True, capture_output=True)
   rng = random.Random(0)
@@ -236,12 +236,12 @@ def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if life % 2:  # once this life has trained a step of its own
       _wait_for(lambda: _rows(work, "train_bpd")[-1:] not in ([], logged[-1:]), proc)
-      deadline = time.time() + rng.uniform(0.0, 1.5)
+      deadline = time.time() + rng.uniform(0.0, 1.2)
     else:  # from the start
-      deadline = time.time() + rng.uniform(0.5, 6.0)
-    # ...and at most 3 steps past the furthest any life got, so that it never finishes.
+      deadline = time.time() + rng.uniform(0.3, 5.0)
+    # ...and at most 2 steps past the furthest any life got, so that it never finishes.
     _wait_for(lambda: time.time() > deadline or  # noqa: B023
-              max(s for s, _ in _rows(work, "train_bpd") or [(0, 0)]) >= top + 3, proc)
+              max(s for s, _ in _rows(work, "train_bpd") or [(0, 0)]) >= top + 2, proc)
     if life == 5:  # one polite stop: it saves exactly where it stands, exit 128 + 15
       proc.send_signal(signal.SIGTERM)
       out, _ = proc.communicate(timeout=120)

@@ -23,26 +23,35 @@ def test_level_of_site_matches_sublattice_rule(L, k):
   np.testing.assert_array_equal(geo.level_of_site(), expected)
 
 
+@pytest.mark.parametrize("order", geometry.LAYER_ORDERS)
 @pytest.mark.parametrize("layer", geometry.LAYERS)
 @pytest.mark.parametrize("edge,k,c", [(8, 4, 1), (16, 4, 3), (8, 2, 2), (4, 4, 1)])
-def test_blocks_hold_the_right_sites(layer, edge, k, c):
+def test_blocks_hold_the_right_sites(order, layer, edge, k, c):
   x = np.arange(edge * edge * c, dtype=np.float32).reshape(1, edge, edge, c)
-  blocks = np.asarray(geometry.to_blocks(x, k, layer))
+  shift = geometry.layer_shift(layer, k, order)
+  blocks = np.asarray(geometry.to_blocks(x, k, shift))
   assert blocks.shape == (1, (edge // k) ** 2, k, k, c)
-  ids = block_ids(edge, k, layer)
+  ids = block_ids(edge, k, layer, order)
   for b in range(blocks.shape[1]):
     want = np.sort(x[0][ids == b].reshape(-1))
     np.testing.assert_array_equal(np.sort(blocks[0, b].reshape(-1)), want)
-  np.testing.assert_array_equal(np.asarray(geometry.from_blocks(blocks, layer)), x)
+  np.testing.assert_array_equal(np.asarray(geometry.from_blocks(blocks, shift)), x)
 
 
-def test_disentangler_block_is_shifted_by_half_a_block():
-  # Paper eq. 8: block (0, 0) of the disentangler starts at site (k/2, k/2).
+@pytest.mark.parametrize("order,shifted", [("paper", geometry.DISENTANGLER),
+                                           ("authors", geometry.DECIMATOR)])
+def test_the_shifted_layer_is_shifted_by_half_a_block(order, shifted):
+  # Paper eq. 8: block (0, 0) of the disentangler starts at site (k/2, k/2); the
+  # authors' code shifts the decimator instead, and aligns the disentangler.
+  geo = Geometry(8, 1, 4, order)
+  assert geo.shift(shifted) == 2 and sum(geo.shift(l) for l in geometry.LAYERS) == 2
   x = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)
-  blocks = np.asarray(geometry.to_blocks(x, 4, geometry.DISENTANGLER))
+  blocks = np.asarray(geometry.to_blocks(x, 4, geo.shift(shifted)))
   np.testing.assert_array_equal(blocks[0, 0, :, :, 0], x[0, 2:6, 2:6, 0])
   # Periodic wrap: the last block covers rows 6, 7, 0, 1.
   np.testing.assert_array_equal(blocks[0, 3, :, 0, 0], x[0, [6, 7, 0, 1], 6, 0])
+  with pytest.raises(ValueError, match="layer_order must be one of"):
+    Geometry(8, 1, 4, "mera")
 
 
 def test_coarse_sites_round_trip():
@@ -64,6 +73,7 @@ def test_coarse_sites_round_trip():
     (dict(channels=0), "channels must be"),
     (dict(n_layers=(1, 2)), "one value per level"),
     (dict(prior="cauchy"), "prior must be one of"),
+    (dict(layer_order="reversed"), "layer_order must be one of"),
     (dict(n_layers=(2, 2, 1, 1), share_levels=True), "share_levels"),
 ])
 def test_bad_model_config_is_a_clear_error(kwargs, msg):

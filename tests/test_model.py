@@ -2,6 +2,8 @@
 per-level parameters, jit/eager agreement, the authors' parameter counts. The
 bijection tests shared with Real NVP are in test_model_registry.py."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,3 +81,28 @@ def test_parameter_counts_match_the_authors_code(kw, count):
   flow = RGFlow(**kw)
   shapes = jax.eval_shape(flow.init, jax.random.PRNGKey(0))
   assert flow.num_params(shapes) == count
+
+
+def test_the_authors_layer_order_is_the_papers_up_to_a_translation_at_one_level(x64):
+  """One level (L = k): shifting by k/2 is its own inverse there, so the authors'
+  encode is T o (the paper's encode) o T with T that translation. With two levels and
+  the same parameters the two orders are different functions."""
+  paper, params = random_flow(4, 2, 4, jnp.float64)
+  authors = dataclasses.replace(paper, layer_order="authors")
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 2), jnp.float64)
+  t = lambda a: jnp.roll(a, (2, 2), axis=(1, 2))  # noqa: E731
+  z_paper, ld_paper = paper.encode(params, t(x))
+  z_authors, ld_authors = authors.encode(params, x)
+  np.testing.assert_allclose(z_authors, t(z_paper), rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(ld_authors, ld_paper, rtol=1e-12)
+  np.testing.assert_allclose(authors.decode(params, z_authors)[0], x, atol=1e-12)
+
+  paper, params = random_flow(8, 1, 4, jnp.float64)
+  authors = dataclasses.replace(paper, layer_order="authors")
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 8, 1), jnp.float64)
+  z_authors, _ = authors.encode(params, x)
+  np.testing.assert_allclose(authors.decode(params, z_authors)[0], x, atol=1e-12)
+  for shift in range(4):  # no translation of the input makes them agree
+    z_paper, _ = paper.encode(params, jnp.roll(x, (shift, shift), axis=(1, 2)))
+    assert np.abs(np.asarray(jnp.roll(z_paper, (-shift, -shift), axis=(1, 2)))
+                  - np.asarray(z_authors)).max() > 1e-3

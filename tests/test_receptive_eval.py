@@ -21,8 +21,9 @@ def test_receptive_field_at_identity_init_is_its_own_site():
     assert support.tolist() == [list(site)]
 
 
-def test_receptive_fields_fill_their_generation_cone(x64):
-  flow, params = random_flow(16, 1, 4, jnp.float64, n_layers=2)
+@pytest.mark.parametrize("order", ["paper", "authors"])
+def test_receptive_fields_fill_their_generation_cone(x64, order):
+  flow, params = random_flow(16, 1, 4, jnp.float64, n_layers=2, layer_order=order)
   for level in range(flow.num_levels):
     for site in receptive.latent_sites(flow, level)[::7][:3]:
       rf = receptive.receptive_field(flow, params, level, tuple(site), jax.random.PRNGKey(2), 2)
