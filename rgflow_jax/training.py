@@ -464,7 +464,9 @@ def _train(config, workdir, lock=None) -> dict:
       raise TrainingError(f"{e}: train in a new --workdir, or move a checkpoint back "
                           "from there if you know it is good") from None
     ckpts.complete_best(resume_step, state, meta)
-    batches.set_state(meta.pop("data_state"))
+    data_state = meta.pop("data_state", None)
+    if data_state is not None:  # None: an imported model, trained elsewhere
+      batches.set_state(data_state)
     log.info("resumed from step %d in %s", resume_step, workdir)
   if proc == 0:
     storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))

@@ -1,0 +1,97 @@
+"""python -m rgflow_jax.convert: the authors' checkpoint into a run that eval.py and
+train.py use like any other, and back out as their state_dict (.npz here: reading and
+writing .state files is torch's torch.load / torch.save, not needed by the suite)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rgflow_jax import authors_weights, checkpoint, training
+from test_authors_weights import FIXTURES
+from test_training import ROOT, load_config
+
+FIXTURE = FIXTURES / "L32_C3_k4.npz"  # their model at the :smoke config's size
+CONFIG = str(ROOT / "configs/msds1.py:smoke,authors")
+
+
+def _run(*args, cwd=None):
+  return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _convert(*flags):
+  return _run("-m", "rgflow_jax.convert", "--config", CONFIG, *flags)
+
+
+def test_import_evaluate_fine_tune_and_export(tmp_path):
+  work, data_dir = tmp_path / "imported", tmp_path / "data"
+  out = _convert(f"--from={FIXTURE}", f"--workdir={work}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "imported" in out.stdout and "as step 0" in out.stdout
+  # The checkpoint holds their weights, mapped.
+  c = load_config("msds1", "smoke,authors")
+  flow = training.build_model(c)
+  with np.load(FIXTURE) as f:
+    state = {k.removeprefix("state/"): f[k] for k in f.files if k.startswith("state/")}
+  want, _ = authors_weights.import_state(flow, state)
+  ckpts = checkpoint.Checkpoints(work, read_only=True)
+  restored, meta = ckpts.restore(training.init_state(flow, c, jnp.float32))
+  ckpts.close()
+  assert meta["step"] == 0 and meta["imported_from"] == str(FIXTURE)
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(restored["params"]), strict=True):
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(a, np.float32))
+  # eval.py reads it like any run...
+  out = _run("eval.py", "--config", CONFIG, f"--workdir={work}",
+             f"--config.data.data_dir={data_dir}", "--mode=bpd", "--draws=1",
+             "--checkpoint=latest")
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads((work / "eval" / "eval.json").read_text())
+  assert result["step"] == 0 and np.isfinite(result["test_bpd"]["bpd"])
+  # ...train.py fine-tunes it...
+  out = _run("train.py", "--config", CONFIG, f"--workdir={work}",
+             f"--config.data.data_dir={data_dir}", "--config.num_steps=2",
+             "--config.sample_every=0")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "'steps_this_run': 2" in out.stdout
+  # ...and the export of the imported step is their state_dict, name by name (the
+  # parameters as float32, the dtype of the run).
+  fresh = tmp_path / "again"
+  assert _convert(f"--from={FIXTURE}", f"--workdir={fresh}").returncode == 0
+  target = tmp_path / "theirs.npz"
+  out = _convert(f"--to={target}", f"--workdir={fresh}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  with np.load(target) as f:
+    back = {k.removeprefix("state/"): f[k] for k in f.files}
+  assert sorted(back) == sorted(state)
+  for k, v in state.items():
+    np.testing.assert_array_equal(back[k], v.astype(np.float32), err_msg=k)
+
+
+@pytest.mark.parametrize("config,flags,message", [
+    ("configs/msds1.py:smoke", [], "layer_order=authors"),
+    ("configs/msds1.py:smoke,authors", ["--config.model.hidden=[16]"], "saved for another size"),
+])
+def test_a_checkpoint_that_does_not_fit_the_config_is_one_line(tmp_path, config, flags,
+                                                                message):
+  out = _run("-m", "rgflow_jax.convert", "--config", str(ROOT / config), *flags,
+             f"--from={FIXTURE}", f"--workdir={tmp_path / 'w'}")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last, out.stderr[-2000:]
+
+
+def test_no_torch_and_a_second_import_are_one_line(tmp_path):
+  fake = tmp_path / "100.state"
+  fake.write_bytes(b"not a torch file")
+  out = _convert(f"--from={fake}", f"--workdir={tmp_path / 'w'}")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert "torch" in out.stderr.strip().splitlines()[-1]
+  assert _convert(f"--from={FIXTURE}", f"--workdir={tmp_path / 'w2'}").returncode == 0
+  out = _convert(f"--from={FIXTURE}", f"--workdir={tmp_path / 'w2'}")
+  assert out.returncode == 1 and "already holds checkpoints" in out.stderr
