@@ -121,7 +121,7 @@ def export_run(config, workdir, path) -> int:
     np.savez(buf, **{f"state/{k}": v for k, v in state.items()})
   else:
     torch = _torch()
-    torch.save({"flow": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}},
+    torch.save({"flow": {k: torch.from_numpy(np.array(v)) for k, v in state.items()}},  # 0-d kept
                buf)
   storage.write_bytes_atomic(path, buf.getvalue())
   return step
