@@ -106,7 +106,8 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
   with pytest.raises(training.TrainingError, match="different config.batch_size "):
     training.train_and_evaluate(changed, tmp_path / "run")
   for key, value in [("seed", 1), ("schedule", "cosine"), ("warmup_steps", 5),
-                     ("data.name", "msds2"), ("data.n_train", 128)]:
+                     ("data.name", "msds2"), ("data.n_train", 128),
+                     ("model.layer_order", "authors")]:
     changed = smoke_config(tmp_path, num_steps=4, sample_every=0, **{key: value})
     with pytest.raises(training.TrainingError, match=f"different config.{key} ") as err:
       training.check_resume_compatible(tmp_path / "run", changed)
@@ -120,6 +121,17 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
     assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
   assert "lr 0.001 -> 0.0005" in caplog.text and "num_steps 2 -> 4" in caplog.text
   assert "matmul_dtype" not in caplog.text  # an execution option, not a change of run
+
+
+def test_a_run_saved_before_the_layer_order_option_resumes_as_the_papers(tmp_path):
+  saved = json.loads(smoke_config(tmp_path).to_json())
+  del saved["model"]["layer_order"]  # what config.json held before the option existed
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+  training.check_resume_compatible(tmp_path / "run", smoke_config(tmp_path))
+  authors = smoke_config(tmp_path, **{"model.layer_order": "authors"})
+  with pytest.raises(training.TrainingError, match="different config.model.layer_order"):
+    training.check_resume_compatible(tmp_path / "run", authors)
 
 
 # ------------------------------------------------------------- devices
