@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample_temperature = 1.0
   c.max_nonfinite = 20  # this many non-finite steps in a row stop the run
   c.time_limit_s = 0.0  # > 0: stop (with a checkpoint) after this much training time
-  # Many processes (README, 'Many hosts'): True calls jax.distributed.initialize(). The
+  # Many processes (docs/many-hosts.md): True calls jax.distributed.initialize(). The
   # three below are taken from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
   # JAX_PROCESS_ID where unset, or detected by JAX (Cloud TPU, SLURM, Open MPI, GKE).
   c.distributed = False
@@ -135,7 +135,7 @@ def realnvp(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def authors(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The authors' layer order (their code shifts the decimator, not the disentangler:
-  README, 'Layer order'), needed to load their checkpoints."""
+  docs/model.md, 'Layer order'), needed to load their checkpoints."""
   c.model.layer_order = "authors"
   return c
 
@@ -150,7 +150,7 @@ def accel(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """One GPU or TPU host: bfloat16 conditioner matmuls (float32 accumulation) and JAX's
   persistent compilation cache, so a restarted or preempted run does not compile again.
   The batch stays the paper's 64; scale it (and the learning rate) with the devices:
-  see README, 'GPU and TPU'."""
+  see docs/accelerators.md."""
   if "matmul_dtype" in c.model:  # the RG-Flow; Real NVP has no bfloat16 mode
     c.model.matmul_dtype = "bfloat16"
   c.compilation_cache_dir = os.path.expanduser("~/.cache/rgflow_jax/xla")

@@ -5,7 +5,7 @@ width 512 (100,647,680 parameters), Laplace prior, AdamW 1e-3 with weight decay 
 clipping 1, batch 64; centre crop 148, bicubic to 32, random horizontal flips. The
 paper reports 3.47 bits/dim on the test set (Real NVP: 3.36) and FID 31.3.
 
-Needs the prepared tfds set (README, 'Data sets'). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
+Needs the prepared tfds set (docs/data.md). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
 from configs import base

@@ -2,7 +2,7 @@
 
 Default: the paper's CelebA hyperparameters (n_layer = 8, 6, 4, 2, n_res = 4, width
 512), images as they are. The paper reports 3.35 bits/dim (Real NVP: 3.61) and FID
-98.5. Needs the prepared tfds set (README, 'Data sets'). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
+98.5. Needs the prepared tfds set (docs/data.md). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
 from configs import base

@@ -1,7 +1,7 @@
 """RG-Flow on MNIST padded to 32 x 32 (one channel); not in the paper.
 
 Default: n_layer = 4, n_res = 4, width 512 at every level. Needs the prepared tfds
-set (README, 'Data sets'). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
+set (docs/data.md). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
 from configs import base

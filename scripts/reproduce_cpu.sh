@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's comparisons at CPU size (README, "Reproducing the paper"):
+# The paper's comparisons at CPU size (docs/reproducing.md):
 #  1. train RG-Flow + Laplace, RG-Flow + Gaussian and Real NVP (same parameter count)
 #     on MSDS1 and MSDS2 (Table B1, Fig. B2), fixed step counts and no time limit, so
 #     the results do not depend on how busy the machine is;

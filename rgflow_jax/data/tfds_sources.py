@@ -45,7 +45,7 @@ def missing_message(name: str, data_dir) -> str:
   return (f"{name} is not prepared under {data_dir}/{spec.tfds_name}: put "
           f"{', '.join(spec.manual_files)} into {data_dir}/downloads/manual/ and run "
           f"`pip install -r requirements-prepare.txt && python -m rgflow_jax.data.prepare "
-          f"{name} --data_dir {data_dir}` (see README, 'Data sets')")
+          f"{name} --data_dir {data_dir}` (see docs/data.md)")
 
 
 def unreadable_message(name: str, data_dir, error: Exception) -> str:
