@@ -1,6 +1,8 @@
 """Bijection tests shared by every model of the registry (RG-Flow and Real NVP):
 invertibility, exact log-dets, identity at init, input checks, sampling."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,6 +83,25 @@ def test_log_det_equals_slogdet_of_jacobian(x64, name, L, C, kw):
   flat_dec = lambda v: flow.decode(params, v.reshape(z.shape))[0].reshape(-1)
   _, logabs_dec = jnp.linalg.slogdet(jax.jit(jax.jacfwd(flat_dec))(z.reshape(-1)))
   assert abs(float(ld_dec[0]) - float(logabs_dec)) <= 1e-8
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_ZOO))
+def test_log_prob_is_the_change_of_variables_with_random_parameters(x64, name):
+  """log p(y) = log p_prior(z) + log|det dz/dy| with z = encode(y), both terms from
+  outside the model: scipy's densities of z, and slogdet of encode's Jacobian."""
+  from scipy import stats  # noqa: PLC0415
+  flow, params = zoo_flow(name, 8, 1, jnp.float64)
+  y = _images(flow, 2, jnp.float64)
+  z = np.asarray(jax.jit(flow.encode)(params, y)[0])
+  flat = lambda v: flow.encode(params, v.reshape((1,) + y.shape[1:]))[0].reshape(-1)  # noqa: E731
+  jac = jax.jit(jax.jacfwd(flat))
+  logabs = np.array([np.linalg.slogdet(np.asarray(jac(y[i].reshape(-1))))[1] for i in range(2)])
+  assert (np.abs(logabs) > 1.0).all()  # the parameters move the volume: a sign error shows
+  for prior, density in [("laplace", stats.laplace(scale=1 / np.sqrt(2))),
+                         ("gaussian", stats.norm())]:
+    got = np.asarray(jax.jit(dataclasses.replace(flow, prior=prior).log_prob)(params, y))
+    want = density.logpdf(z).reshape(2, -1).sum(axis=1) + logabs
+    np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_ZOO))
