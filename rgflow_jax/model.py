@@ -116,6 +116,12 @@ class FlowDensity:
     t = self.temperature_map(temperature, dtype)
     return priors.sample(self.prior, rng, (n,) + self.event_shape, t, dtype)
 
+  def receptive_field(self, params, level: int, idx: int, rng=None, n_samples: int = 16):
+    """(L, L) receptive field (eq. 14) of latent ``idx`` of ``level``, in the order of
+    :func:`rgflow_jax.receptive.latents_of_level`; see :mod:`rgflow_jax.receptive`."""
+    from rgflow_jax import receptive  # noqa: PLC0415  (receptive works on any flow)
+    return receptive.receptive_field_by_index(self, params, level, idx, rng, n_samples)
+
   def sample(self, params, rng, n: int, temperature=1.0):
     """n images in [0, 1] (B, L, L, C) drawn at the given temperature(s)."""
     dtype = jax.tree.leaves(params)[0].dtype

@@ -80,14 +80,32 @@ def receptive_field(flow, params, level: int, site, rng, n_samples: int = 16,
   return rfs.mean(axis=0)
 
 
+def latents_of_level(flow, level: int) -> np.ndarray:
+  """(n, 3) latents (i, j, c) of ``level``: its sites row-major, channels within a site.
+  A latent's index within its level is its row here."""
+  return np.array([(i, j, c) for i, j in latent_sites(flow, level)
+                   for c in range(flow.channels)])
+
+
+def receptive_field_by_index(flow, params, level: int, idx: int, rng=None,
+                             n_samples: int = 16, temperature=1.0) -> np.ndarray:
+  """(L, L) receptive field of latent number ``idx`` of ``level`` (its row in
+  :func:`latents_of_level`); ``rng`` defaults to ``PRNGKey(0)``."""
+  latents = latents_of_level(flow, level)
+  if not 0 <= idx < len(latents):
+    raise ValueError(f"level {level} has {len(latents)} latents: idx must be in "
+                     f"0..{len(latents) - 1}, got {idx}")
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  return receptive_fields(flow, params, latents[idx:idx + 1], rng, n_samples, temperature)[0]
+
+
 def receptive_field_strengths(flow, params, level: int, rng, n_samples: int = 8,
                               chunk: int = 64, return_maps: bool = False):
   """(sites (n, 3) as (i, j, c), strengths (n,)): each latent's summed receptive field.
 
   With ``return_maps``, also the (n, L, L) fields themselves.
   """
-  sites = latent_sites(flow, level)
-  latents = np.array([(i, j, c) for i, j in sites for c in range(flow.channels)])
+  latents = latents_of_level(flow, level)
   rfs = receptive_fields(flow, params, latents, rng, n_samples, chunk=chunk)
   strengths = rfs.reshape(len(latents), -1).sum(axis=1)
   return (latents, strengths, rfs) if return_maps else (latents, strengths)

@@ -32,6 +32,22 @@ def test_receptive_fields_fill_their_generation_cone(x64, order):
       assert (rf[cone] > 0).mean() > 0.99
 
 
+def test_the_index_form_is_the_site_form_of_that_latent(x64):
+  import rgflow_jax  # noqa: PLC0415
+  flow, params = random_flow(8, 2, 4, jnp.float64)
+  latents = receptive.latents_of_level(flow, 1)
+  assert len(latents) == flow.latents_per_level()[1]
+  rng = jax.random.PRNGKey(7)
+  for idx in (0, 5, len(latents) - 1):
+    i, j, c = latents[idx]
+    want = receptive.receptive_field(flow, params, 1, (i, j), rng, 4, channel=int(c))
+    np.testing.assert_array_equal(rgflow_jax.receptive_field(flow, params, 1, idx, rng, 4), want)
+    np.testing.assert_array_equal(flow.receptive_field(params, 1, idx, rng, n_samples=4), want)
+  assert flow.receptive_field(params, 0, 3).shape == (8, 8)  # default rng and samples
+  with pytest.raises(ValueError, match="idx must be in 0.."):
+    flow.receptive_field(params, 1, len(latents))
+
+
 def test_receptive_field_matches_finite_differences(x64):
   flow, params = random_flow(8, 1, 4, jnp.float64)
   rng = jax.random.PRNGKey(3)
