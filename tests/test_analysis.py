@@ -144,3 +144,14 @@ def test_inpainting_with_random_parameters_improves_on_the_corruption():
     analysis.free_latents(flow, region, "some")
   rnd = analysis.free_latents(flow, region, "random", 0)
   assert rnd.sum() == analysis.free_latents(flow, region, "cone").sum()
+
+
+def test_psnr_by_hand():
+  a = np.zeros((2, 4, 4, 3))
+  b = a.copy()
+  b[0, 0, 0, 0] = 0.5  # one error of 0.5 among 96 values: mse = 0.25 / 96
+  assert abs(analysis.psnr(a, b) - 10 * np.log10(96 / 0.25)) < 1e-12
+  mask = np.zeros((2, 4, 4, 1), bool)
+  mask[0, :2, :2] = True  # 4 sites x 3 channels = 12 values hold that error
+  assert abs(analysis.psnr(a, b, mask) - 10 * np.log10(12 / 0.25)) < 1e-12
+  assert analysis.psnr(a, a) == float("inf")

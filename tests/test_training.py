@@ -470,3 +470,25 @@ def test_a_second_trainer_on_one_workdir_is_refused_naming_the_holder(tmp_path):
            f"with runlock.RunLock({str(workdir)!r}): print('locked')")
   assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
                         check=True).stdout.strip() == "locked"  # released on exit
+
+
+@pytest.mark.parametrize("schedule,warmup", [("constant", 0), ("constant", 10),
+                                             ("cosine", 10), ("cosine", 0)])
+def test_the_learning_rate_schedule_has_its_closed_form(tmp_path, schedule, warmup):
+  """lr(t): linear warm-up from 0 over warmup_steps, then constant, or a half cosine
+  from lr down to final_lr_frac * lr at num_steps (the warm-up counted in)."""
+  c = smoke_config(tmp_path, schedule=schedule, warmup_steps=warmup, num_steps=100, lr=2e-3,
+                   final_lr_frac=0.1)
+  fn = training.make_schedule(c)
+  for t in (0, 5, 10, 40, 99, 100):
+    got = float(fn(t)) if callable(fn) else float(fn)
+    if warmup and t < warmup:
+      want = 2e-3 * t / warmup
+    elif schedule == "constant":
+      want = 2e-3
+    else:
+      w = max(warmup, 1)
+      frac = min(max(t - w, 0) / (100 - w), 1.0) if t >= w else None
+      want = 2e-3 * t / w if frac is None else \
+          2e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12, err_msg=f"t={t}")
