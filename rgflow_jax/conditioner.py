@@ -44,13 +44,12 @@ def init_network(rng, dim: int, hidden: int, depth: int, n_res: int,
   keys = jax.random.split(rng, len(ws) - 1)
   layers = []
   for key, fan_in, fan_out in zip(keys, ws[:-1], ws[1:], strict=True):
-    bound = math.sqrt(3.0 * INIT_GAIN / fan_in)
     lead = stack + (n_res,)
-    v = jax.random.uniform(key, lead + (fan_in, fan_out), dtype, -bound, bound)
+    v, g = init_weight_norm(key, lead + (fan_in, fan_out), fan_in, dtype)
     layers.append({
         "beta": jnp.ones(lead + (fan_in,), dtype),
         "v": v,
-        "g": jnp.linalg.norm(v, axis=-2),
+        "g": g,
         "b": jnp.zeros(lead + (fan_out,), dtype),
     })
   return {"layers": layers, "scale": jnp.zeros(stack + (dim,), dtype)}
@@ -60,9 +59,19 @@ def swish(x, beta):
   return x * jax.nn.sigmoid(beta * x)
 
 
-def weight_norm(v, g):
-  """w = g * v / |v|, the norm over the input axis of each output unit."""
-  return v * (g / jnp.linalg.norm(v, axis=-2))[..., None, :]
+def init_weight_norm(rng, shape, fan_in: int, dtype, in_axes=(-2,)):
+  """(v, g) of a weight-normalised layer of ``shape`` (outputs on the last axis, inputs
+  on ``in_axes``): v uniform in +-sqrt(3 * INIT_GAIN / fan_in), g = |v| so that w = v."""
+  bound = math.sqrt(3.0 * INIT_GAIN / fan_in)
+  v = jax.random.uniform(rng, shape, dtype, -bound, bound)
+  return v, jnp.sqrt(jnp.sum(v * v, axis=in_axes))
+
+
+def weight_norm(v, g, in_axes=(-2,)):
+  """w = g * v / |v|, the norm over the input axes ``in_axes`` of each output unit (the
+  last axis; leading axes of a dense layer's v are stacks of layers)."""
+  norm = jnp.sqrt(jnp.sum(v * v, axis=in_axes, keepdims=True))
+  return v * (jnp.expand_dims(g, in_axes) / norm)
 
 
 def apply_network(params: dict, x: jnp.ndarray) -> jnp.ndarray:

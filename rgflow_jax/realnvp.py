@@ -54,15 +54,17 @@ def unsqueeze(x):
 def _conv_init(rng, c_in, c_out, dtype, zero=False):
   if zero:
     return {"w": jnp.zeros((3, 3, c_in, c_out), dtype), "b": jnp.zeros((c_out,), dtype)}
-  bound = float(np.sqrt(3.0 * conditioner.INIT_GAIN / (9 * c_in)))
-  v = jax.random.uniform(rng, (3, 3, c_in, c_out), dtype, -bound, bound)
-  return {"v": v, "g": jnp.sqrt(jnp.sum(v * v, axis=(0, 1, 2))),
-          "b": jnp.zeros((c_out,), dtype)}
+  v, g = conditioner.init_weight_norm(rng, (3, 3, c_in, c_out), 9 * c_in, dtype,
+                                      in_axes=_CONV_IN_AXES)
+  return {"v": v, "g": g, "b": jnp.zeros((c_out,), dtype)}
+
+
+_CONV_IN_AXES = (0, 1, 2)  # a 3 x 3 x c_in x c_out kernel's inputs
 
 
 def _conv(p, x):
   if "v" in p:  # weight norm: w = g v / |v| per output feature
-    w = p["v"] * (p["g"] / jnp.sqrt(jnp.sum(p["v"] ** 2, axis=(0, 1, 2))))
+    w = conditioner.weight_norm(p["v"], p["g"], _CONV_IN_AXES)
   else:
     w = p["w"]
   return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DIMS) + p["b"]
