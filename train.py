@@ -29,21 +29,11 @@ def default_workdir(config_arg: str) -> str:
   return str(Path("runs") / (Path(path).stem + (f"-{variant}" if variant else "")))
 
 
-def _lost_peer(e: Exception) -> str | None:
-  """A collective that failed because another process of the run is gone, in words."""
-  import jax
-  text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-  if jax.process_count() == 1 or not any(k in text for k in ("Gloo", "coordination", "UNAVAILABLE")):
-    return None
-  return (f"process {jax.process_index()} of {jax.process_count()} lost a peer process "
-          f"({text}); JAX's log above names it. Restart every process: the run resumes "
-          "from its last complete checkpoint")
-
-
 def main(argv):
   del argv
   from rgflow_jax import cli
   cli.quiet_libraries()
+  from rgflow_jax import multihost
   from rgflow_jax.data import DataError
   from rgflow_jax.training import TrainingError, train_and_evaluate
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
@@ -55,7 +45,7 @@ def main(argv):
                "the last checkpoint")
     sys.exit(f"error: {e}")
   except (DataError, TrainingError, ValueError) as e:
-    sys.exit(f"error: {_lost_peer(e) or e}")
+    sys.exit(f"error: {multihost.lost_peer_message(e) or e}")
   print(f"done: {summary}")
   if summary["stopped_by"] in ("SIGTERM", "SIGINT"):
     sys.exit(128 + signal.Signals[summary["stopped_by"]].value)

@@ -47,6 +47,17 @@ def block_permutation(block_size: int, channels: int) -> np.ndarray:
   return (ch * k * k + a * k + b).reshape(-1)
 
 
+def checkerboard(block_size: int, channels: int, parity: int) -> np.ndarray:
+  """Their (C, k, k) coupling mask: 1 where a + b + parity is even ("mask_left" is
+  parity 0, the sites rgflow-jax's first coupling of a layer keeps; "mask_right" 1)."""
+  k = block_size
+  even = (np.add.outer(np.arange(k), np.arange(k)) + parity) % 2 == 0
+  return np.broadcast_to(even, (channels, k, k)).astype(np.float64)
+
+
+MASKS = (("mask_left", 0), ("mask_right", 1))
+
+
 def _strip_prefix(state: dict) -> dict:
   for prefix in PREFIXES:
     if state and all(name.startswith(prefix) for name in state):
@@ -118,12 +129,11 @@ def import_state(flow, state: dict) -> tuple[dict, dict]:
         for extra in ("scale.saved_mean", "scale.saved_var"):
           if f"{pre}{extra}" in state:
             buffers[f"{pre}{extra}"] = take(f"{pre}{extra}", (dim,))
-      for mask, parity in (("mask_left", 0), ("mask_right", 1)):
+      for mask, parity in MASKS:
         name = f"layers.{idx}.{mask}"
         if name in state:
           value = take(name, (c, k, k))
-          want = ((np.add.outer(np.arange(k), np.arange(k)) + parity) % 2 == 0)
-          if not np.array_equal(value, np.broadcast_to(want, (c, k, k)).astype(value.dtype)):
+          if not np.array_equal(value, checkerboard(k, c, parity)):
             raise StateDictError(f"tensor {name!r} is not the checkerboard mask rgflow-jax uses")
           buffers[name] = value
     # Leaves (n_layer, 2 = [s, t], ...) as conditioner.init_network stacks them.
@@ -156,12 +166,11 @@ def export_state(flow, params, buffers: dict | None = None) -> dict:
   out = {"prior.scale": np.asarray(buffers.get("prior.scale", LAPLACE_SCALE), np.float64)}
   for h, role, idx in _layer_names(flow):
     n_layer, n_res, hidden, depth = flow.level_specs()[h]
-    block = {key: value for key, value in params[f"level{h}"][role].items()}
+    block = params[f"level{h}"][role]
     n_lin = depth + 1
-    for mask, parity in (("mask_left", 0), ("mask_right", 1)):
-      want = ((np.add.outer(np.arange(k), np.arange(k)) + parity) % 2 == 0).astype(np.float64)
+    for mask, parity in MASKS:
       out[f"layers.{idx}.{mask}"] = np.asarray(
-          buffers.get(f"layers.{idx}.{mask}", np.broadcast_to(want, (c, k, k))))
+          buffers.get(f"layers.{idx}.{mask}", checkerboard(k, c, parity)))
     for l in range(n_layer):
       for n, net in enumerate(("s", "t")):
         pre = f"layers.{idx}.{net}_layers.{l}."

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import sys
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-log = logging.getLogger(__name__)
 BUFFERS = "authors_buffers.npz"  # the state_dict entries the model does not use
-
 
 
 def _define_flags():
@@ -68,7 +65,7 @@ def read_state(path) -> dict:
     obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
   except Exception as e:  # noqa: BLE001  (pickle and torch raise many types)
     raise ConvertError(f"{path} is not a torch checkpoint torch can read "
-                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                       f"({storage.error_line(e)})") from None
   state = obj.get("flow", obj) if isinstance(obj, dict) else None
   if not isinstance(state, dict) or not state:
     raise ConvertError(f"{path} holds no state_dict (their checkpoints are dicts with a "
@@ -88,9 +85,8 @@ def import_run(config, path, workdir) -> int:
   flow = training.build_model(config)
   dtype = training.param_dtype(config)
   params, buffers = authors_weights.import_state(flow, read_state(path))
-  state = training.init_state(flow, config, dtype)
-  state["params"] = jax.tree.map(lambda a: np.asarray(a, dtype), params)
-  state["opt_state"] = training.make_optimizer(config).init(state["params"])
+  state = training.init_state(flow, config, dtype,
+                              params=jax.tree.map(lambda a: np.asarray(a, dtype), params))
   storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
   buf = io.BytesIO()
   np.savez(buf, **buffers)

@@ -31,12 +31,12 @@ class DistributedError(RuntimeError):
   """A multi-process setting that cannot work; the message says which and how to fix."""
 
 
-def _setting(config, key: str, env: str, default=None):
-  """A config value if set, else the environment variable ``env``, else ``default``."""
+def _setting(config, key: str, env: str):
+  """A config value if set, else the environment variable ``env`` (None if neither)."""
   value = config.get(key, None)
   if value not in (None, "", -1):
     return value
-  return os.environ.get(env, default)
+  return os.environ.get(env)
 
 
 def initialize(config) -> bool:
@@ -50,9 +50,6 @@ def initialize(config) -> bool:
   """
   if not config.get("distributed", False) or jax.distributed.is_initialized():
     return False
-  from rgflow_jax import xla_cpu  # noqa: PLC0415
-  if xla_cpu.runs_on_cpu():
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   address = _setting(config, "coordinator_address", "JAX_COORDINATOR_ADDRESS")
   try:
     count = _setting(config, "num_processes", "JAX_NUM_PROCESSES")
@@ -64,15 +61,17 @@ def initialize(config) -> bool:
   if count is not None and index is not None and not 0 <= index < count:
     raise DistributedError(f"process id {index} is not in 0..{count - 1}: give each of "
                            f"the {count} processes its own id")
+  from rgflow_jax import storage, xla_cpu  # noqa: PLC0415
+  if xla_cpu.runs_on_cpu():
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(
         coordinator_address=address, num_processes=count, process_id=index,
         heartbeat_timeout_seconds=int(config.get("heartbeat_timeout_s", 100)),
         initialization_timeout=int(config.get("init_timeout_s", 300)))
   except Exception as e:  # noqa: BLE001  (gRPC, cluster detection and JAX raise many types)
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise DistributedError(
-        f"jax.distributed could not start ({text}); set --config.coordinator_address="
+        f"jax.distributed could not start ({storage.error_line(e)}); set --config.coordinator_address="
         "HOST:PORT (process 0's), --config.num_processes and --config.process_id, or "
         "the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables, "
         "and start every process within config.init_timeout_s") from None
@@ -97,6 +96,19 @@ def preempted(step: int) -> bool:
     return False
   from jax.experimental import multihost_utils  # noqa: PLC0415
   return multihost_utils.reached_preemption_sync_point(step)
+
+
+def lost_peer_message(e: BaseException) -> str | None:
+  """In words, an error from a collective that failed because another process of the
+  run is gone (None for any other error, and with one process)."""
+  text = str(e).strip()
+  if jax.process_count() == 1 or not any(k in text for k in ("Gloo", "coordination",
+                                                              "UNAVAILABLE")):
+    return None
+  from rgflow_jax import storage  # noqa: PLC0415
+  return (f"process {jax.process_index()} of {jax.process_count()} lost a peer process "
+          f"({storage.error_line(e)}); JAX's log above names it. Restart every process: "
+          "the run resumes from its last complete checkpoint")
 
 
 def barrier(name: str) -> None:

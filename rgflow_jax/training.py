@@ -130,9 +130,12 @@ def _with_precision(fn, precision):
 
 
 # ----------------------------------------------------------------- the step
-def init_state(flow, config, dtype):
+def init_state(flow, config, dtype, params=None):
+  """A fresh train state: ``params`` (default: ``flow.init`` from the seed) with a new
+  optimizer state, step 0 and the run's rng."""
   rng = jax.random.PRNGKey(config.seed)
-  params = flow.init(jax.random.fold_in(rng, 0), dtype)
+  if params is None:
+    params = flow.init(jax.random.fold_in(rng, 0), dtype)
   opt_state = make_optimizer(config).init(params)
   return {"params": params, "opt_state": opt_state,
           "step": jnp.zeros((), jnp.int32), "rng": jax.random.fold_in(rng, 1)}
@@ -322,6 +325,9 @@ RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
 # Free to differ even under those: how the model is executed, and where the data live.
 EXECUTION_KEYS = ("model.matmul_dtype", "model.remat", "model.scan_min_layers",
                   "model.hand_backward", "data.data_dir", "data.path", "data.test_path")
+# Keys added after runs existed, and the value those runs had: a saved config.json that
+# lacks one is read with it (where the current config has the key at all).
+VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -340,8 +346,9 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER):
   if not saved_path.exists():
     return
   saved, now = _flat(storage.read_json(saved_path)), _flat(json.loads(config.to_json()))
-  if saved.get("model.name", "rgflow") == "rgflow":  # runs from before the option
-    saved.setdefault("model.layer_order", "paper")
+  for key, value in VALUES_BEFORE_KEY_EXISTED.items():
+    if key in now:
+      saved.setdefault(key, value)
   changed = sorted(k for k in set(saved) | set(now)
                    if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS)
   for key in changed:
@@ -518,12 +525,10 @@ def _train(config, workdir, lock=None) -> dict:
       if bar is not None:
         bar.update(1)
       log_now = step % config.log_every == 0 or step == config.num_steps
-      # With several processes, the clocks are compared at log steps only, which every
-      # process visits: one process alone must never take a branch the others do not.
+      # With several processes the clocks are compared at log steps only, which every
+      # process visits, and agreed: one process alone must never take another branch.
       out_of_time = bool(config.time_limit_s) and (n_proc == 1 or log_now) and \
-          time.perf_counter() - start_time > config.time_limit_s
-      if n_proc > 1 and config.time_limit_s and log_now:
-        out_of_time = multihost.any_process(out_of_time)
+          multihost.any_process(time.perf_counter() - start_time > config.time_limit_s)
       if multihost.preempted(step):  # SIGTERM to any process: all stop at this step
         stop.received = "SIGTERM"
       eval_now = step % config.eval_every == 0 or step == config.num_steps or out_of_time

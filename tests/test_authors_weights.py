@@ -42,9 +42,8 @@ def _rel(got, want):
 
 
 def test_the_fixtures_cover_the_sizes_asked_for():
-  sizes = {(json.loads(str(np.load(FIXTURES / n)["config"]))["L"],
-            json.loads(str(np.load(FIXTURES / n)["config"]))["k"],
-            json.loads(str(np.load(FIXTURES / n)["config"]))["C"]) for n in NPZ}
+  configs = [json.loads(str(np.load(FIXTURES / n)["config"])) for n in NPZ]
+  sizes = {(c["L"], c["k"], c["C"]) for c in configs}
   assert {k for _, k, _ in sizes} == {2, 4} and {c for *_, c in sizes} == {1, 3}
   assert 32 in {L for L, *_ in sizes} and min(L for L, *_ in sizes) <= 16
 

@@ -3,7 +3,6 @@ collectives, JAX's coordination service on 127.0.0.1) started by
 scripts/launch_local.py, against one process with two devices; a SIGTERM to one of
 them, a SIGKILL of one, and the restarts."""
 
-import importlib
 import json
 import os
 import re
@@ -206,4 +205,23 @@ def test_loading_any_config_variant_starts_no_backend():
 def test_configs_listed_here_are_all_the_config_files():
   files = {p.stem for p in (ROOT / "configs").glob("*.py")} - {"__init__", "base"}
   assert files == set(CONFIGS)
-  assert importlib.import_module("configs.base").MODIFIERS
+
+
+@pytest.mark.parametrize("settings,env,message", [
+    ({"num_processes": 2, "process_id": 2}, {}, "process id 2 is not in 0..1"),
+    ({}, {"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}, "must be integers"),
+])
+def test_bad_process_settings_are_refused_before_anything_starts(monkeypatch, settings, env,
+                                                                 message):
+  from jax._src import distributed  # noqa: PLC0415
+  from rgflow_jax import multihost  # noqa: PLC0415
+  c = load_config("msds1")
+  c.distributed = True
+  c.coordinator_address = "127.0.0.1:1"
+  for key, value in settings.items():
+    c[key] = value
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  with pytest.raises(multihost.DistributedError, match=message):
+    multihost.initialize(c)
+  assert distributed.global_state.client is None  # nothing was started
