@@ -7,8 +7,10 @@ Per-level model sizes are tuples: one value for all levels, or one per level.
 Precision: ``matmul_precision`` sets float32 matrix products in the training step on
 accelerators ('default': one bfloat16 pass on TPU, TF32 on recent NVIDIA GPUs;
 'high'; 'highest': full float32); test bits/dim, samples and round trips always run
-at 'highest'. ``model.matmul_dtype='bfloat16'`` goes further: the conditioners'
-matmul inputs in bfloat16 (float32 accumulation; log-dets and loss in float32).
+at 'highest'. ``execution.matmul_dtype='bfloat16'`` goes further: the RG-Flow
+conditioners' matmul inputs in bfloat16 in the training step (float32 accumulation;
+log-dets and loss in float32). ``execution`` holds how the model is computed, never
+what (rgflow_jax/execution.py): it may change when a run resumes.
 """
 
 import os
@@ -21,8 +23,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name="rgflow", image_size=32, channels=3, block_size=4,
       n_layers=(4,), n_res=(4,), hidden=(512,), mlp_depth=(2,),
-      share_levels=False, prior="laplace", remat=False, matmul_dtype="float32",
-      layer_order="paper"))
+      share_levels=False, prior="laplace", layer_order="paper"))
+  c.execution = ml_collections.ConfigDict(dict(
+      remat=False, scan_min_layers=5, matmul_dtype="float32", hand_backward="auto"))
   c.data = ml_collections.ConfigDict(dict(
       name="msds1", data_dir="data", n_train=90_000, n_test=10_000, seed=0, flip=False,
       path="", test_path="", crop=0, test_fraction=0.1, channels=3))
@@ -129,7 +132,7 @@ def realnvp(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name="realnvp", image_size=rg.image_size, channels=rg.channels,
       num_scales=rg.num_levels, hidden=64, n_res=1 if small else 2, n_checker=3,
-      n_channel=3, prior=c.model.prior, target_params=rg.count_params(), remat=False))
+      n_channel=3, prior=c.model.prior, target_params=rg.count_params()))
   return c
 
 
@@ -151,8 +154,8 @@ def accel(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   persistent compilation cache, so a restarted or preempted run does not compile again.
   The batch stays the paper's 64; scale it (and the learning rate) with the devices:
   see docs/accelerators.md."""
-  if "matmul_dtype" in c.model:  # the RG-Flow; Real NVP has no bfloat16 mode
-    c.model.matmul_dtype = "bfloat16"
+  if c.model.name == "rgflow":  # Real NVP has no bfloat16 mode
+    c.execution.matmul_dtype = "bfloat16"
   c.compilation_cache_dir = os.path.expanduser("~/.cache/rgflow_jax/xla")
   c.log_every = max(c.log_every, 100) if c.num_steps > 1000 else c.log_every
   return c

@@ -87,6 +87,3 @@ def apply_network(params: dict, x: jnp.ndarray) -> jnp.ndarray:
     x = (x + h) * (1.0 / math.sqrt(2.0))
   return x * params["scale"]
 
-
-def count_params(tree) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(tree)))

@@ -10,6 +10,11 @@ parameters and no state. Its methods are pure functions, params first:
     bpd = flow.bits_per_dim(params, images_uint8, rng)
     images = flow.sample(params, rng, 16, temperature=0.8)
 
+Each of them takes an optional ``execution`` (:class:`rgflow_jax.execution.Execution`:
+scan, remat, bfloat16 matmuls, the hand-written backward pass): how the arithmetic is
+arranged, never what it computes. Densities, sampling and init come from
+:class:`rgflow_jax.flow.Flow`; one RNVP block is defined in :mod:`rgflow_jax.coupling`.
+
 The latent ``z`` has the image's shape: site (i, j) holds the latent of level
 ``level_of_site()[i, j]`` (geometry.level_of_site: the level whose decimator
 releases that site).
@@ -18,14 +23,15 @@ releases that site).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax import conditioner, coupling, geometry, pixels, priors
+from rgflow_jax import coupling, coupling_fast, geometry, priors
+from rgflow_jax.execution import DEFAULT
+from rgflow_jax.flow import Flow
 from rgflow_jax.geometry import DECIMATOR, DISENTANGLER
 
 
@@ -47,91 +53,8 @@ def _per_level(name: str, value, num_levels: int) -> tuple[int, ...]:
   return values
 
 
-class FlowDensity:
-  """Densities and sampling shared by every flow of this package.
-
-  A subclass provides ``encode``/``decode`` (params first), ``event_shape``,
-  ``num_dims``, ``num_levels``, ``prior`` and a static ``_level_map`` (L, L) of
-  latent levels.
-  """
-
-  @classmethod
-  def _config_fields(cls, cfg) -> dict:
-    """A model config (ConfigDict or mapping) as dataclass fields; unknown keys fail."""
-    cfg = dict(cfg)
-    cfg.pop("name", None)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(cfg) - fields
-    if unknown:
-      raise ValueError(f"unknown {cls.__name__} config keys {sorted(unknown)}; "
-                       f"valid keys: {sorted(fields)}")
-    return cfg
-
-  @property
-  def num_dims(self) -> int:
-    return int(np.prod(self.event_shape))
-
-  def _check(self, x, what: str):
-    shape = tuple(getattr(x, "shape", ()))
-    if len(shape) != 4 or shape[1:] != self.event_shape:
-      raise ValueError(
-          f"{what} expects an array of shape (batch, {', '.join(map(str, self.event_shape))}) "
-          f"(NHWC), got {shape}")
-
-  def temperature_map(self, temperature, dtype=jnp.float32):
-    """A number, or one per level, -> a number or an (L, L, 1) map over latent sites."""
-    t = jnp.asarray(temperature, dtype)
-    if t.ndim == 0:
-      return t
-    if t.shape != (self.num_levels,):
-      raise ValueError(f"temperature must be a number or one per level "
-                       f"({self.num_levels} values), got shape {t.shape}")
-    return t[self._level_map][..., None]
-
-  def prior_log_prob(self, z, temperature=1.0):
-    """Per-image log p(z) under the factorised prior."""
-    t = self.temperature_map(temperature, z.dtype)
-    lp = priors.log_density(self.prior, z, t)
-    return lp.reshape(z.shape[0], -1).sum(axis=1)
-
-  def log_prob(self, params, y):
-    """Per-image log-density of flow-space images y (B, L, L, C)."""
-    z, log_det = self.encode(params, y)
-    return self.prior_log_prob(z) + log_det
-
-  def log_prob_pixels(self, params, x):
-    """Per-image log-density of images x in [0, 1] (B, L, L, C), pixel transform included."""
-    y, ld_pix = pixels.to_flow(x)
-    return self.log_prob(params, y) + ld_pix
-
-  def bits_per_dim(self, params, images_uint8, rng):
-    """Per-image bits per dimension of uint8 images, one dequantisation draw from rng."""
-    self._check(images_uint8, "bits_per_dim")
-    dtype = jax.tree.leaves(params)[0].dtype
-    x = pixels.dequantize(rng, images_uint8, dtype)
-    return pixels.bits_per_dim(self.log_prob_pixels(params, x), self.num_dims)
-
-  def sample_latents(self, rng, n: int, temperature=1.0, dtype=jnp.float32):
-    """Prior draws (n, L, L, C), temperature a number or one per level."""
-    t = self.temperature_map(temperature, dtype)
-    return priors.sample(self.prior, rng, (n,) + self.event_shape, t, dtype)
-
-  def receptive_field(self, params, level: int, idx: int, rng=None, n_samples: int = 16):
-    """(L, L) receptive field (eq. 14) of latent ``idx`` of ``level``, in the order of
-    :func:`rgflow_jax.receptive.latents_of_level`; see :mod:`rgflow_jax.receptive`."""
-    from rgflow_jax import receptive  # noqa: PLC0415  (receptive works on any flow)
-    return receptive.receptive_field_by_index(self, params, level, idx, rng, n_samples)
-
-  def sample(self, params, rng, n: int, temperature=1.0):
-    """n images in [0, 1] (B, L, L, C) drawn at the given temperature(s)."""
-    dtype = jax.tree.leaves(params)[0].dtype
-    z = self.sample_latents(rng, n, temperature, dtype)
-    y, _ = self.decode(params, z)
-    return pixels.from_flow(y)
-
-
 @dataclasses.dataclass(frozen=True)
-class RGFlow(FlowDensity):
+class RGFlow(Flow):
   """Static description of an RG-Flow model; see the module docstring."""
 
   image_size: int = 32
@@ -146,28 +69,8 @@ class RGFlow(FlowDensity):
   # Which layer of a level is shifted by half a block: "paper" (eqs. 6-9: the
   # disentangler) or "authors" (their code: the decimator); see rgflow_jax.geometry.
   layer_order: str = "paper"
-  remat: bool = False
-  # Blocks with at least this many RNVP layers run them as one lax.scan (compile time
-  # flat in n_layer); shorter ones are unrolled, which XLA:CPU runs faster. 1: always
-  # scan; a large number: never.
-  scan_min_layers: int = 5
-  matmul_dtype: str = "float32"  # "bfloat16": bf16 matmul inputs, f32 everything else
-  # encode's conditioners get a hand-written backward pass (coupling._mlp_bwd): faster
-  # gradients, no forward-mode derivatives through encode. None: on in the training
-  # step (training.make_train_step, make_loop_step), off elsewhere; True / False: always / never.
-  hand_backward: bool | None = None
 
   def __post_init__(self):
-    if not isinstance(self.scan_min_layers, (int, np.integer)) or self.scan_min_layers < 1:
-      raise ValueError(f"scan_min_layers must be an int >= 1, got {self.scan_min_layers!r}")
-    if self.hand_backward not in (None, True, False):
-      raise ValueError(f"hand_backward must be true, false or None (auto), "
-                       f"got {self.hand_backward!r}")
-    if self.matmul_dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', "
-                       f"got {self.matmul_dtype!r}")
-    object.__setattr__(self, "_matmul_dtype",
-                       None if self.matmul_dtype == "float32" else jnp.bfloat16)
     geo = geometry.Geometry(self.image_size, self.channels, self.block_size,
                             self.layer_order)
     object.__setattr__(self, "geometry", geo)
@@ -203,21 +106,12 @@ class RGFlow(FlowDensity):
     """(n_layer, n_res, hidden, mlp_depth) for each level."""
     return tuple(zip(self.n_layers, self.n_res, self.hidden, self.mlp_depth, strict=True))
 
-  def level_of_site(self) -> np.ndarray:
-    return self._level_map
-
-  def latents_per_level(self) -> tuple[int, ...]:
-    return self.geometry.latents_per_level()
-
   def _param_key(self, level: int) -> str:
     return "shared" if self.share_levels else f"level{level}"
 
   # -------------------------------------------------------------------- init
-  def init(self, rng, dtype=jnp.float32) -> dict:
-    """Parameters: {'level<h>' or 'shared': {'dis': block, 'dec': block}}."""
-    return _jitted_init(self, rng, jnp.dtype(dtype))
-
   def _init(self, rng, dtype) -> dict:
+    """Parameters: {'level<h>' or 'shared': {'dis': block, 'dec': block}}."""
     dim = self.geometry.patch_dim
     levels = [0] if self.share_levels else range(self.num_levels)
     params = {}
@@ -232,42 +126,31 @@ class RGFlow(FlowDensity):
       }
     return params
 
-  def num_params(self, params) -> int:
-    return conditioner.count_params(params)
-
-  def count_params(self) -> int:
-    """Parameter count of ``init``'s output, from shapes alone (nothing allocated)."""
-    # The key is made inside the traced function: no backend starts (a config file
-    # that sizes a model by its parameter count runs before jax.distributed starts).
-    shapes = jax.eval_shape(lambda: self._init(jax.random.PRNGKey(0), dtype=jnp.float32))
-    return conditioner.count_params(shapes)
-
   # ----------------------------------------------------------- layer helpers
-  def _apply_layer(self, block_params, x, layer, inverse):
-    """Apply one layer's bijector to every block of sub-lattice x (B, M, M, C)."""
+  def _apply_layer(self, block_params, x, layer, inverse, execution):
+    """Apply one layer's bijector to every block of sub-lattice x (B, M, M, C): one
+    RNVP block (coupling.encode_block / decode_block) batched over the patch grid."""
     shift = self.geometry.shift(layer)
     blocks = geometry.to_blocks(x, self.block_size, shift)
     b, nb = blocks.shape[:2]
-    n_layer = block_params["scale"].shape[0]
-    out, log_det = coupling.apply_blocks(
+    out, log_det = coupling_fast.apply_blocks(
         block_params, blocks.reshape((b * nb,) + blocks.shape[2:]), inverse=inverse,
-        remat=self.remat, scan=n_layer >= self.scan_min_layers,
-        matmul_dtype=self._matmul_dtype,
-        hand_backward=not inverse and self.hand_backward is True)
+        execution=execution)
     out = geometry.from_blocks(out.reshape(blocks.shape), shift)
     return out, log_det.reshape(b, nb).sum(axis=1)
 
   # -------------------------------------------------------------- directions
-  def encode(self, params, x):
+  def encode(self, params, x, execution=None):
     """RG direction R: flow-space image (B, L, L, C) -> (latent z, log|det dz/dx|)."""
     self._check(x, "encode")
+    execution = execution or DEFAULT
     x = jnp.asarray(x)
     log_det = jnp.zeros(x.shape[0], x.dtype)
     outputs = []
     for h in range(self.num_levels):
       p = params[self._param_key(h)]
-      x, ld_dis = self._apply_layer(p[DISENTANGLER], x, DISENTANGLER, False)
-      x, ld_dec = self._apply_layer(p[DECIMATOR], x, DECIMATOR, False)
+      x, ld_dis = self._apply_layer(p[DISENTANGLER], x, DISENTANGLER, False, execution)
+      x, ld_dec = self._apply_layer(p[DECIMATOR], x, DECIMATOR, False, execution)
       log_det = log_det + ld_dis + ld_dec
       outputs.append(x)
       x = geometry.coarse_sites(x)
@@ -276,9 +159,10 @@ class RGFlow(FlowDensity):
       z = geometry.with_coarse_sites(y, z)
     return z, log_det
 
-  def decode(self, params, z):
+  def decode(self, params, z, execution=None):
     """Generation G = R^-1: latent z (B, L, L, C) -> (image x, log|det dx/dz|)."""
     self._check(z, "decode")
+    execution = execution or DEFAULT  # (its hand_backward concerns encode only)
     z = jnp.asarray(z)
     per_level = [z]
     for _ in range(self.num_levels - 1):
@@ -288,16 +172,10 @@ class RGFlow(FlowDensity):
     for h in reversed(range(self.num_levels)):
       p = params[self._param_key(h)]
       y = per_level[h] if x is None else geometry.with_coarse_sites(per_level[h], x)
-      y, ld_dec = self._apply_layer(p[DECIMATOR], y, DECIMATOR, True)
-      x, ld_dis = self._apply_layer(p[DISENTANGLER], y, DISENTANGLER, True)
+      y, ld_dec = self._apply_layer(p[DECIMATOR], y, DECIMATOR, True, execution)
+      x, ld_dis = self._apply_layer(p[DISENTANGLER], y, DISENTANGLER, True, execution)
       log_det = log_det + ld_dec + ld_dis
     return x, log_det
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _jitted_init(flow: RGFlow, rng, dtype):
-  # One compiled program instead of hundreds of eager random/norm ops.
-  return flow._init(rng, dtype)
 
 
 def init(rng, config, dtype=jnp.float32):

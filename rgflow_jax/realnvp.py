@@ -22,14 +22,14 @@ rows 1 mod 4; level 2: rows 3 mod 8; ...; the top level: the last scale's sites)
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rgflow_jax import conditioner, priors
-from rgflow_jax.model import FlowDensity
+from rgflow_jax.execution import DEFAULT
+from rgflow_jax.flow import Flow
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -124,7 +124,7 @@ def _channel(p, x, flip, inverse):
 
 # ------------------------------------------------------------------ model
 @dataclasses.dataclass(frozen=True)
-class RealNVP(FlowDensity):
+class RealNVP(Flow):
   """Static description of a multi-scale Real NVP; see the module docstring.
 
   ``target_params`` > 0 picks ``hidden`` (the conditioners' feature count) so that
@@ -140,7 +140,6 @@ class RealNVP(FlowDensity):
   n_channel: int = 3
   prior: str = "laplace"
   target_params: int = 0
-  remat: bool = False
 
   def __post_init__(self):
     L, S = self.image_size, self.num_scales
@@ -157,11 +156,6 @@ class RealNVP(FlowDensity):
     if self.target_params:
       object.__setattr__(self, "hidden", self._width_for(self.target_params))
     object.__setattr__(self, "_level_map", self._levels())
-
-  @classmethod
-  def from_config(cls, cfg) -> "RealNVP":
-    """Build from an ml_collections ConfigDict (or any mapping) of the fields above."""
-    return cls(**cls._config_fields(cfg))
 
   # ---------------------------------------------------------------- structure
   @property
@@ -181,20 +175,12 @@ class RealNVP(FlowDensity):
     assert (z == z[..., :1]).all()  # every channel of a site shares its level
     return z[0, :, :, 0].astype(np.int32)
 
-  def level_of_site(self) -> np.ndarray:
-    return self._level_map
-
-  def latents_per_level(self) -> tuple[int, ...]:
-    counts = np.bincount(self._level_map.reshape(-1), minlength=self.num_levels)
-    return tuple(int(n) * self.channels for n in counts)
-
   def _scale_channels(self, s: int) -> int:
     """Channels entering scale s (before its squeeze)."""
     return self.channels * (2 ** s)
 
-  def count_params(self, hidden: int | None = None) -> int:
-    """Parameter count from the architecture (what ``init`` makes), for any width."""
-    h = self.hidden if hidden is None else hidden
+  def params_for_width(self, h: int) -> int:
+    """Parameter count of this architecture with conditioners of width ``h``."""
     conv = lambda c_in, c_out: 9 * c_in * c_out + 2 * c_out  # v, g, b
     def net(c_in, c_out):
       return (conv(c_in, h) + 2 * self.n_res * conv(h, h)
@@ -211,19 +197,16 @@ class RealNVP(FlowDensity):
   def _width_for(self, target: int) -> int:
     """The width whose parameter count is closest to ``target``."""
     lo, hi = 1, 2
-    while self.count_params(hi) < target:
+    while self.params_for_width(hi) < target:
       lo, hi = hi, 2 * hi
     while hi - lo > 1:
       mid = (lo + hi) // 2
-      lo, hi = (mid, hi) if self.count_params(mid) < target else (lo, mid)
-    return min((lo, hi), key=lambda h: abs(self.count_params(h) - target))
+      lo, hi = (mid, hi) if self.params_for_width(mid) < target else (lo, mid)
+    return min((lo, hi), key=lambda h: abs(self.params_for_width(h) - target))
 
   # -------------------------------------------------------------------- init
-  def init(self, rng, dtype=jnp.float32) -> dict:
-    """{'scale<s>': {'checker': [nets], 'channel': [nets]}}."""
-    return _jitted_init(self, rng, jnp.dtype(dtype))
-
   def _init(self, rng, dtype) -> dict:
+    """{'scale<s>': {'checker': [nets], 'channel': [nets]}}."""
     params = {}
     for s in range(self.num_scales):
       c = self._scale_channels(s)
@@ -238,18 +221,19 @@ class RealNVP(FlowDensity):
       params[f"scale{s}"] = scale
     return params
 
-  def num_params(self, params) -> int:
-    return conditioner.count_params(params)
-
-  def _maybe_remat(self, fn):
-    return jax.checkpoint(fn, static_argnums=(2, 3)) if self.remat else fn
+  @staticmethod
+  def _couplings(execution):
+    """The two coupling functions, rematerialised if ``execution.remat``."""
+    remat = (execution or DEFAULT).remat
+    return tuple(jax.checkpoint(fn, static_argnums=(2, 3)) if remat else fn
+                 for fn in (_checker, _channel))
 
   # -------------------------------------------------------------- directions
-  def encode(self, params, x):
+  def encode(self, params, x, execution=None):
     """Image (flow space) -> (latent z of the image's shape, log|det dz/dx|)."""
     self._check(x, "encode")
     x = jnp.asarray(x)
-    checker, channel = self._maybe_remat(_checker), self._maybe_remat(_channel)
+    checker, channel = self._couplings(execution)
     log_det = jnp.zeros(x.shape[0], x.dtype)
     factored = []
     for s in range(self.num_scales):
@@ -270,11 +254,11 @@ class RealNVP(FlowDensity):
       z = unsqueeze(jnp.concatenate([z_s, z], axis=-1))
     return z, log_det
 
-  def decode(self, params, z):
+  def decode(self, params, z, execution=None):
     """Latent z -> (image in flow space, log|det dx/dz|)."""
     self._check(z, "decode")
     z = jnp.asarray(z)
-    checker, channel = self._maybe_remat(_checker), self._maybe_remat(_channel)
+    checker, channel = self._couplings(execution)
     factored, x = [], z
     for _ in range(self.num_scales - 1):
       z_s, x = jnp.split(squeeze(x), 2, axis=-1)
@@ -292,10 +276,3 @@ class RealNVP(FlowDensity):
         x, ld = checker(p["checker"][k], x, k % 2, True)
         log_det = log_det + ld
     return x, log_det
-
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _jitted_init(flow: RealNVP, rng, dtype):
-  return flow._init(rng, dtype)
-

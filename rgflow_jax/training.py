@@ -18,7 +18,6 @@ guard itself runs on the device, every step.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -34,7 +33,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgflow_jax import checkpoint, data, models, multihost, pixels, plots, runlock, storage
+from rgflow_jax import (checkpoint, data, execution, models, multihost, pixels, plots,
+                        runlock, storage)
 from rgflow_jax.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def validate_config(config):
   for ok, msg in checks:
     if not ok:
       raise ValueError(msg)
+  execution.Execution.from_config(config)  # its own one-line errors
 
 
 # float32 matrix products on accelerators: 'default' is the platform's fast mode (one
@@ -141,17 +142,11 @@ def init_state(flow, config, dtype, params=None):
           "step": jnp.zeros((), jnp.int32), "rng": jax.random.fold_in(rng, 1)}
 
 
-def _train_step_fn(flow, optimizer):
-  """The pure step (state, uint8 batch) -> (state, metrics).
-
-  An RG-Flow whose ``hand_backward`` is None (auto) gets its hand-written backward pass
-  here: the step only takes reverse-mode gradients.
-  """
-  if getattr(flow, "hand_backward", False) is None:
-    flow = dataclasses.replace(flow, hand_backward=True)
+def _train_step_fn(flow, optimizer, ex):
+  """The pure step (state, uint8 batch) -> (state, metrics), computed as ``ex`` says."""
 
   def loss_fn(params, batch, rng):
-    return jnp.mean(flow.bits_per_dim(params, batch, rng))
+    return jnp.mean(flow.bits_per_dim(params, batch, rng, ex))
 
   def step(state, batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
@@ -173,10 +168,12 @@ def _train_step_fn(flow, optimizer):
   return step
 
 
-def make_train_step(flow, optimizer, mesh, precision: str | None = None):
-  """The jitted step: (state, uint8 batch) -> (state, metrics); state donated."""
+def make_train_step(flow, optimizer, mesh, precision: str | None = None,
+                    ex: execution.Execution = execution.TRAINING):
+  """The jitted step: (state, uint8 batch) -> (state, metrics); state donated. ``ex``:
+  how the model is computed (default: with the hand-written backward pass)."""
   replicated = NamedSharding(mesh, P())
-  return jax.jit(_with_precision(_train_step_fn(flow, optimizer), precision),
+  return jax.jit(_with_precision(_train_step_fn(flow, optimizer, ex), precision),
                  donate_argnums=0, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
                  out_shardings=(replicated, replicated))
 
@@ -205,10 +202,11 @@ def _fold_into_window(window, m, step):
       jnp.where(ok, zero, jnp.where(run == 0, step.astype(jnp.float32), run_start))])
 
 
-def make_loop_step(flow, optimizer, mesh, precision: str | None = None):
+def make_loop_step(flow, optimizer, mesh, precision: str | None = None,
+                   ex: execution.Execution = execution.TRAINING):
   """The training loop's step: (state, window, batch) -> (state, window), both donated;
   the train step with its metrics folded into the window on the device."""
-  inner = _train_step_fn(flow, optimizer)
+  inner = _train_step_fn(flow, optimizer, ex)
 
   def step(state, window, batch):
     state, m = inner(state, batch)
@@ -243,12 +241,13 @@ class DevicePrefetch:
     return batch
 
 
-def make_eval_step(flow, mesh):
+def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT):
   """(sum of per-image bits/dim, images) over the rows where ``weight`` is 1 (padding
   is 0), always at full float32 matmul precision."""
+  ex = ex.for_evaluation()
 
   def step(params, batch, weight, rng):
-    return jnp.sum(flow.bits_per_dim(params, batch, rng) * weight), jnp.sum(weight)
+    return jnp.sum(flow.bits_per_dim(params, batch, rng, ex) * weight), jnp.sum(weight)
 
   replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   return jax.jit(_with_precision(step, EVAL_PRECISION),
@@ -322,9 +321,10 @@ class StopSignal:
 MODEL_KEYS_THAT_MATTER = ("model", "dtype")
 RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
     "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
-# Free to differ even under those: how the model is executed, and where the data live.
-EXECUTION_KEYS = ("model.matmul_dtype", "model.remat", "model.scan_min_layers",
-                  "model.hand_backward", "data.data_dir", "data.path", "data.test_path")
+# Free to differ even under those: how the model is executed (config.execution, and the
+# same keys under config.model in runs saved before it existed), and where the data live.
+EXECUTION_KEYS = tuple(f"model.{k}" for k in execution.FIELDS) + (
+    "data.data_dir", "data.path", "data.test_path")
 # Keys added after runs existed, and the value those runs had: a saved config.json that
 # lacks one is read with it (where the current config has the key at all).
 VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
@@ -350,7 +350,8 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER):
     if key in now:
       saved.setdefault(key, value)
   changed = sorted(k for k in set(saved) | set(now)
-                   if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS)
+                   if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS
+                   and not k.startswith("execution."))
   for key in changed:
     if key.split(".")[0] in keys:
       raise TrainingError(
@@ -479,12 +480,13 @@ def _train(config, workdir, lock=None) -> dict:
     storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
   metrics_log = MetricsLog(workdir, resume_step)
 
+  ex = execution.Execution.from_config(config, training=True)
   loop_step = make_loop_step(flow, make_optimizer(config), mesh,
-                             config.get("matmul_precision", "default"))
-  eval_step = make_eval_step(flow, mesh)
+                             config.get("matmul_precision", "default"), ex)
+  eval_step = make_eval_step(flow, mesh, ex)
   sample_fn = jax.jit(_with_precision(
-      lambda p, r: flow.sample(p, r, config.num_samples, config.sample_temperature),
-      EVAL_PRECISION))
+      lambda p, r: flow.sample(p, r, config.num_samples, config.sample_temperature,
+                               ex.for_evaluation()), EVAL_PRECISION))
   eval_rng = jax.random.PRNGKey(config.seed + 12345)
 
   def test_bpd(params):

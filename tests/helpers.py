@@ -1,4 +1,7 @@
-"""Helpers shared by tests and by the scripts tests run in subprocesses."""
+"""Helpers shared by tests and by the scripts tests run in subprocesses: random
+non-identity parameters, small models of each flow, the training step's gradient."""
+
+import functools
 
 import jax
 import jax.flatten_util
@@ -6,22 +9,62 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rgflow_jax import training
+from rgflow_jax import RealNVP, RGFlow, execution, training
 
 
-def step_gradient(flow, params, images, mesh) -> dict:
+def step_gradient(flow, params, images, mesh, ex=execution.TRAINING) -> dict:
   """The loss and the gradient that the real training step computes (jitted, sharded,
-  hand-written backward where the model has it): one step of SGD with learning rate 1
-  moves the parameters by exactly minus the gradient."""
+  computed as ``ex`` says: by default with the hand-written backward pass): one step of
+  SGD with learning rate 1 moves the parameters by exactly minus the gradient."""
   sgd = optax.sgd(1.0)
   params = jax.tree.map(jnp.copy, params)  # the step donates its state: the caller keeps its own
   state = {"params": params, "opt_state": sgd.init(params), "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.PRNGKey(1)}
-  step = training.make_train_step(flow, sgd, mesh)
+  step = training.make_train_step(flow, sgd, mesh, ex=ex)
   batch = training.global_batch(np.asarray(images), mesh)
-  jaxpr = str(jax.make_jaxpr(step)(state, batch))
   before = np.asarray(jax.flatten_util.ravel_pytree(params)[0], np.float64)
   new, metrics = step(state, batch)  # the state is donated: read it before
   after = np.asarray(jax.flatten_util.ravel_pytree(new["params"])[0], np.float64)
-  return {"loss": float(metrics["train_bpd"]), "grad": (before - after).tolist(),
-          "hand_backward": "optimization_barrier" in jaxpr}
+  return {"loss": float(metrics["train_bpd"]), "grad": (before - after).tolist()}
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def perturb(params, rng, scale=0.2):
+  """Random non-identity parameters: every leaf (the zero-init scales too) + noise."""
+  flat, unravel = jax.flatten_util.ravel_pytree(params)
+  return unravel(flat + scale * jax.random.normal(rng, flat.shape, flat.dtype))
+
+
+def tiny_flow(image_size=8, channels=1, block_size=4, **kw):
+  kw = {"n_layers": 2, "n_res": 1, "hidden": 16, "mlp_depth": 1, **kw}
+  return RGFlow(image_size=image_size, channels=channels, block_size=block_size, **kw)
+
+
+def random_flow(image_size=8, channels=1, block_size=4, dtype=jnp.float32, seed=0, **kw):
+  flow = tiny_flow(image_size, channels, block_size, **kw)
+  params = perturb(flow.init(jax.random.PRNGKey(seed), dtype),
+                   jax.random.PRNGKey(seed + 1))
+  return flow, params
+
+
+def tiny_realnvp(image_size=8, channels=1, **kw):
+  kw = {"num_scales": 3 if image_size <= 16 else 4, "hidden": 8, "n_res": 1,
+        "n_checker": 2, "n_channel": 2, **kw}
+  return RealNVP(image_size=image_size, channels=channels, **kw)
+
+
+# The model registry the shared bijection tests run over: name -> (factory, scale of
+# the parameter perturbation that keeps the random flow well conditioned in float32).
+MODEL_ZOO = {
+    "rgflow": (tiny_flow, 0.2),
+    "realnvp": (tiny_realnvp, 0.02),
+}
+
+
+def zoo_flow(name, image_size=8, channels=1, dtype=jnp.float32, seed=0, **kw):
+  """(flow, random non-identity params) of a small model of the registry."""
+  factory, scale = MODEL_ZOO[name]
+  flow = factory(image_size, channels, **kw)
+  params = perturb(flow.init(jax.random.PRNGKey(seed), dtype), jax.random.PRNGKey(seed + 1),
+                   scale)
+  return flow, params

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_flow, tiny_flow
+from helpers import random_flow, tiny_flow
 from rgflow_jax import Geometry, analysis, cones, pixels
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import perturb
+from helpers import perturb
 from rgflow_jax import analysis, checkpoint, evaluation, storage, training
 from test_training import load_config
 

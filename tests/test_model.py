@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_flow, tiny_flow
+from helpers import random_flow, tiny_flow
 from rgflow_jax import RGFlow, cones
 
 def _images(flow, n, dtype, seed=3):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_flow, tiny_flow
+from helpers import random_flow, tiny_flow
 from rgflow_jax import cones, evaluation, receptive, training
 from test_training import smoke_config
 
