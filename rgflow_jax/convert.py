@@ -78,14 +78,14 @@ def import_run(config, path, workdir) -> int:
   number of parameters."""
   import jax  # noqa: PLC0415
 
-  from rgflow_jax import authors_weights, checkpoint, storage, training  # noqa: PLC0415
+  from rgflow_jax import authors_weights, checkpoint, jit_steps, run_config, storage  # noqa: PLC0415
   workdir = storage.check_writable(workdir, "workdir")
   if (workdir / "checkpoints").exists() and list((workdir / "checkpoints").iterdir()):
     raise ConvertError(f"{workdir} already holds checkpoints: import into a new --workdir")
-  flow = training.build_model(config)
-  dtype = training.param_dtype(config)
+  flow = run_config.build_model(config)
+  dtype = run_config.param_dtype(config)
   params, buffers = authors_weights.import_state(flow, read_state(path))
-  state = training.init_state(flow, config, dtype,
+  state = jit_steps.init_state(flow, config, dtype,
                               params=jax.tree.map(lambda a: np.asarray(a, dtype), params))
   storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
   buf = io.BytesIO()
@@ -126,7 +126,7 @@ def export_run(config, workdir, path) -> int:
 def main(argv):
   del argv
   from rgflow_jax import authors_weights, cli  # noqa: PLC0415
-  from rgflow_jax.training import TrainingError  # noqa: PLC0415
+  from rgflow_jax.run_config import TrainingError  # noqa: PLC0415
   cli.quiet_libraries()
   f = flags.FLAGS
   source, target, workdir = f["from"].value, f["to"].value, f["workdir"].value

@@ -1,31 +1,75 @@
 """Evaluation of a trained run: ``evaluate(config, workdir, modes)``, behind eval.py.
 
-Modes: ``bpd`` (test bits/dim over several dequantisation draws: mean and standard
-error), ``samples`` (grids at several temperatures, and one per-level temperature),
-``progressive`` (coarse-to-fine decoding, Fig. 5a), ``rf`` (receptive-field maps of
-the strongest latents per level and the strength histograms, Fig. 5c), ``traverse``
-(the strongest latent of each level varied, PNG rows and a GIF, Fig. 6), ``mix``
-(level mixing of test images, Fig. 7), ``inpaint`` (10 x 10 regions of test images:
-cone-constrained for RG-Flow, randomly constrained and unconstrained for Real NVP;
-PSNR table, Fig. 8), ``curve``, ``all``. Every
-number goes to ``<workdir>/eval/eval.json``.
+Every mode is a small function ``mode(ctx) -> dict`` in :data:`MODES` (registered with
+:func:`mode`), run in the order given, its dict merged into the results; ``ctx`` (a
+:class:`Context`) holds the run's flow and params, the output folder, the options and
+what an earlier mode left for a later one. The modes:
+
+- ``bpd``: test bits/dim over several dequantisation draws (mean and standard error);
+- ``samples``: grids at several temperatures, and one per-level temperature (App. D);
+- ``progressive``: coarse-to-fine decoding (Fig. 5a);
+- ``rf``: receptive-field maps of the strongest latents per level and the strength
+  histograms (Fig. 5c);
+- ``traverse``: the strongest latent of each level varied, PNG rows and a GIF (Fig. 6);
+- ``mix``: level mixing of test images (Fig. 7);
+- ``inpaint``: 10 x 10 regions of test images: cone-constrained for RG-Flow, randomly
+  constrained and unconstrained for Real NVP; PSNR table (Fig. 8);
+- ``curve``: the run's bits/dim curve.
+
+``all`` runs every mode. Every number goes to ``<workdir>/eval/eval.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax import (analysis, checkpoint, data, models, pixels, plots, receptive, storage,
-                        training)
+from rgflow_jax import (analysis, checkpoint, data, jit_steps, models, pixels, plots,
+                        receptive, run_config, storage)
+from rgflow_jax.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
-MODES = ("bpd", "samples", "progressive", "rf", "traverse", "mix", "inpaint", "curve")
 
 
+@dataclasses.dataclass
+class Context:
+  """What a mode reads: the run, where to write, the options, and ``shared`` (results an
+  earlier mode left for a later one, e.g. the strongest latents)."""
+
+  config: object
+  workdir: object
+  out_dir: object
+  flow: object
+  params: object
+  rng: jax.Array
+  options: dict
+  shared: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def dtype(self):
+    return jax.tree.leaves(self.params)[0].dtype
+
+  def key(self, i: int) -> jax.Array:
+    return jax.random.fold_in(self.rng, i)
+
+
+MODES: dict[str, Callable[[Context], dict]] = {}
+
+
+def mode(name: str):
+  """Register ``fn(ctx) -> dict`` as the evaluation mode ``name``."""
+  def register(fn):
+    MODES[name] = fn
+    return fn
+  return register
+
+
+# ------------------------------------------------------------------ loading
 def load_params(config, workdir, which: str = "best"):
   """(flow, params, step) from the run's best (default) or latest checkpoint."""
   if which not in ("best", "latest"):
@@ -34,9 +78,9 @@ def load_params(config, workdir, which: str = "best"):
   if not (workdir / "checkpoints").is_dir():
     raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
                             f"(python train.py --config ... --workdir {workdir})")
-  training.check_resume_compatible(workdir, config, training.MODEL_KEYS_THAT_MATTER)
-  flow = training.build_model(config)
-  state = training.init_state(flow, config, training.param_dtype(config))
+  run_config.check_resume_compatible(workdir, config, run_config.MODEL_KEYS_THAT_MATTER)
+  flow = run_config.build_model(config)
+  state = jit_steps.init_state(flow, config, run_config.param_dtype(config))
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
   try:
     restored = None
@@ -51,28 +95,6 @@ def load_params(config, workdir, which: str = "best"):
   return flow, state["params"], int(meta["step"])
 
 
-def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
-             max_images: int | None = None, progress: bool = True):
-  """Per-draw mean bits/dim over the set, their mean and standard error."""
-  mesh = training.make_mesh()
-  eval_step = training.make_eval_step(flow, mesh)
-  per_draw = []
-  iterator = range(draws)
-  if progress:
-    from tqdm.auto import tqdm
-    iterator = tqdm(iterator, desc="test bits/dim", unit="draw")
-  for d in iterator:
-    batches = data.eval_batches(images_source, training.eval_batch_size(batch_size),
-                                max_images)
-    bpd, n = training.evaluate_bpd(flow, params, batches, mesh, jax.random.fold_in(rng, d),
-                                   eval_step)
-    per_draw.append(bpd)
-  per_draw = np.asarray(per_draw)
-  stderr = float(per_draw.std(ddof=1) / np.sqrt(draws)) if draws > 1 else float("nan")
-  return {"bpd": float(per_draw.mean()), "stderr": stderr, "draws": per_draw.tolist(),
-          "images": n}
-
-
 def _to_uint8(x):
   return np.asarray(pixels.to_uint8(x))
 
@@ -82,7 +104,26 @@ def _test_images(config, flow, n, progress):
   return np.stack([source[i] for i in range(min(n, len(source)))])
 
 
-def _strongest_latents(flow, params, rng, n_samples):
+# ---------------------------------------------------------- reusable pieces
+def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
+             max_images: int | None = None, progress: bool = True):
+  """Per-draw mean bits/dim over the set, their mean and standard error."""
+  mesh = jit_steps.make_mesh()
+  eval_step = jit_steps.make_eval_step(flow, mesh)
+  per_draw = []
+  for d in progress_bar(range(draws), progress, desc="test bits/dim", unit="draw"):
+    batches = data.eval_batches(images_source, jit_steps.eval_batch_size(batch_size),
+                                max_images)
+    bpd, n = jit_steps.evaluate_bpd(flow, params, batches, mesh, jax.random.fold_in(rng, d),
+                                eval_step)
+    per_draw.append(bpd)
+  per_draw = np.asarray(per_draw)
+  stderr = float(per_draw.std(ddof=1) / np.sqrt(draws)) if draws > 1 else float("nan")
+  return {"bpd": float(per_draw.mean()), "stderr": stderr, "draws": per_draw.tolist(),
+          "images": n}
+
+
+def strongest_latents(flow, params, rng, n_samples):
   """The latent (i, j, c) with the largest receptive field at each level."""
   top = []
   for level in range(flow.num_levels):
@@ -101,7 +142,7 @@ def inpaint_modes(flow) -> tuple[str, ...]:
   return ("cone",) if models.is_rgflow(flow) else ("random", "all")
 
 
-def inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progress,
+def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progress,
                   frees=None):
   """PSNR rows and panels (truth, corrupted, one per mode) for 10 x 10 regions.
 
@@ -114,10 +155,8 @@ def inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progress
   truth_u8 = _test_images(config, flow, n_images, progress)
   gen = np.random.default_rng(config.seed)
   rows, panels = [], []
-  items = enumerate(truth_u8)
-  if progress:
-    from tqdm.auto import tqdm
-    items = tqdm(items, total=len(truth_u8), desc="inpainting", unit="img")
+  items = progress_bar(enumerate(truth_u8), progress, total=len(truth_u8),
+                       desc="inpainting", unit="img")
   for k, truth_u8_k in items:
     truth = (truth_u8_k.astype(np.float32) + 0.5) / 256.0
     top, left = gen.integers(0, L - size + 1, size=2)
@@ -129,7 +168,7 @@ def inpaint_table(config, flow, params, rng, n_images, n_starts, steps, progress
     panel = [truth, corrupted]
     for how in frees:
       x, info = analysis.inpaint(flow, params, corrupted, region, jax.random.fold_in(rng, k),
-                                 n_starts, steps, free=how, truth=truth)
+                                 n_starts, n_steps, free=how, truth=truth)
       row[f"psnr_{how}"] = info["psnr"]
       row[f"free_latents_{how}"] = info["free_latents"]
       panel.append(np.asarray(x))
@@ -150,11 +189,8 @@ def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
   """Maps of the 6 strongest latents per level and the strength histograms (Fig. 5c,
   C1); returns (summary per level, the strongest latent of each level)."""
   strongest, strengths, maps, titles, summary = [], {}, [], [], {}
-  levels = range(flow.num_levels)
-  if progress:
-    from tqdm.auto import tqdm
-    levels = tqdm(levels, desc="receptive fields", unit="level")
-  for level in levels:
+  for level in progress_bar(range(flow.num_levels), progress, desc="receptive fields",
+                            unit="level"):
     # One pass over every latent of the level: strengths, and the maps of the top 6.
     latents, s, rfs = receptive.receptive_field_strengths(
         flow, params, level, jax.random.fold_in(rng, 3), n_samples=rf_samples,
@@ -182,100 +218,132 @@ def _pixels_for_half(rf_map) -> int:
   return int(np.searchsorted(np.cumsum(v), 0.5 * v.sum()) + 1)
 
 
+# -------------------------------------------------------------------- modes
+@mode("bpd")
+def _bpd(ctx: Context) -> dict:
+  npz = ctx.options["images_npz"]
+  if npz:
+    source = data.ArraySource(data.load_npz(npz), npz)
+  else:
+    source = data.make_source(ctx.config.data, "test", ctx.flow.image_size,
+                              ctx.options["progress"])
+  data.check_source_shape(source, ctx.flow.image_size, ctx.flow.channels)
+  return {"test_bpd": test_bpd(ctx.flow, ctx.params, source, ctx.config.eval_batch_size,
+                               ctx.options["draws"], ctx.key(1), ctx.options["max_images"],
+                               ctx.options["progress"])}
+
+
+SAMPLE_TEMPERATURES = (1.0, 0.8, 0.5, 0.0)
+
+
+@mode("samples")
+def _samples(ctx: Context) -> dict:
+  sample = jax.jit(ctx.flow.sample, static_argnums=2)
+  for t in SAMPLE_TEMPERATURES:
+    imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, t))
+    plots.save_grid(np.asarray(imgs), ctx.out_dir / f"samples_T{t:.1f}.png", ncol=8)
+  # App. D: warm high levels, cooler low levels.
+  mixed_t = np.linspace(0.6, 1.0, ctx.flow.num_levels).tolist()
+  imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, jnp.asarray(mixed_t)))
+  plots.save_grid(np.asarray(imgs), ctx.out_dir / "samples_mixed_T.png", ncol=8)
+  return {"samples": [f"samples_T{t:.1f}.png" for t in SAMPLE_TEMPERATURES],
+          "samples_mixed_temperatures": mixed_t}
+
+
+@mode("progressive")
+def _progressive(ctx: Context) -> dict:
+  flow = ctx.flow
+  z = flow.sample_latents(ctx.key(5), 8, ctx.config.sample_temperature, ctx.dtype)
+  images = jax.jit(lambda p, zz: analysis.progressive(flow, p, zz))(ctx.params, z)
+  plots.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
+                  ctx.out_dir / "progressive.png", ncol=8)
+  return {"progressive": {"rows": "levels >= h, h from the top level down to 0"}}
+
+
+@mode("rf")
+def _rf(ctx: Context) -> dict:
+  summary, ctx.shared["strongest"] = receptive_field_figures(
+      ctx.flow, ctx.params, ctx.rng, ctx.options["rf_samples"], ctx.out_dir,
+      progress=ctx.options["progress"])
+  return {"rf": summary}
+
+
+@mode("traverse")
+def _traverse(ctx: Context) -> dict:
+  flow = ctx.flow
+  z = flow.sample_latents(ctx.key(6), 4, 0.8, ctx.dtype)
+  values = np.linspace(-3.0, 3.0, 9)
+  tops = ctx.shared.get("strongest") or strongest_latents(flow, ctx.params, ctx.key(3),
+                                                          ctx.options["rf_samples"])
+  traverse = jax.jit(lambda p, zz, lat, v: analysis.traverse(flow, p, zz, lat, v))
+  frames_per_level = []
+  for level, latent in enumerate(tops):
+    rows = np.asarray(traverse(ctx.params, z, jnp.asarray(latent), jnp.asarray(values)))
+    grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
+    plots.save_grid(_to_uint8(grid), ctx.out_dir / f"traverse_level{level}.png",
+                    ncol=len(values))
+    frames_per_level.append(rows)
+  plots.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
+                  for v in range(len(values))], ctx.out_dir / "traverse.gif", ncol=4)
+  return {"traverse": {"latents": tops, "values": values.tolist()}}
+
+
+@mode("mix")
+def _mix(ctx: Context) -> dict:
+  flow = ctx.flow
+  imgs = _test_images(ctx.config, flow, 4, ctx.options["progress"])
+  y, _ = pixels.to_flow((imgs.astype(np.float32) + 0.5) / 256.0)
+  z, _ = analysis.encode_jit(flow, ctx.params, y)
+  n = len(imgs) - len(imgs) % 2
+  pairs = [(a, a + 1) for a in range(0, n, 2)] + [(a + 1, a) for a in range(0, n, 2)]
+  zm = jnp.stack([analysis.mix_levels(flow, z[a], z[b], theta)
+                  for a, b in pairs for theta in range(flow.num_levels + 1)])
+  panels = pixels.from_flow(analysis.decode_jit(flow, ctx.params, zm)[0])
+  plots.save_grid(_to_uint8(panels), ctx.out_dir / "mix.png", ncol=flow.num_levels + 1)
+  return {"mix": {"columns": f"theta = 0 (all of A) .. {flow.num_levels} (all of B)"}}
+
+
+@mode("inpaint")
+def _inpaint(ctx: Context) -> dict:
+  o = ctx.options
+  summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key(8),
+                                  o["inpaint_images"], o["inpaint_starts"],
+                                  o["inpaint_steps"], o["progress"])
+  plots.save_grid(_to_uint8(panels), ctx.out_dir / "inpaint.png",
+                  ncol=len(summary["columns"]))
+  return {"inpaint": summary}
+
+
+@mode("curve")
+def _curve(ctx: Context) -> dict:
+  plots.plot_bpd_curve(ctx.workdir / "metrics.jsonl", ctx.out_dir / "bpd_curve.png",
+                       run_config.reference_curves(ctx.config))
+  return {"curve": "bpd_curve.png"}
+
+
+# --------------------------------------------------------------------- main
 def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
              which: str = "best", draws: int = 4, max_images: int | None = None,
              rf_samples: int = 8, progress: bool = True, inpaint_images: int = 4,
              inpaint_starts: int = 200, inpaint_steps: int = 300) -> dict:
   """Run ``modes`` on the run in ``workdir`` (local or ``gs://``), every computation at
   full float32 matmul precision whatever the run trained with."""
-  with jax.default_matmul_precision(training.EVAL_PRECISION):
-    return _evaluate(config, workdir, modes, images_npz, which, draws, max_images,
-                     rf_samples, progress, inpaint_images, inpaint_starts, inpaint_steps)
-
-
-def _evaluate(config, workdir, modes, images_npz, which, draws, max_images, rf_samples,
-              progress, inpaint_images, inpaint_starts, inpaint_steps) -> dict:
-  modes = MODES if "all" in modes else tuple(modes)
-  unknown = set(modes) - set(MODES)
+  modes = tuple(MODES) if "all" in modes else tuple(modes)
+  unknown = sorted(set(modes) - set(MODES))
   if unknown:
-    raise ValueError(f"unknown eval mode(s) {sorted(unknown)}; choose from {MODES + ('all',)}")
-  workdir = storage.as_path(workdir)
-  out_dir = storage.check_writable(workdir / "eval", "eval output folder")
-  flow, params, step = load_params(config, workdir, which)
-  rng = jax.random.PRNGKey(config.seed + 777)
-  results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params)}
-
-  if "bpd" in modes:
-    if images_npz:
-      source = data.ArraySource(data.load_npz(images_npz), images_npz)
-    else:
-      source = data.make_source(config.data, "test", flow.image_size, progress)
-    data.check_source_shape(source, flow.image_size, flow.channels)
-    results["test_bpd"] = test_bpd(flow, params, source, config.eval_batch_size, draws,
-                                   jax.random.fold_in(rng, 1), max_images, progress)
-
-  if "samples" in modes:
-    sample = jax.jit(flow.sample, static_argnums=2)
-    for t in (1.0, 0.8, 0.5, 0.0):
-      imgs = pixels.to_uint8(sample(params, jax.random.fold_in(rng, 2), 64, t))
-      plots.save_grid(np.asarray(imgs), out_dir / f"samples_T{t:.1f}.png", ncol=8)
-    results["samples"] = [f"samples_T{t:.1f}.png" for t in (1.0, 0.8, 0.5, 0.0)]
-    # App. D: warm high levels, cooler low levels.
-    mixed_t = np.linspace(0.6, 1.0, flow.num_levels).tolist()
-    imgs = pixels.to_uint8(sample(params, jax.random.fold_in(rng, 2), 64, jnp.asarray(mixed_t)))
-    plots.save_grid(np.asarray(imgs), out_dir / "samples_mixed_T.png", ncol=8)
-    results["samples_mixed_temperatures"] = mixed_t
-
-  if "progressive" in modes:
-    z = flow.sample_latents(jax.random.fold_in(rng, 5), 8, config.sample_temperature,
-                            jax.tree.leaves(params)[0].dtype)
-    steps = jax.jit(lambda p, zz: analysis.progressive(flow, p, zz))(params, z)
-    plots.save_grid(_to_uint8(steps.reshape((-1,) + flow.event_shape)),
-                    out_dir / "progressive.png", ncol=8)
-
-  strongest = None  # the strongest latent of each level, from the rf mode if it ran
-  if "rf" in modes:
-    results["rf"], strongest = receptive_field_figures(flow, params, rng, rf_samples,
-                                                       out_dir, progress=progress)
-
-  if "traverse" in modes:
-    z = flow.sample_latents(jax.random.fold_in(rng, 6), 4, 0.8, jax.tree.leaves(params)[0].dtype)
-    values = np.linspace(-3.0, 3.0, 9)
-    tops = strongest or _strongest_latents(flow, params, jax.random.fold_in(rng, 3),
-                                           rf_samples)
-    traverse = jax.jit(lambda p, zz, lat, v: analysis.traverse(flow, p, zz, lat, v))
-    frames_per_level = []
-    for level, latent in enumerate(tops):
-      rows = np.asarray(traverse(params, z, jnp.asarray(latent), jnp.asarray(values)))
-      grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
-      plots.save_grid(_to_uint8(grid), out_dir / f"traverse_level{level}.png", ncol=len(values))
-      frames_per_level.append(rows)
-    plots.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
-                    for v in range(len(values))], out_dir / "traverse.gif", ncol=4)
-    results["traverse"] = {"latents": tops, "values": values.tolist()}
-
-  if "mix" in modes:
-    imgs = _test_images(config, flow, 4, progress)
-    y, _ = pixels.to_flow((imgs.astype(np.float32) + 0.5) / 256.0)
-    z, _ = analysis.encode_jit(flow, params, y)
-    n = len(imgs) - len(imgs) % 2
-    pairs = [(a, a + 1) for a in range(0, n, 2)] + [(a + 1, a) for a in range(0, n, 2)]
-    zm = jnp.stack([analysis.mix_levels(flow, z[a], z[b], theta)
-                    for a, b in pairs for theta in range(flow.num_levels + 1)])
-    panels = pixels.from_flow(analysis.decode_jit(flow, params, zm)[0])
-    plots.save_grid(_to_uint8(panels), out_dir / "mix.png", ncol=flow.num_levels + 1)
-    results["mix"] = {"columns": "theta = 0 (all of A) .. %d (all of B)" % flow.num_levels}
-
-  if "inpaint" in modes:
-    results["inpaint"], panels = inpaint_table(config, flow, params, jax.random.fold_in(rng, 8),
-                                               inpaint_images, inpaint_starts, inpaint_steps,
-                                               progress)
-    plots.save_grid(_to_uint8(panels), out_dir / "inpaint.png",
-                    ncol=len(results["inpaint"]["columns"]))
-
-  if "curve" in modes:
-    plots.plot_bpd_curve(workdir / "metrics.jsonl", out_dir / "bpd_curve.png",
-                         training.reference_curves(config))
-
+    raise ValueError(f"unknown eval mode(s) {unknown}; choose from "
+                     f"{tuple(MODES) + ('all',)}")
+  options = dict(images_npz=images_npz, draws=draws, max_images=max_images,
+                 rf_samples=rf_samples, progress=progress, inpaint_images=inpaint_images,
+                 inpaint_starts=inpaint_starts, inpaint_steps=inpaint_steps)
+  with jax.default_matmul_precision(jit_steps.EVAL_PRECISION):
+    workdir = storage.as_path(workdir)
+    out_dir = storage.check_writable(workdir / "eval", "eval output folder")
+    flow, params, step = load_params(config, workdir, which)
+    ctx = Context(config, workdir, out_dir, flow, params,
+                  jax.random.PRNGKey(config.seed + 777), options)
+    results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params)}
+    for name in modes:
+      results.update(MODES[name](ctx))
   storage.write_json_atomic(out_dir / "eval.json", results)
   return results

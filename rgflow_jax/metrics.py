@@ -12,7 +12,22 @@ import time
 
 import jax
 
-from rgflow_jax import plots, storage
+from rgflow_jax import storage
+
+
+def read_metrics(path) -> list[dict]:
+  path = storage.as_path(path)
+  if not path.exists():
+    return []
+  rows = []
+  for n, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}, line {n}: not valid JSON ({e})") from None
+  return rows
 
 
 class TensorBoardWriter:
@@ -76,7 +91,7 @@ class MetricsLog:
     self.active = jax.process_index() == 0
     self.remote = storage.is_remote(workdir)
     rows = [] if resume_step is None else \
-        [r for r in plots.read_metrics(self.path) if r["step"] <= resume_step]
+        [r for r in read_metrics(self.path) if r["step"] <= resume_step]
     self._lines = [json.dumps(r) + "\n" for r in rows]
     if self.active:
       storage.write_text_atomic(self.path, "".join(self._lines))

@@ -166,7 +166,7 @@ def run(workdir, seeds=(0, 1, 2), steps: int = 3000, n_eval: int = 20_000,
       per_seed.append({"seed": seed, "test_nll": nll, "final_train_nll": float(losses[-1]),
                        "seconds": time.perf_counter() - t0, **purity(quadrant(z), arms)})
       if seed == seeds[0]:
-        shown[prior] = (np.asarray(z[:1000]), x[:1000])
+        shown[prior] = (np.asarray(z[:1000]), x[:1000], np.asarray(quadrant(z[:1000])))
     pur = [r["purity"] for r in per_seed]
     results[prior] = {"purity_mean": float(np.mean(pur)), "purity_min": float(np.min(pur)),
                       "purity_max": float(np.max(pur)),
@@ -175,7 +175,7 @@ def run(workdir, seeds=(0, 1, 2), steps: int = 3000, n_eval: int = 20_000,
                       "runs": per_seed}
   storage.write_json_atomic(workdir / "pinwheel.json", results)
   if figure:
-    from rgflow_jax import plots
+    from rgflow_jax import plots  # noqa: PLC0415 (matplotlib only when drawing)
     plots.plot_pinwheel(shown, np.asarray(data), np.asarray(labels), results,
                         workdir / "pinwheel.png")
   return results

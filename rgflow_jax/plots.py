@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import matplotlib
 
@@ -11,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rgflow_jax import storage  # noqa: E402
+from rgflow_jax import metrics, storage  # noqa: E402
 
 
 def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -49,27 +48,12 @@ def save_gif(frames: list, path, ncol: int | None = None, scale: int = 4,
                             loop=0)
 
 
-def read_metrics(path) -> list[dict]:
-  path = storage.as_path(path)
-  if not path.exists():
-    return []
-  rows = []
-  for n, line in enumerate(path.read_text().splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      rows.append(json.loads(line))
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}, line {n}: not valid JSON ({e})") from None
-  return rows
-
-
 def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
   """Train and test bits/dim against wall-clock minutes (and steps on a top axis).
 
   ``reference``: an optional {label: ([minutes], [bpd])} curve drawn for comparison.
   """
-  rows = read_metrics(metrics_path)
+  rows = metrics.read_metrics(metrics_path)
   fig, ax = plt.subplots(figsize=(6, 4))
   for key, style in (("train_bpd", "-"), ("test_bpd", "o-")):
     pts = [(r["minutes"], r[key]) for r in rows if key in r]
@@ -129,17 +113,17 @@ QUADRANT_COLOURS = np.array(["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e"])
 def plot_pinwheel(shown: dict, data: np.ndarray, labels: np.ndarray, results: dict,
                   out_path):
   """Fig. E1: per prior, its density, latent samples by quadrant, the same samples
-  mapped to data space, and the data coloured by arm."""
-  from rgflow_jax import pinwheel, priors  # noqa: PLC0415 (plots stays light)
+  mapped to data space, and the data coloured by arm. ``shown``: prior -> (latent
+  samples z, their images x, the quadrant of each z)."""
+  from rgflow_jax import priors  # noqa: PLC0415 (plots stays light)
 
   fig, axes = plt.subplots(len(shown), 4, figsize=(12, 3.1 * len(shown)), squeeze=False)
   grid = np.linspace(-3, 3, 200)
   gx, gy = np.meshgrid(grid.astype(np.float32), grid.astype(np.float32))
-  for row, (prior, (z, x)) in zip(axes, shown.items(), strict=True):
+  for row, (prior, (z, x, q)) in zip(axes, shown.items(), strict=True):
     dens = np.exp(np.asarray(priors.log_density(prior, np.stack([gx, gy], -1))).sum(-1))
     row[0].contourf(gx, gy, dens, levels=20, cmap="viridis")
     row[0].set_title(f"{prior} prior density")
-    q = pinwheel.quadrant(z)
     row[1].scatter(z[:, 0], z[:, 1], c=QUADRANT_COLOURS[q], s=3)
     row[1].set(xlim=(-3, 3), ylim=(-3, 3), title="prior samples by quadrant")
     row[2].scatter(x[:, 0], x[:, 1], c=QUADRANT_COLOURS[q], s=3)

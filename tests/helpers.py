@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rgflow_jax import RealNVP, RGFlow, execution, training
+from rgflow_jax import RealNVP, RGFlow, execution, jit_steps
 
 
 def step_gradient(flow, params, images, mesh, ex=execution.TRAINING) -> dict:
@@ -20,8 +20,8 @@ def step_gradient(flow, params, images, mesh, ex=execution.TRAINING) -> dict:
   params = jax.tree.map(jnp.copy, params)  # the step donates its state: the caller keeps its own
   state = {"params": params, "opt_state": sgd.init(params), "step": jnp.zeros((), jnp.int32),
            "rng": jax.random.PRNGKey(1)}
-  step = training.make_train_step(flow, sgd, mesh, ex=ex)
-  batch = training.global_batch(np.asarray(images), mesh)
+  step = jit_steps.make_train_step(flow, sgd, mesh, ex=ex)
+  batch = jit_steps.global_batch(np.asarray(images), mesh)
   before = np.asarray(jax.flatten_util.ravel_pytree(params)[0], np.float64)
   new, metrics = step(state, batch)  # the state is donated: read it before
   after = np.asarray(jax.flatten_util.ravel_pytree(new["params"])[0], np.float64)

@@ -16,12 +16,13 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import checkpoint, evaluation, training
+from rgflow_jax import checkpoint, evaluation, jit_steps, run_config, training
 from test_training import ROOT, load_config, smoke_config
 
 
@@ -42,9 +43,9 @@ def runs(tmp_path_factory):
 
 
 def _params(c, workdir, step=None):
-  flow = training.build_model(c)
+  flow = run_config.build_model(c)
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
-  state, meta = ckpts.restore(training.init_state(flow, c, jnp.float32), step)
+  state, meta = ckpts.restore(jit_steps.init_state(flow, c, jnp.float32), step)
   ckpts.close()
   return state["params"], meta
 
@@ -91,8 +92,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, ca
   assert "checkpoints/6" in caplog.text
   assert (work / "checkpoints" / "6").is_dir() and not (work / "damaged").exists()
   want, _ = _params(c, runs / "at6", step=4)
-  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(params), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(want, params)
 
 
 @pytest.mark.parametrize("damage", [_flip, _delete_manifest])
@@ -112,8 +112,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(runs, tmp_path, damag
   want, want_meta = _params(c, runs / "to8")
   assert got_meta["step"] == want_meta["step"] == 8
   assert got_meta["data_state"] == want_meta["data_state"]
-  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise
+  chex.assert_trees_all_equal(want, got)  # bitwise
 
 
 def test_readable_files_whose_values_differ_from_the_digest_are_refused(runs, tmp_path):
@@ -124,7 +123,7 @@ def test_readable_files_whose_values_differ_from_the_digest_are_refused(runs, tm
   work = tmp_path / "run"
   shutil.copytree(runs / "at6", work)
   c = smoke_config(runs)
-  like = training.init_state(training.build_model(c), c, jnp.float32)
+  like = jit_steps.init_state(run_config.build_model(c), c, jnp.float32)
   ckpts = checkpoint.Checkpoints(work, read_only=True)
   state, _ = ckpts.restore(like, 6)  # intact: its digest matches
   meta_file = work / "checkpoints" / "6" / "meta" / "metadata"
@@ -184,13 +183,12 @@ def test_a_kill_between_the_latest_and_the_best_save_loses_no_best(tmp_path, mon
   assert summary["steps_this_run"] == 0 and "best/ lacks it" in caplog.text
   ckpts = checkpoint.Checkpoints(work, read_only=True)
   assert ckpts.best.best_step() == 2
-  like = training.init_state(training.build_model(c), c, jnp.float32)
+  like = jit_steps.init_state(run_config.build_model(c), c, jnp.float32)
   best, best_meta = ckpts.restore(like, best=True)  # intact: its digest matches
   last, _ = ckpts.restore(like)
   ckpts.close()
   assert best_meta["test_bpd"] == best_meta["best_test_bpd"]
-  for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(best), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(last, best)
 
 
 # --------------------------------------------------------------- random kills
@@ -277,15 +275,14 @@ def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
 def _final_params(workdir, best=False):
   c = load_config("msds1")
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
-  state, meta = ckpts.restore(training.init_state(training.build_model(c), c, jnp.float32),
+  state, meta = ckpts.restore(jit_steps.init_state(run_config.build_model(c), c, jnp.float32),
                               best=best)
   ckpts.close()
   return state["params"], meta
 
 
 def _assert_equal(want, got):
-  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bitwise
+  chex.assert_trees_all_equal(want, got)  # bitwise
 
 
 # ------------------------------------------------------------------ a full disk

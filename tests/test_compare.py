@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import perturb
-from rgflow_jax import analysis, checkpoint, evaluation, storage, training
+from rgflow_jax import analysis, checkpoint, evaluation, jit_steps, run_config, storage, training
 from test_training import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,8 @@ def runs(tmp_path_factory):
     c.sample_every = 0
     workdir = base / variant.replace(",", "_")
     if variant == "smoke":
-      flow = training.build_model(c)
-      state = training.init_state(flow, c, jnp.float32)
+      flow = run_config.build_model(c)
+      state = jit_steps.init_state(flow, c, jnp.float32)
       state["params"] = perturb(state["params"], jax.random.PRNGKey(3), 0.1)
       ckpts = checkpoint.Checkpoints(workdir)
       ckpts.save(6, state, {"step": 6, "skipped_steps": 0, "best_test_bpd": None})
@@ -52,8 +52,8 @@ def runs(tmp_path_factory):
 
 def test_realnvp_config_is_sized_to_the_rgflow_of_the_same_config():
   rg, rnvp = load_config("msds1", "cpu"), load_config("msds1", "cpu,realnvp")
-  n_rg = training.build_model(rg).count_params()
-  flow = training.build_model(rnvp)
+  n_rg = run_config.build_model(rg).count_params()
+  flow = run_config.build_model(rnvp)
   assert rnvp.model.name == "realnvp" and rnvp.model.target_params == n_rg
   assert abs(flow.count_params() - n_rg) / n_rg < 0.01
   assert load_config("msds1", "cpu,gaussian").model.prior == "gaussian"

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import authors_weights, checkpoint, training
+from rgflow_jax import authors_weights, checkpoint, jit_steps, run_config
 from test_authors_weights import FIXTURES
 from test_training import ROOT, load_config
 
@@ -36,16 +37,16 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
   assert "imported" in out.stdout and "as step 0" in out.stdout
   # The checkpoint holds their weights, mapped.
   c = load_config("msds1", "smoke,authors")
-  flow = training.build_model(c)
+  flow = run_config.build_model(c)
   with np.load(FIXTURE) as f:
     state = {k.removeprefix("state/"): f[k] for k in f.files if k.startswith("state/")}
   want, _ = authors_weights.import_state(flow, state)
   ckpts = checkpoint.Checkpoints(work, read_only=True)
-  restored, meta = ckpts.restore(training.init_state(flow, c, jnp.float32))
+  restored, meta = ckpts.restore(jit_steps.init_state(flow, c, jnp.float32))
   ckpts.close()
   assert meta["step"] == 0 and meta["imported_from"] == str(FIXTURE)
-  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(restored["params"]), strict=True):
-    np.testing.assert_array_equal(np.asarray(b), np.asarray(a, np.float32))
+  chex.assert_trees_all_equal(restored["params"],
+                              jax.tree.map(lambda a: np.asarray(a, np.float32), want))
   # eval.py reads it like any run...
   out = _run("eval.py", "--config", CONFIG, f"--workdir={work}",
              f"--config.data.data_dir={data_dir}", "--mode=bpd", "--draws=1",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,8 +94,7 @@ def test_hand_backward_equals_autodiff(x64, case):
   for scan, remat in ((False, False), (True, False), (False, True)):
     want = _grads(params, x, scan=scan, remat=remat)
     got = _grads(params, x, scan=scan, remat=remat, hand_backward=True)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-      np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+    chex.assert_trees_all_close(got, want, rtol=1e-11, atol=1e-12)
 
 
 def test_hand_backward_small_slopes_are_scaled_not_divided_by_zero(x64):

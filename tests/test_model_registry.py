@@ -3,6 +3,7 @@ invertibility, exact log-dets, identity at init, input checks, sampling."""
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,8 +191,7 @@ def test_remat_changes_memory_not_results(name):
       lambda p: jnp.mean(flow.log_prob(p, x, ex))))
   (v1, g1), (v2, g2) = loss(None)(params), loss(Execution(remat=True))(params)
   np.testing.assert_allclose(v1, v2, rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- Real NVP specifics

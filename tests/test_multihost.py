@@ -12,12 +12,13 @@ import sys
 import threading
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import checkpoint, training
+from rgflow_jax import checkpoint, jit_steps, run_config
 from test_training import ROOT, load_config
 
 HEARTBEAT_S = 10
@@ -88,7 +89,7 @@ def _logged(workdir, key="train_bpd"):
 def _state(workdir):
   c = load_config("msds1")
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
-  state, meta = ckpts.restore(training.init_state(training.build_model(c), c, jnp.float32))
+  state, meta = ckpts.restore(jit_steps.init_state(run_config.build_model(c), c, jnp.float32))
   ckpts.close()
   return state, meta
 
@@ -121,8 +122,7 @@ def test_two_processes_train_as_one_process_with_two_devices(runs):
   assert got_meta["data_state"] == want_meta["data_state"]
   # float32; the gradient all-reduce adds the same two per-device sums either way, so
   # the runs agree to rounding (in practice bitwise).
-  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-7)
   # Evaluated on both processes at steps 6, 12, ... with unequal shares: the same test
   # bits/dim as one process computes on the same 13 images.
   tests = _rows(base / "two", "test_bpd")
@@ -173,8 +173,7 @@ def test_a_sigterm_to_one_process_stops_both_and_a_sigkill_ends_the_other(runs, 
   got, got_meta = _state(work)
   want, want_meta = _state(base / "two")
   assert got_meta["step"] == want_meta["step"] and got_meta["data_state"] == want_meta["data_state"]
-  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(want, got)
   assert _logged(work) == list(range(1, STEPS + 1))
 
 

@@ -82,3 +82,59 @@ def test_importing_the_package_changes_nothing_in_the_process():
   assert result["modules"] >= 25
   assert result["changed"] == []  # no XLA_FLAGS, allocator or other variable set
   assert result["backend"] is False  # and no JAX backend started
+
+
+def _imports_of_package() -> dict[str, set[str]]:
+  """module -> the package modules it imports, anywhere in the file (function-level
+  imports included), from the source text."""
+  import ast  # noqa: PLC0415
+
+  pkg = ROOT / "rgflow_jax"
+  modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in pkg.rglob("*.py")}
+  graph = {}
+  for name, path in modules.items():
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        base = node.module
+        deps |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                 for a in node.names}
+      elif isinstance(node, ast.Import):
+        deps |= {a.name for a in node.names}
+    graph[name] = {d for d in deps if d in modules and d != name
+                   and not name.startswith(d + ".") and d != "rgflow_jax"}
+  return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  """A path a -> ... -> a in ``graph``, or None (depth-first, each node finished once)."""
+  done, stack = set(), []
+
+  def visit(node):
+    stack.append(node)
+    for dep in sorted(graph[node]):
+      if dep in stack:
+        return stack[stack.index(dep):] + [dep]
+      if dep not in done:
+        found = visit(dep)
+        if found:
+          return found
+    stack.pop()
+    done.add(node)
+    return None
+
+  for start in sorted(graph):
+    if start not in done:
+      found = visit(start)
+      if found:
+        return found
+  return None
+
+
+def test_no_module_imports_a_module_that_imports_it_back():
+  graph = _imports_of_package()
+  assert len(graph) > 30 and "rgflow_jax.coupling" in graph["rgflow_jax.model"]
+  assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+  cycle = _find_cycle(graph)
+  assert cycle is None, " -> ".join(cycle)

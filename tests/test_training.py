@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,7 +18,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from helpers import perturb, step_gradient
-from rgflow_jax import checkpoint, data, models, training
+from rgflow_jax import checkpoint, data, jit_steps, models, run_config, training
 from rgflow_jax.execution import Execution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,12 +89,12 @@ def test_every_config_has_its_variants():
   for name in ("msds1", "msds2", "celeba", "cifar10", "mnist", "chairs"):
     for variant in ("", "cpu", "smoke", "smoke,realnvp", "cpu,gaussian"):
       c = load_config(name, variant)
-      training.validate_config(c)
-      flow = training.build_model(c)
+      run_config.validate_config(c)
+      flow = run_config.build_model(c)
       assert flow.image_size == 32
     with pytest.raises(ValueError, match="unknown or conflicting variant 'huge'"):
       load_config(name, "huge")
-  paper = training.build_model(load_config("celeba", ""))
+  paper = run_config.build_model(load_config("celeba", ""))
   assert paper.n_layers == (8, 6, 4, 2) and paper.hidden == (512,) * 4
 
 
@@ -113,14 +114,14 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
                      ("model.layer_order", "authors")]:
     changed = smoke_config(tmp_path, num_steps=4, sample_every=0, **{key: value})
     with pytest.raises(training.TrainingError, match=f"different config.{key} ") as err:
-      training.check_resume_compatible(tmp_path / "run", changed)
+      run_config.check_resume_compatible(tmp_path / "run", changed)
     assert "\n" not in str(err.value)
   # The same model with a longer schedule, another learning rate and bfloat16 matmuls
   # resumes, and says what changed.
   c3 = smoke_config(tmp_path, num_steps=4, eval_every=2, ckpt_every=2, sample_every=0,
                     lr=5e-4)
   c3.execution.matmul_dtype = "bfloat16"
-  with caplog.at_level("WARNING", logger="rgflow_jax.training"):
+  with caplog.at_level("WARNING", logger="rgflow_jax.run_config"):
     assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
   assert "lr 0.001 -> 0.0005" in caplog.text and "num_steps 2 -> 4" in caplog.text
   assert "matmul_dtype" not in caplog.text  # an execution option, not a change of run
@@ -133,13 +134,13 @@ def test_a_run_saved_before_the_layer_order_and_execution_keys_resumes_as_it_was
   saved["model"].update(saved.pop("execution"), matmul_dtype="bfloat16", remat=True)
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
-  training.check_resume_compatible(tmp_path / "run", smoke_config(tmp_path))
+  run_config.check_resume_compatible(tmp_path / "run", smoke_config(tmp_path))
   old = ml_collections.ConfigDict(saved)
-  assert models.build(old.model) == training.build_model(smoke_config(tmp_path))
+  assert models.build(old.model) == run_config.build_model(smoke_config(tmp_path))
   assert Execution.from_config(old) == Execution(remat=True, matmul_dtype="bfloat16")
   authors = smoke_config(tmp_path, **{"model.layer_order": "authors"})
   with pytest.raises(training.TrainingError, match="different config.model.layer_order"):
-    training.check_resume_compatible(tmp_path / "run", authors)
+    run_config.check_resume_compatible(tmp_path / "run", authors)
 
 
 # ------------------------------------------------------------- devices
@@ -149,12 +150,12 @@ import jax, numpy as np
 sys.path[:0] = [{root!r}, {root!r} + "/tests"]
 from configs import msds1
 from helpers import perturb, step_gradient
-from rgflow_jax import training
-flow = training.build_model(msds1.get_config("smoke"))
+from rgflow_jax import jit_steps, run_config
+flow = run_config.build_model(msds1.get_config("smoke"))
 params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
 batch = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
 print(json.dumps({{"devices": jax.device_count(),
-                   **step_gradient(flow, params, batch, training.make_mesh())}}))
+                   **step_gradient(flow, params, batch, jit_steps.make_mesh())}}))
 """
 
 
@@ -189,8 +190,8 @@ def test_train_step_uses_the_hand_backward_and_matches_autodiff():
   c = load_config("msds1")
   ex = Execution.from_config(c, training=True)
   assert ex.hand_backward and not Execution.from_config(c).hand_backward
-  flow = training.build_model(c)
-  mesh = training.make_mesh()
+  flow = run_config.build_model(c)
+  mesh = jit_steps.make_mesh()
   images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
   params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
   hand = step_gradient(flow, params, images, mesh, ex)
@@ -204,17 +205,16 @@ def test_train_step_uses_the_hand_backward_and_matches_autodiff():
 # ------------------------------------------------------------- NaN guard
 def test_nonfinite_batch_skips_the_update():
   c = load_config("msds1")
-  flow = training.build_model(c)
-  mesh = training.make_mesh()
-  state = training.init_state(flow, c, jnp.float32)
+  flow = run_config.build_model(c)
+  mesh = jit_steps.make_mesh()
+  state = jit_steps.init_state(flow, c, jnp.float32)
   before = jax.tree.map(np.asarray, state["params"])
-  step = training.make_train_step(flow, training.make_optimizer(c), mesh)
+  step = jit_steps.make_train_step(flow, jit_steps.make_optimizer(c), mesh)
   bad = np.full((8, 32, 32, 3), np.nan, np.float32)
-  state, m = step(state, training.global_batch(bad, mesh))
+  state, m = step(state, jit_steps.global_batch(bad, mesh))
   assert not bool(m["finite"])
   assert int(state["step"]) == 1
-  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True):
-    np.testing.assert_array_equal(a, np.asarray(b))
+  chex.assert_trees_all_equal(before, state["params"])
 
 
 def test_nonfinite_steps_in_a_row_stop_the_run_with_the_good_checkpoint(tmp_path, monkeypatch):
@@ -243,9 +243,9 @@ def test_nonfinite_steps_in_a_row_stop_the_run_with_the_good_checkpoint(tmp_path
   with pytest.raises(training.TrainingError, match="3 non-finite losses") as err:
     training.train_and_evaluate(c, tmp_path / "run")
   assert "last good checkpoint (step 6)" in str(err.value)
-  flow = training.build_model(c)
+  flow = run_config.build_model(c)
   ckpts = checkpoint.Checkpoints(tmp_path / "run")
-  state, meta = ckpts.restore(training.init_state(flow, c, jnp.float32))
+  state, meta = ckpts.restore(jit_steps.init_state(flow, c, jnp.float32))
   ckpts.close()
   assert meta["skipped_steps"] == 2  # steps 5 and 6, saved at 6; step 7 stopped the run
   assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(state["params"]))
@@ -285,13 +285,13 @@ def test_the_loop_reads_the_device_once_per_log_row_and_prefetches(tmp_path, mon
   monkeypatch.setattr(jax_array.ArrayImpl, "_value",
                       property(lambda self: (reads.append(calls[0]), real_value.fget(self))[1]))
   made = [0]
-  real_batch = training.global_batch
+  real_batch = jit_steps.global_batch
 
   def counting_batch(local, mesh):
     made[0] += 1
     return real_batch(local, mesh)
 
-  real_make = training.make_loop_step
+  real_make = jit_steps.make_loop_step
 
   def make(*args, **kwargs):
     step = real_make(*args, **kwargs)
@@ -302,8 +302,8 @@ def test_the_loop_reads_the_device_once_per_log_row_and_prefetches(tmp_path, mon
       return step(state, window, batch)
     return counted
 
-  monkeypatch.setattr(training, "global_batch", counting_batch)
-  monkeypatch.setattr(training, "make_loop_step", make)
+  monkeypatch.setattr(jit_steps, "global_batch", counting_batch)
+  monkeypatch.setattr(jit_steps, "make_loop_step", make)
   c = smoke_config(tmp_path, num_steps=12, log_every=4, eval_every=1000, ckpt_every=1000,
                    sample_every=0)
   summary = training.train_and_evaluate(c, tmp_path / "run")
@@ -320,31 +320,30 @@ def test_the_loop_reads_the_device_once_per_log_row_and_prefetches(tmp_path, mon
 
 def test_window_means_match_the_steps_it_folds():
   c = load_config("msds1")
-  flow = training.build_model(c)
-  mesh = training.make_mesh()
-  opt = training.make_optimizer(c)
-  plain = training.make_train_step(flow, opt, mesh)
-  loop = training.make_loop_step(flow, opt, mesh)
+  flow = run_config.build_model(c)
+  mesh = jit_steps.make_mesh()
+  opt = jit_steps.make_optimizer(c)
+  plain = jit_steps.make_train_step(flow, opt, mesh)
+  loop = jit_steps.make_loop_step(flow, opt, mesh)
   rng = np.random.default_rng(0)
   good = [rng.integers(0, 256, (8, 32, 32, 3)).astype(np.float32) for _ in range(3)]
   bad = np.full((8, 32, 32, 3), np.nan, np.float32)
   batches = [good[0], bad, good[1], bad, bad, good[2], bad]
-  s1 = training.init_state(flow, c, jnp.float32)
+  s1 = jit_steps.init_state(flow, c, jnp.float32)
   s2 = jax.tree.map(jnp.copy, s1)
-  window, losses, norms = training.new_window(mesh), [], []
+  window, losses, norms = jit_steps.new_window(mesh), [], []
   for b in batches:
-    s1, m = plain(s1, training.global_batch(b, mesh))
+    s1, m = plain(s1, jit_steps.global_batch(b, mesh))
     if bool(m["finite"]):
       losses.append(float(m["train_bpd"]))
       norms.append(float(m["grad_norm"]))
-    s2, window = loop(s2, window, training.global_batch(b, mesh))
-  w = dict(zip(training.WINDOW, np.asarray(window)))
+    s2, window = loop(s2, window, jit_steps.global_batch(b, mesh))
+  w = dict(zip(jit_steps.WINDOW, np.asarray(window)))
   assert w["steps"] == 7 and w["finite_steps"] == 3
   np.testing.assert_allclose(w["bpd_sum"] / 3, np.mean(losses), rtol=1e-6)
   np.testing.assert_allclose(w["grad_norm_sum"] / 3, np.mean(norms), rtol=1e-6)
   assert w["nonfinite_run"] == 1 and w["run_start"] == 7  # the run that step 7 began
-  for a, b in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s2["params"]), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(s1["params"], s2["params"])
 
 
 def _dot_precisions(lowered) -> set:
@@ -354,17 +353,17 @@ def _dot_precisions(lowered) -> set:
 
 def test_matmul_precision_reaches_the_step_and_evaluation_runs_at_highest():
   c = load_config("msds1")
-  flow = training.build_model(c)
-  mesh = training.make_mesh()
-  opt = training.make_optimizer(c)
-  state = training.init_state(flow, c, jnp.float32)
-  batch = training.global_batch(np.zeros((8, 32, 32, 3), np.uint8), mesh)
+  flow = run_config.build_model(c)
+  mesh = jit_steps.make_mesh()
+  opt = jit_steps.make_optimizer(c)
+  state = jit_steps.init_state(flow, c, jnp.float32)
+  batch = jit_steps.global_batch(np.zeros((8, 32, 32, 3), np.uint8), mesh)
   for precision in ("default", "high", "highest"):
-    step = training.make_loop_step(flow, opt, mesh, precision)
-    assert _dot_precisions(step.lower(state, training.new_window(mesh), batch)) == \
+    step = jit_steps.make_loop_step(flow, opt, mesh, precision)
+    assert _dot_precisions(step.lower(state, jit_steps.new_window(mesh), batch)) == \
         {precision.upper()}
-  weight = training.global_batch(np.ones(8, np.float32), mesh)
-  ev = training.make_eval_step(flow, mesh)
+  weight = jit_steps.global_batch(np.ones(8, np.float32), mesh)
+  ev = jit_steps.make_eval_step(flow, mesh)
   assert _dot_precisions(ev.lower(state["params"], batch, weight, jax.random.PRNGKey(0))) == \
       {"HIGHEST"}
 
@@ -379,11 +378,11 @@ def test_accelerator_variant_and_bfloat16_are_reachable_from_the_config():
   assert Execution.from_config(c, training=True).matmul_dtype == "bfloat16"
   c.execution.matmul_dtype = "float16"
   with pytest.raises(ValueError, match="execution.matmul_dtype must be one of"):
-    training.validate_config(c)
+    run_config.validate_config(c)
   c.execution.matmul_dtype = "float32"
   c.matmul_precision = "float8"
   with pytest.raises(ValueError, match="config.matmul_precision"):
-    training.validate_config(c)
+    run_config.validate_config(c)
 
 
 # ------------------------------------------------ nothing non-finite kept as good
@@ -392,22 +391,21 @@ def test_an_update_that_overflows_the_parameters_is_skipped():
   through): the step is counted non-finite and the parameters stay as they were."""
   import optax  # noqa: PLC0415
   c = load_config("msds1")
-  flow = training.build_model(c)
-  mesh = training.make_mesh()
+  flow = run_config.build_model(c)
+  mesh = jit_steps.make_mesh()
   # An optimizer whose update overflows float32 (3e38 * 10), from a finite gradient.
   opt = optax.chain(optax.sgd(1.0), optax.GradientTransformation(
       lambda p: optax.EmptyState(),
       lambda g, s, p=None: (jax.tree.map(lambda x: jnp.full_like(x, 3e38) * 10, g), s)))
-  state = training.init_state(flow, c, jnp.float32)
+  state = jit_steps.init_state(flow, c, jnp.float32)
   state["opt_state"] = opt.init(state["params"])
   before = jax.tree.map(np.asarray, state["params"])
-  step = training.make_train_step(flow, opt, mesh)
+  step = jit_steps.make_train_step(flow, opt, mesh)
   images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
-  state, m = step(state, training.global_batch(images, mesh))
+  state, m = step(state, jit_steps.global_batch(images, mesh))
   assert np.isfinite(float(m["train_bpd"])) and np.isfinite(float(m["grad_norm"]))
   assert not bool(m["finite"])
-  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True):
-    np.testing.assert_array_equal(a, np.asarray(b))
+  chex.assert_trees_all_equal(before, state["params"])
 
 
 def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
@@ -488,7 +486,7 @@ def test_the_learning_rate_schedule_has_its_closed_form(tmp_path, schedule, warm
   from lr down to final_lr_frac * lr at num_steps (the warm-up counted in)."""
   c = smoke_config(tmp_path, schedule=schedule, warmup_steps=warmup, num_steps=100, lr=2e-3,
                    final_lr_frac=0.1)
-  fn = training.make_schedule(c)
+  fn = jit_steps.make_schedule(c)
   for t in (0, 5, 10, 40, 99, 100):
     got = float(fn(t)) if callable(fn) else float(fn)
     if warmup and t < warmup:

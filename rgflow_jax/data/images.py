@@ -10,6 +10,7 @@ from PIL import Image
 
 from rgflow_jax import storage
 from rgflow_jax.data.errors import DataError
+from rgflow_jax.progress import bar as progress_bar
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 log = logging.getLogger(__name__)
@@ -79,11 +80,8 @@ class ImageFolderSource:
              if in_test_split(p.relative_to(folder).as_posix(), test_fraction, seed) == want_test]
     mode = "RGB" if channels == 3 else "L"
     images, self.skipped, self.files = [], [], []
-    iterator = files
-    if progress:
-      from tqdm.auto import tqdm
-      iterator = tqdm(files, desc=f"loading {folder.name} ({split})", unit="img")
-    for path in iterator:
+    for path in progress_bar(files, progress, desc=f"loading {folder.name} ({split})",
+                             unit="img"):
       try:
         with path.open("rb") as f, Image.open(f) as img:
           img.load()

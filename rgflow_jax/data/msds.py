@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from rgflow_jax.progress import bar as progress_bar
+
 IMAGE_SIZE = 32
 GRID = 4
 CELL = 8
@@ -87,15 +89,9 @@ def generate(variant: str, n: int, seed: int = 0, progress: bool = False):
   seqs = np.random.SeedSequence([seed, VARIANTS.index(variant)]).spawn(n_chunks)
   images = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
   labels = np.zeros((n, GRID * GRID, len(LABEL_FIELDS)), np.float32)
-  bar = None
-  if progress:
-    from tqdm.auto import tqdm
-    bar = tqdm(total=n, desc=f"generating {variant}", unit="img")
-  for c in range(n_chunks):
-    lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
-    images[lo:hi], labels[lo:hi] = generate_chunk(variant, hi - lo, seqs[c])
-    if bar is not None:
+  with progress_bar(None, progress, total=n, desc=f"generating {variant}", unit="img") as bar:
+    for c in range(n_chunks):
+      lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+      images[lo:hi], labels[lo:hi] = generate_chunk(variant, hi - lo, seqs[c])
       bar.update(hi - lo)
-  if bar is not None:
-    bar.close()
   return images, labels
