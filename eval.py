@@ -36,7 +36,7 @@ def main(argv):
   cli.quiet_libraries()
   from rgflow_jax.data import DataError
   from rgflow_jax.evaluation import evaluate
-  from rgflow_jax.training import TrainingError
+  from rgflow_jax.run_config import TrainingError
   try:
     results = evaluate(cli.load_config(_CONFIG), _WORKDIR.value, _MODE.value.split(","),
                        _IMAGES.value, _CHECKPOINT.value, _DRAWS.value, _MAX_IMAGES.value,

@@ -139,19 +139,19 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None 
   """One model's row. ``remat=None`` decides from memory: off, unless XLA's plan for
   the step needs more than 60 % of :func:`memory_budget_bytes` (then each RNVP layer
   is recomputed in the backward pass and the step is compiled again)."""
-  from rgflow_jax import training  # noqa: PLC0415 (keeps --help fast)
+  from rgflow_jax import jit_steps  # noqa: PLC0415 (keeps --help fast)
 
   scan = {} if scan_min_layers is None else {"scan_min_layers": scan_min_layers}
   flow = RGFlow(image_size=32, channels=3, block_size=4, **MODELS[name])
   config = _optimizer_config()
-  mesh = training.make_mesh()
+  mesh = jit_steps.make_mesh()
   images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3)).astype(np.uint8)
-  batch_arr = training.global_batch(images, mesh)
+  batch_arr = jit_steps.global_batch(images, mesh)
 
   def build(use_remat):
     ex = Execution(remat=use_remat, matmul_dtype=matmul_dtype, hand_backward=True, **scan)
-    state = training.init_state(flow, config, jnp.float32)
-    step = training.make_train_step(flow, training.make_optimizer(config), mesh, ex=ex)
+    state = jit_steps.init_state(flow, config, jnp.float32)
+    step = jit_steps.make_train_step(flow, jit_steps.make_optimizer(config), mesh, ex=ex)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     t0 = time.perf_counter()
     compiled = step.lower(state, batch_arr).compile()  # timed once, then called directly
