@@ -1,0 +1,115 @@
+"""Local inference on causal cones against the full computation: float64, random
+non-identity parameters, L = 16 and 32, regions at the corners, the edges (periodic
+wrap) and inside, both layer orders."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import random_flow, tiny_flow
+from rgflow_jax import analysis, cones, local, pixels
+
+# (L, C, layer order, region size, positions (top, left))
+CASES = [
+    (16, 1, "paper", 3, [(0, 0), (14, 14), (5, 9)]),
+    (16, 2, "authors", 4, [(13, 0), (6, 6)]),
+    (32, 3, "paper", 10, [(0, 0), (27, 3), (11, 20)]),
+    (32, 1, "authors", 10, [(30, 30), (4, 17)]),
+]
+
+
+@pytest.fixture(scope="module")
+def x64_module():
+  old = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", old)
+
+
+def _setup(L, C, order, seed=0):
+  flow, params = random_flow(L, C, 4, jnp.float64, seed=seed, layer_order=order,
+                             hidden=8)
+  rng = np.random.default_rng(seed)
+  image = rng.uniform(0.02, 0.98, (1, L, L, C))
+  return flow, params, image
+
+
+def _region(L, top, left, size):
+  region = np.zeros((L, L), bool)
+  r, c = (top + np.arange(size)) % L, (left + np.arange(size)) % L
+  region[np.ix_(r, c)] = True
+  return region
+
+
+@pytest.mark.parametrize("L,C,order,size,positions", CASES)
+def test_the_tables_hold_the_inference_cone(L, C, order, size, positions):
+  flow = tiny_flow(L, C, 4, layer_order=order)
+  plan = local.make_plan(flow, size, size)
+  for top, left in positions:
+    tabs = local.tables(plan, top, left)
+    cone = np.zeros(L * L, bool)
+    for tab in tabs["stages"]:
+      cone[tab["image_sites"][tab["holds_latent"] & tab["real"][:, None]]] = True
+    want = cones.inference_cone(flow.geometry, _region(L, top, left, size))
+    np.testing.assert_array_equal(cone.reshape(L, L), want)
+  # One program for every position: the padded shapes do not depend on it.
+  shapes = {tuple(t["sites"].shape for t in local.tables(plan, i, j)["stages"])
+            for i in range(0, L, 3) for j in range(0, L, 5)}
+  assert len(shapes) == 1
+
+
+@pytest.mark.parametrize("L,C,order,size,positions", CASES)
+def test_local_decode_equals_the_full_decode_in_the_region(x64_module, L, C, order, size,
+                                                           positions):
+  flow, params, _ = _setup(L, C, order)
+  z = flow.sample_latents(jax.random.PRNGKey(3), 2, 1.0, jnp.float64)
+  full, _ = flow.decode(params, z)
+  plan = local.make_plan(flow, size, size)
+  decode = jax.jit(lambda p, t, zz: local.decode_region(flow, p, plan, t, zz))
+  for top, left in positions:
+    tabs = local.tables(plan, top, left)
+    got = decode(params, tabs, local.cone_latents(tabs, z))
+    want = full.reshape(2, L * L, C)[:, tabs["pixels"]]
+    assert float(jnp.abs(want).max()) > 0.1
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def _paste(image, tabs, new_pixels):
+  L, C = image.shape[1], image.shape[3]
+  flat = jnp.asarray(image).reshape(1, L * L, C)
+  return flat.at[:, tabs["pixels"]].set(new_pixels).reshape(-1, L, L, C)
+
+
+@pytest.mark.parametrize("L,C,order,size,positions", CASES)
+def test_local_change_of_log_likelihood_and_its_gradient_equal_the_full(
+    x64_module, L, C, order, size, positions):
+  flow, params, image = _setup(L, C, order)
+  plan = local.make_plan(flow, size, size)
+  full_lp = jax.jit(lambda p, x: flow.log_prob_pixels(p, x))
+  base_lp = full_lp(params, image)
+  z0 = flow.encode(params, pixels.to_flow(jnp.asarray(image))[0])[0]
+
+  def local_objective(zf, tabs, cache):
+    x = pixels.from_flow(local.decode_region(flow, params, plan, tabs, zf))
+    return local.delta_log_prob(flow, params, plan, tabs, cache, x)[0]
+
+  def full_objective(zf, tabs):
+    zz = local.with_cone_latents(tabs, z0, zf)
+    x_gen = pixels.from_flow(flow.decode(params, zz)[0]).reshape(1, L * L, C)
+    x = _paste(image, tabs, x_gen[:, tabs["pixels"]])
+    return flow.log_prob_pixels(params, x)[0] - base_lp[0]
+
+  local_fn = jax.jit(jax.value_and_grad(local_objective))
+  full_fn = jax.jit(jax.value_and_grad(full_objective))
+  for n, (top, left) in enumerate(positions):
+    tabs = local.tables(plan, top, left)
+    cache = local.cache_baseline(flow, params, tabs, image)
+    z_free = local.cone_latents(tabs, z0) + 0.3 * jax.random.normal(
+        jax.random.PRNGKey(n), (1, plan.n_cone, C))
+    got, g_got = local_fn(z_free, tabs, cache)
+    want, g_want = full_fn(z_free, {"pixels": tabs["pixels"], "cone_sites": tabs["cone_sites"]})
+    assert abs(float(want)) > 1e-2 and float(jnp.abs(g_want).max()) > 1e-2
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(g_got, g_want, rtol=1e-10,
+                               atol=1e-10 * float(jnp.abs(g_want).max()))
