@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rgflow_jax import cones, models, pixels
+from rgflow_jax import cones, local, models, pixels
 from rgflow_jax.geometry import Geometry
 
 
@@ -114,21 +114,36 @@ def decode_jit(flow, params, z):
   return flow.decode(params, z)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def log_prob_pixels_jit(flow, params, x):
+  return flow.log_prob_pixels(params, x)
+
+
+def _generated(y):
+  """Generated pixels from flow space, kept inside (0, 1) for the likelihood."""
+  x = (jax.nn.sigmoid(y) - pixels.ALPHA) / (1 - 2 * pixels.ALPHA)
+  return jnp.clip(x, 1e-6, 1 - 1e-6)
+
+
 def _neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
   """-log p of the corrupted image with the region generated from the latents."""
   z = jnp.where(free_mask, z_free, z_fixed)
   y, _ = flow.decode(params, z[None])
-  x_gen = (jax.nn.sigmoid(y[0]) - pixels.ALPHA) / (1 - 2 * pixels.ALPHA)
-  x = jnp.where(region3, jnp.clip(x_gen, 1e-6, 1 - 1e-6), corrupted)
+  x = jnp.where(region3, _generated(y[0]), corrupted)
   return -flow.log_prob_pixels(params, x[None])[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _best_start_then_adam(flow, params, starts, z_fixed, free_mask, region3, corrupted,
-                          steps, lr):
-  """One compiled program per model and step count: pick the best start, run Adam."""
-  nll = functools.partial(_neg_log_lik, flow, params, z_fixed=z_fixed, free_mask=free_mask,
-                          region3=region3, corrupted=corrupted)
+def _local_neg_log_lik(flow, params, plan, tabs, cache, box_mask, box_corrupted, z_cone):
+  """The same objective less the baseline's, from the cone alone (rgflow_jax.local):
+  -(log p(image) - log p(baseline)), the free latents being the cone's (n_cone, C)."""
+  x_gen = _generated(local.decode_region(flow, params, plan, tabs, z_cone[None])[0])
+  x = jnp.where(box_mask[:, None], x_gen, box_corrupted)
+  return -local.delta_log_prob(flow, params, plan, tabs, cache, x[None])[0]
+
+
+def _best_start_then_adam(nll, starts, steps, lr, free_mask=None):
+  """Pick the start with the lowest ``nll``, then ``steps`` of Adam on it (only the
+  entries of ``free_mask`` move, if given)."""
   scores = jax.vmap(nll)(starts)
   z = starts[jnp.argmin(scores)]
   # Decaying steps: the Laplace prior's kink at 0 would leave Adam oscillating there.
@@ -136,16 +151,35 @@ def _best_start_then_adam(flow, params, starts, z_fixed, free_mask, region3, cor
 
   def body(_, carry):
     z, state = carry
-    g = jax.grad(nll)(z) * free_mask
-    updates, state = opt.update(g, state)
+    g = jax.grad(nll)(z)
+    updates, state = opt.update(g if free_mask is None else g * free_mask, state)
     return optax.apply_updates(z, updates), state
 
   z, _ = jax.lax.fori_loop(0, steps, body, (z, opt.init(z)))
-  return jnp.where(free_mask, z, z_fixed), nll(z)
+  return z, nll(z)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted, steps, lr):
+  """One compiled program per model and step count: the whole image each step."""
+  nll = functools.partial(_neg_log_lik, flow, params, z_fixed=z_fixed, free_mask=free_mask,
+                          region3=region3, corrupted=corrupted)
+  z, value = _best_start_then_adam(nll, starts, steps, lr, free_mask)
+  return jnp.where(free_mask, z, z_fixed), value
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 8))
+def _inpaint_local(flow, params, plan, tabs, cache, box_mask, box_corrupted, starts, steps,
+                   lr):
+  """One compiled program per model, region shape and step count, any position: only
+  the region's cone each step."""
+  nll = functools.partial(_local_neg_log_lik, flow, params, plan, tabs, cache, box_mask,
+                          box_corrupted)
+  return _best_start_then_adam(nll, starts, steps, lr)
 
 
 def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: int = 300,
-            lr: float = 0.05, free: str = "cone", truth=None):
+            lr: float = 0.05, free: str = "cone", truth=None, local: bool | None = None):
   """Inpaint ``region`` of one image (App. F).
 
   ``corrupted``: (L, L, C) image in [0, 1]; ``region``: (L, L) bool, True where it is
@@ -154,9 +188,18 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   truth's). The objective is the log-likelihood of the corrupted image with the
   generated region pasted in. The best of ``n_starts`` prior draws for the free
   latents starts Adam (``steps`` steps, learning rate ``lr`` decayed to 0 on a cosine).
+  ``local`` (RG-Flow, ``free="cone"``; the default there): every step computes only
+  the blocks of the region's cone (:mod:`rgflow_jax.local`: the same objective up to a
+  constant, the same starts and Adam steps, so the same latents up to rounding); False:
+  the whole image each step, as any model can.
   Returns (image in [0, 1], info dict with the PSNR over the region against ``truth``
   if given, the final negative log-likelihood, the latents and the free mask).
   """
+  if local is None:
+    local = free == "cone" and models.is_rgflow(flow)
+  if local and not (free == "cone" and models.is_rgflow(flow)):
+    raise ValueError("local inpainting computes on RG-Flow's cone: it needs an RG-Flow "
+                     f"and free='cone' (got {type(flow).__name__}, free={free!r})")
   region = np.asarray(region, bool)
   dtype = jax.tree.leaves(params)[0].dtype
   corrupted = jnp.asarray(corrupted, dtype)
@@ -171,8 +214,11 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   y0, _ = pixels.to_flow(jnp.clip(corrupted, 1e-6, 1 - 1e-6)[None])
   z_fixed = encode_jit(flow, params, y0)[0][0]
   starts = flow.sample_latents(rng, n_starts, 1.0, dtype)
-  z, nll = _best_start_then_adam(flow, params, starts, z_fixed, free_mask, region3,
-                                 corrupted, steps, lr)
+  if local:
+    z, nll = _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr)
+  else:
+    z, nll = _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted,
+                           steps, lr)
   y, _ = decode_jit(flow, params, z[None])
   x = jnp.where(region3, pixels.from_flow(y)[0], corrupted)
   info = {"neg_log_lik": float(nll), "free_latents": int(free_mask.sum()), "z": z,
@@ -180,3 +226,22 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   if truth is not None:
     info["psnr"] = psnr(x, truth, region[..., None])
   return x, info
+
+
+def _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr):
+  """The local path of :func:`inpaint`: (latents (L, L, C), negative log-likelihood)."""
+  top, left, height, width = local.bounding_box(region)
+  plan = local.make_plan(flow, height, width)
+  tabs = local.tables(plan, top, left)
+  c = flow.channels
+  box_mask = jnp.asarray(region.reshape(-1)[tabs["pixels"]])
+  box_corrupted = corrupted.reshape(-1, c)[tabs["pixels"]]
+  # The baseline: the corrupted image, with mid-grey in the region (any values would
+  # do; these keep its pixel transform finite).
+  baseline = jnp.where(jnp.asarray(region)[..., None], 0.5, corrupted)[None]
+  cache = local.cache_baseline(flow, params, tabs, baseline)
+  base_nll = -log_prob_pixels_jit(flow, params, baseline)[0]
+  z_cone, delta = _inpaint_local(flow, params, plan, tabs, cache, box_mask, box_corrupted,
+                                 local.cone_latents(tabs, starts), steps, lr)
+  z = local.with_cone_latents(tabs, z_fixed[None], z_cone[None])[0]
+  return z, base_nll + delta

@@ -156,8 +156,8 @@ def bounding_box(region: np.ndarray) -> tuple[int, int, int, int]:
 
 def _blocks_2d(row_blocks, col_blocks, n_side: int, pad_to: int) -> tuple[np.ndarray, int]:
   ids = (row_blocks[:, None] * n_side + col_blocks[None, :]).reshape(-1)
-  n = ids.size
-  return np.concatenate([ids, np.full(pad_to - n, ids[0], ids.dtype)]), n
+  n = ids.size  # padded with block 0: computed on, never read
+  return np.concatenate([ids, np.zeros(pad_to - n, ids.dtype)]).astype(np.int64), n
 
 
 def _block_sites(geo, h: int, layer: str, ids: np.ndarray) -> np.ndarray:
@@ -390,3 +390,143 @@ def decode_region(flow, params, plan: Plan, tabs: dict, latents, execution=None)
     out, _ = _run(flow, params, stage, inputs, True, execution)
     prev = out.reshape(b, -1, out.shape[-1])
   return _gather(prev, tabs["pixels_from_decode"])
+
+
+# ------------------------------------------------------------ latent edits
+DECODE_ORDER = (DECIMATOR, DISENTANGLER)
+
+
+def _axis_generation_cone(geo, start: int, length: int) -> list[dict]:
+  """Along one axis, from the top level down: the blocks of each layer that a change
+  of the latents at image sites [start, start + length) reaches (indexed by level)."""
+  k, L = geo.block_size, geo.image_size
+  box = _interval(start, length, L)
+  out = [None] * geo.num_levels
+  touched = None
+  for h in reversed(range(geo.num_levels)):
+    edge = geo.edge(h)
+    own = box[:: 1 << h]  # this level's sub-lattice sites inside the box
+    if touched is None:
+      touched = own.copy()
+    else:  # the level above's outputs are this level's ::2 sites
+      finer = np.zeros(edge, bool)
+      finer[::2] = touched
+      touched = finer | own
+    level = {}
+    for layer in DECODE_ORDER:
+      shift = geo.shift(layer)
+      blocks = _blocks_touching(touched, k, shift)
+      level[layer] = blocks
+      touched = np.zeros(edge, bool)
+      touched[_sites_of(blocks, k, shift, edge).reshape(-1)] = True
+    out[h] = level
+  return out
+
+
+@functools.lru_cache(maxsize=64)
+def _max_generation_blocks(geo, length: int) -> tuple[dict, ...]:
+  most = [dict.fromkeys(DECODE_ORDER, 0) for _ in range(geo.num_levels)]
+  for start in range(geo.image_size):
+    for h, level in enumerate(_axis_generation_cone(geo, start, length)):
+      for layer, blocks in level.items():
+        most[h][layer] = max(most[h][layer], len(blocks))
+  return tuple(most)
+
+
+def make_edit_plan(flow, height: int, width: int) -> Plan:
+  """Static shapes for edits of the latents at the sites of a ``height x width`` box of
+  the image (all levels, all channels there), anywhere; stages in decode order."""
+  geo = flow.geometry
+  if not (1 <= height <= geo.image_size and 1 <= width <= geo.image_size):
+    raise ValueError(f"a box of {height} x {width} sites does not fit a "
+                     f"{geo.image_size} x {geo.image_size} image")
+  rows, cols = _max_generation_blocks(geo, height), _max_generation_blocks(geo, width)
+  stages = tuple(Stage(h, layer, rows[h][layer] * cols[h][layer])
+                 for h in reversed(range(geo.num_levels)) for layer in DECODE_ORDER)
+  return Plan(geo, height, width, stages)
+
+
+def edit_tables(plan: Plan, top: int, left: int) -> dict:
+  """Index tables of the generation cone of the box at (top, left) (see :func:`tables`)."""
+  geo = plan.geometry
+  L, k = geo.image_size, geo.block_size
+  rows = _axis_generation_cone(geo, top % L, plan.height)
+  cols = _axis_generation_cone(geo, left % L, plan.width)
+  stages = []
+  for s, stage in enumerate(plan.stages):
+    h, edge = stage.level, geo.edge(stage.level)
+    ids, n_real = _blocks_2d(rows[h][stage.layer], cols[h][stage.layer], edge // k,
+                             stage.n_blocks)
+    sites = _block_sites(geo, h, stage.layer, ids)
+    si, sj = sites // edge, sites % edge
+    tab = {"ids": ids, "real": np.arange(stage.n_blocks) < n_real, "sites": sites,
+           "image_sites": (si << h) * L + (sj << h)}
+    if s == 0:
+      src = np.full(sites.shape, -1)
+    else:
+      prev = stages[-1]
+      src = _locate(sites, prev["sites"], prev["real"], geo.edge(plan.stages[s - 1].level),
+                    edge)
+    if stage.layer == DECIMATOR:  # latents are read from the new z, wherever they are
+      holds = np.ones_like(sites, bool) if h == geo.num_levels - 1 else \
+          (si % 2 == 1) | (sj % 2 == 1)
+      src = np.where(holds, -1, src)
+      tab["holds_latent"] = holds
+    tab["use_new"], tab["src"] = src >= 0, np.maximum(src, 0)
+    stages.append(tab)
+  last = stages[-1]
+  out_sites = np.where(np.repeat(last["real"], k * k), last["sites"].reshape(-1), L * L)
+  return {"stages": stages, "out_sites": out_sites}
+
+
+def _decode_intermediates(flow, params, z, execution):
+  """Decode z (B, L, L, C), keeping every stage's input (B, E*E, C) in decode order."""
+  geo, inputs = flow.geometry, []
+  per_level = [z]
+  for _ in range(flow.num_levels - 1):
+    per_level.append(geometry.coarse_sites(per_level[-1]))
+  x = None
+  for h in reversed(range(flow.num_levels)):
+    y = per_level[h] if x is None else geometry.with_coarse_sites(per_level[h], x)
+    for layer in DECODE_ORDER:
+      b, e, _, c = y.shape
+      inputs.append(y.reshape(b, e * e, c))
+      shift = geo.shift(layer)
+      blocks = geometry.to_blocks(y, flow.block_size, shift)
+      out, _ = coupling_fast.apply_blocks(params[flow._param_key(h)][layer],
+                                          blocks.reshape((-1,) + blocks.shape[2:]),
+                                          inverse=True, execution=execution)
+      y = geometry.from_blocks(out.reshape(blocks.shape), shift)
+    x = y
+  return inputs, x
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def cache_decode(flow, params, tabs: dict, z, execution=None):
+  """What :func:`edit_latents` needs of the decode of z (B, L, L, C): each stage's
+  inputs at its block sites, and the decoded image (flow space)."""
+  inputs, image = _decode_intermediates(flow, params, z, execution or DEFAULT)
+  return {"inputs": [_gather(x, tab["sites"]) for x, tab in zip(inputs, tabs["stages"],
+                                                                strict=True)],
+          "image": image}
+
+
+def edit_latents(flow, params, plan: Plan, tabs: dict, cache: dict, z_new,
+                 execution=None):
+  """The decoded image (B, L, L, C) in flow space of ``z_new``, a latent that differs
+  from the cached one only at the sites of the plan's box at the tables' position;
+  only the blocks of the box's generation cone are recomputed."""
+  execution = execution or DEFAULT
+  b, L, _, c = z_new.shape
+  z_flat = z_new.reshape(b, L * L, c)
+  prev = None
+  for stage, tab, base in zip(plan.stages, tabs["stages"], cache["inputs"], strict=True):
+    inputs = base if prev is None else jnp.where(
+        jnp.asarray(tab["use_new"])[None, :, :, None], _gather(prev, tab["src"]), base)
+    if stage.layer == DECIMATOR:
+      inputs = jnp.where(jnp.asarray(tab["holds_latent"])[None, :, :, None],
+                         _gather(z_flat, tab["image_sites"]), inputs)
+    out, _ = _run(flow, params, stage, inputs, True, execution)
+    prev = out.reshape(b, -1, c)
+  image = cache["image"].reshape(b, L * L, c)
+  return image.at[:, jnp.asarray(tabs["out_sites"])].set(prev, mode="drop").reshape(b, L, L, c)

@@ -113,3 +113,57 @@ def test_local_change_of_log_likelihood_and_its_gradient_equal_the_full(
     np.testing.assert_allclose(got, want, rtol=1e-10)
     np.testing.assert_allclose(g_got, g_want, rtol=1e-10,
                                atol=1e-10 * float(jnp.abs(g_want).max()))
+
+
+@pytest.mark.parametrize("L,C,order,top,left,size", [(16, 1, "paper", 14, 2, 4),
+                                                     (16, 2, "authors", 5, 7, 3)])
+def test_local_inpainting_ends_at_the_latents_of_the_full_path(x64_module, L, C, order, top,
+                                                               left, size):
+  """Same starts, same Adam steps: the local objective differs from the full one by a
+  constant, so both paths pick the same start and end at the same latents."""
+  flow, params, image = _setup(L, C, order, seed=4)
+  region = _region(L, top, left, size)
+  rng = np.random.default_rng(1)
+  corrupted = np.where(region[..., None], rng.uniform(size=image.shape[1:]), image[0])
+  args = (flow, params, corrupted, region, jax.random.PRNGKey(7))
+  kw = dict(n_starts=6, steps=12, lr=0.05, truth=image[0])
+  x_loc, loc = analysis.inpaint(*args, **kw)  # local is the default for RG-Flow's cone
+  x_full, full = analysis.inpaint(*args, local=False, **kw)
+  moved = np.abs(np.asarray(full["z"]) - np.asarray(analysis.encode_jit(
+      flow, params, pixels.to_flow(jnp.asarray(corrupted)[None])[0])[0][0])).max()
+  assert moved > 0.1  # the free latents did move
+  np.testing.assert_allclose(loc["z"], full["z"], rtol=0, atol=1e-9)
+  np.testing.assert_allclose(x_loc, x_full, rtol=0, atol=1e-9)
+  np.testing.assert_allclose(loc["neg_log_lik"], full["neg_log_lik"], rtol=1e-10)
+  assert loc["psnr"] == pytest.approx(full["psnr"], rel=1e-9)
+  with pytest.raises(ValueError, match="local inpainting computes on RG-Flow's cone"):
+    analysis.inpaint(*args, free="all", local=True, **kw)
+
+
+@pytest.mark.parametrize("L,C,order,size,positions", [
+    (16, 1, "paper", 1, [(0, 0), (15, 7), (4, 12)]),
+    (32, 3, "authors", 3, [(30, 31), (8, 16)]),
+])
+def test_latent_edits_recompute_only_the_generation_cone(x64_module, L, C, order, size,
+                                                         positions):
+  flow, params, _ = _setup(L, C, order, seed=2)
+  z = flow.sample_latents(jax.random.PRNGKey(5), 2, 1.0, jnp.float64)
+  plan = local.make_edit_plan(flow, size, size)
+  edit = jax.jit(lambda p, t, cache, zz: local.edit_latents(flow, p, plan, t, cache, zz))
+  for top, left in positions:
+    tabs = local.edit_tables(plan, top, left)
+    cache = local.cache_decode(flow, params, tabs, z)
+    box = _region(L, top, left, size)[None, :, :, None]
+    z_new = jnp.where(box, z + jax.random.normal(jax.random.PRNGKey(top), z.shape), z)
+    got = edit(params, tabs, cache, z_new)
+    want, _ = flow.decode(params, z_new)
+    assert float(jnp.abs(want - cache["image"]).max()) > 1e-2  # the edit shows
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_an_edit_of_a_fine_latent_touches_a_few_blocks():
+  flow = tiny_flow(32, 3, 4)
+  tabs = local.edit_tables(local.make_edit_plan(flow, 1, 1), 1, 1)  # a level-0 latent
+  real = sum(int(t["real"].sum()) for t in tabs["stages"])
+  every = 2 * sum(flow.geometry.blocks_per_side(h) ** 2 for h in range(flow.num_levels))
+  assert real == 1 + 4 and every == 170  # one decimator block, the 4 disentanglers it meets
