@@ -48,6 +48,13 @@ def main(argv):
   if "test_bpd" in results:
     r = results["test_bpd"]
     print(f"test bits/dim: {r['bpd']:.4f} +- {r['stderr']:.4f} ({r['images']} images)")
+  if "inpaint" in results:
+    r = results["inpaint"]
+    for how in r["modes"]:
+      where = "the cone's blocks only" if r["rows"][0][f"local_{how}"] else "the whole image"
+      print(f"inpainting (free: {how}; each step computes {where}): PSNR "
+            f"{r[f'mean_psnr_{how}']:.2f} dB (corrupted {r['mean_psnr_corrupted']:.2f}), "
+            f"{r[f'median_seconds_{how}']:.2f} s per image (median)")
 
 
 if __name__ == "__main__":

@@ -133,12 +133,14 @@ def _neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
   return -flow.log_prob_pixels(params, x[None])[0]
 
 
-def _local_neg_log_lik(flow, params, plan, tabs, cache, box_mask, box_corrupted, z_cone):
+def _local_neg_log_lik(flow, prepared, plan, tabs, cache, box_mask, box_corrupted, z_cone):
   """The same objective less the baseline's, from the cone alone (rgflow_jax.local):
-  -(log p(image) - log p(baseline)), the free latents being the cone's (n_cone, C)."""
-  x_gen = _generated(local.decode_region(flow, params, plan, tabs, z_cone[None])[0])
+  -(log p(image) - log p(baseline)), the free latents being the cone's (n_cone, C);
+  ``prepared``: local.prepare's parameters."""
+  x_gen = _generated(local.decode_region(flow, None, plan, tabs, z_cone[None],
+                                         prepared=prepared)[0])
   x = jnp.where(box_mask[:, None], x_gen, box_corrupted)
-  return -local.delta_log_prob(flow, params, plan, tabs, cache, x[None])[0]
+  return -local.delta_log_prob(flow, None, plan, tabs, cache, x[None], prepared=prepared)[0]
 
 
 def _best_start_then_adam(nll, starts, steps, lr, free_mask=None):
@@ -173,8 +175,8 @@ def _inpaint_local(flow, params, plan, tabs, cache, box_mask, box_corrupted, sta
                    lr):
   """One compiled program per model, region shape and step count, any position: only
   the region's cone each step."""
-  nll = functools.partial(_local_neg_log_lik, flow, params, plan, tabs, cache, box_mask,
-                          box_corrupted)
+  nll = functools.partial(_local_neg_log_lik, flow, local.prepare(flow, params), plan, tabs,
+                          cache, box_mask, box_corrupted)
   return _best_start_then_adam(nll, starts, steps, lr)
 
 
@@ -222,7 +224,7 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   y, _ = decode_jit(flow, params, z[None])
   x = jnp.where(region3, pixels.from_flow(y)[0], corrupted)
   info = {"neg_log_lik": float(nll), "free_latents": int(free_mask.sum()), "z": z,
-          "free_mask": free_mask}
+          "free_mask": free_mask, "local": bool(local)}
   if truth is not None:
     info["psnr"] = psnr(x, truth, region[..., None])
   return x, info

@@ -25,7 +25,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rgflow_jax import conditioner
 from rgflow_jax.execution import DEFAULT, Execution
@@ -312,9 +311,17 @@ def apply_blocks(params, blocks, *, inverse: bool = False,
   the hand-written backward pass of :func:`_mlp_bwd`: faster reverse-mode gradients,
   but no forward-mode derivatives (``jax.jvp`` / ``jacfwd`` raise) through it.
   """
-  n, k, _, c = blocks.shape
-  n_layer = params["scale"].shape[0]
+  k, c = blocks.shape[2], blocks.shape[3]
   prep = prepare(params, k, c, execution.matmul_jnp_dtype)
+  return apply_prepared(prep, blocks, inverse=inverse, execution=execution)
+
+
+def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution = DEFAULT):
+  """:func:`apply_blocks` with the parameters already through :func:`prepare` (with
+  ``execution``'s matmul dtype): for callers that run one block's parameters on many
+  small batches, e.g. every step of a loop over a cone (rgflow_jax.local)."""
+  n, k, _, c = blocks.shape
+  n_layer = prep["scale"].shape[0]
   x = to_halves(blocks.reshape(n, -1), k, c)
   half = x.shape[-1] // 2
   xa, xb = x[:, :half], x[:, half:]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 import jax
@@ -167,11 +168,15 @@ def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progre
            "psnr_corrupted": analysis.psnr(corrupted, truth, region[..., None])}
     panel = [truth, corrupted]
     for how in frees:
+      t0 = time.perf_counter()
       x, info = analysis.inpaint(flow, params, corrupted, region, jax.random.fold_in(rng, k),
                                  n_starts, n_steps, free=how, truth=truth)
+      x = np.asarray(x)  # (waits for the result)
+      row[f"seconds_{how}"] = time.perf_counter() - t0  # the first image's includes compiling
       row[f"psnr_{how}"] = info["psnr"]
       row[f"free_latents_{how}"] = info["free_latents"]
-      panel.append(np.asarray(x))
+      row[f"local_{how}"] = info["local"]
+      panel.append(x)
     rows.append(row)
     panels.extend(panel)
   summary = {"columns": ["truth", "corrupted"] + [f"free: {h}" for h in frees],
@@ -179,6 +184,9 @@ def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progre
              "mean_psnr_corrupted": float(np.mean([r["psnr_corrupted"] for r in rows]))}
   for how in frees:
     summary[f"mean_psnr_{how}"] = float(np.mean([r[f"psnr_{how}"] for r in rows]))
+    seconds = [r[f"seconds_{how}"] for r in rows]
+    # The median leaves out the first image's compile time (with 3 or more images).
+    summary[f"median_seconds_{how}"] = float(np.median(seconds))
     summary[f"mean_free_latents_{how}"] = float(np.mean([r[f"free_latents_{how}"]
                                                          for r in rows]))
   return summary, np.stack(panels)

@@ -62,34 +62,56 @@ def _sites_of(blocks: np.ndarray, k: int, shift: int, edge: int) -> np.ndarray:
   return (k * blocks[:, None] + shift + np.arange(k)[None, :]) % edge
 
 
+def _through_layers(geo, touched: np.ndarray, order) -> tuple[dict, np.ndarray]:
+  """Along one axis of a level: the blocks of each layer (in ``order``) that the sites
+  ``touched`` reach, and the sites those blocks cover after the last layer."""
+  k, edge, level = geo.block_size, touched.size, {}
+  for layer in order:
+    shift = geo.shift(layer)
+    level[layer] = _blocks_touching(touched, k, shift)
+    touched = np.zeros(edge, bool)
+    touched[_sites_of(level[layer], k, shift, edge).reshape(-1)] = True
+  return level, touched
+
+
 def _axis_cone(geo, start: int, length: int) -> list[dict]:
   """Along one axis: for each level, the blocks of each layer in the cone of the
   interval [start, start + length) of pixels (as the cones module closes a set)."""
-  k, out = geo.block_size, []
+  out = []
   touched = _interval(start, length, geo.image_size)
-  for h in range(geo.num_levels):
-    edge = geo.edge(h)
-    level = {}
-    for layer in ENCODE_ORDER:
-      shift = geo.shift(layer)
-      blocks = _blocks_touching(touched, k, shift)
-      level[layer] = blocks
-      touched = np.zeros(edge, bool)
-      touched[_sites_of(blocks, k, shift, edge).reshape(-1)] = True
+  for _ in range(geo.num_levels):
+    level, touched = _through_layers(geo, touched, ENCODE_ORDER)
     out.append(level)
     touched = touched[::2]
   return out
 
 
 @functools.lru_cache(maxsize=64)
-def _max_blocks(geo, length: int) -> tuple[dict, ...]:
-  """Per level and layer, the most blocks along one axis over every offset."""
+def _max_blocks(geo, length: int, generation: bool = False) -> tuple[dict, ...]:
+  """Per level and layer, the most blocks along one axis over every offset, in the
+  inference cones of intervals of ``length`` pixels (or the generation cones of
+  intervals of sites)."""
+  cone = _axis_generation_cone if generation else _axis_cone
   most = [dict.fromkeys(ENCODE_ORDER, 0) for _ in range(geo.num_levels)]
   for start in range(geo.image_size):
-    for h, level in enumerate(_axis_cone(geo, start, length)):
+    for h, level in enumerate(cone(geo, start, length)):
       for layer, blocks in level.items():
         most[h][layer] = max(most[h][layer], len(blocks))
   return tuple(most)
+
+
+def _make_plan(flow, height: int, width: int, generation: bool) -> Plan:
+  geo = _geometry(flow)
+  if not (1 <= height <= geo.image_size and 1 <= width <= geo.image_size):
+    raise ValueError(f"a box of {height} x {width} sites does not fit a "
+                     f"{geo.image_size} x {geo.image_size} image")
+  rows, cols = _max_blocks(geo, height, generation), _max_blocks(geo, width, generation)
+  if generation:  # decode order: the top level first, the decimator first
+    order = [(h, layer) for h in reversed(range(geo.num_levels)) for layer in DECODE_ORDER]
+  else:
+    order = [(h, layer) for h in range(geo.num_levels) for layer in ENCODE_ORDER]
+  stages = tuple(Stage(h, layer, rows[h][layer] * cols[h][layer]) for h, layer in order)
+  return Plan(geo, height, width, stages)
 
 
 # --------------------------------------------------------------- the plan
@@ -113,10 +135,6 @@ class Plan:
   stages: tuple[Stage, ...]  # in encode order
 
   @property
-  def n_pixels(self) -> int:
-    return self.height * self.width
-
-  @property
   def n_cone(self) -> int:
     """The most latent sites a cone of this plan holds (the padded cone length)."""
     k2, top = self.geometry.block_size ** 2, self.geometry.num_levels - 1
@@ -124,15 +142,18 @@ class Plan:
                for st in self.stages if st.layer == DECIMATOR)
 
 
+def _geometry(flow) -> geometry.Geometry:
+  geo = getattr(flow, "geometry", None)
+  if not isinstance(geo, geometry.Geometry):
+    raise ValueError(f"local inference needs an RG-Flow's block geometry; "
+                     f"{type(flow).__name__} is globally connected (use the full path)")
+  return geo
+
+
 def make_plan(flow, height: int, width: int) -> Plan:
-  geo = flow.geometry
-  if not (1 <= height <= geo.image_size and 1 <= width <= geo.image_size):
-    raise ValueError(f"region of {height} x {width} pixels does not fit a "
-                     f"{geo.image_size} x {geo.image_size} image")
-  rows, cols = _max_blocks(geo, height), _max_blocks(geo, width)
-  stages = tuple(Stage(h, layer, rows[h][layer] * cols[h][layer])
-                 for h in range(geo.num_levels) for layer in ENCODE_ORDER)
-  return Plan(geo, height, width, stages)
+  """Static shapes for the inference cones of ``height x width`` regions, anywhere;
+  stages in encode order."""
+  return _make_plan(flow, height, width, generation=False)
 
 
 def bounding_box(region: np.ndarray) -> tuple[int, int, int, int]:
@@ -262,17 +283,24 @@ def tables(plan: Plan, top: int, left: int) -> dict:
 
 
 # ------------------------------------------------------------ the engine
-def _layer_params(flow, params, stage: Stage):
-  return params[flow._param_key(stage.level)][stage.layer]
+def prepare(flow, params, execution=None) -> dict:
+  """The parameters of every level's two layers through coupling_fast.prepare (weight
+  norm, checkerboard order), done once: pass the result as ``prepared`` to the
+  functions below when they run many times with the same parameters (as inside an
+  optimisation loop over latents), so that no step repeats it."""
+  dtype = (execution or DEFAULT).matmul_jnp_dtype
+  k, c = flow.block_size, flow.channels
+  return {(h, layer): coupling_fast.prepare(params[flow._param_key(h)][layer], k, c, dtype)
+          for h in range(flow.num_levels) for layer in ENCODE_ORDER}
 
 
-def _run(flow, params, stage: Stage, inputs, inverse: bool, execution):
+def _run(flow, prepared, stage: Stage, inputs, inverse: bool, execution):
   """inputs (B, P, k*k, C) -> (outputs of the same shape, per-block log-dets (B, P))."""
   b, p, kk, c = inputs.shape
   k = flow.block_size
-  out, ld = coupling_fast.apply_blocks(_layer_params(flow, params, stage),
-                                       inputs.reshape(b * p, k, k, c), inverse=inverse,
-                                       execution=execution)
+  out, ld = coupling_fast.apply_prepared(prepared[stage.level, stage.layer],
+                                         inputs.reshape(b * p, k, k, c), inverse=inverse,
+                                         execution=execution)
   return out.reshape(b, p, kk, c), ld.reshape(b, p)
 
 
@@ -332,18 +360,19 @@ def _pixel_log_det(x):
 
 
 def delta_log_prob(flow, params, plan: Plan, tabs: dict, cache: dict, new_pixels,
-                   execution=None):
+                   execution=None, prepared=None):
   """log p(x) - log p(baseline) per image, for images x equal to the baseline outside
   the region and ``new_pixels`` (B, H*W, C) in [0, 1] (row-major over the region's
   box) inside it; from the blocks of the region's inference cone only."""
   execution = execution or DEFAULT
+  prepared = prepared or prepare(flow, params, execution)
   b = new_pixels.shape[0]
   prev = pixels.to_flow(new_pixels[:, :, None, :])[0][:, :, 0, :]
   delta = _pixel_log_det(new_pixels) - _pixel_log_det(cache["pixels"])
   for stage, tab, base in zip(plan.stages, tabs["stages"], cache["stages"], strict=True):
     use_new = jnp.asarray(tab["use_new"])[None, :, :, None]
     inputs = jnp.where(use_new, _gather(prev, tab["src"]), base["inputs"])
-    out, ld = _run(flow, params, stage, inputs, False, execution)
+    out, ld = _run(flow, prepared, stage, inputs, False, execution)
     real = jnp.asarray(tab["real"], out.dtype)
     delta = delta + jnp.sum((ld - base["log_dets"]) * real, axis=1)
     if stage.layer == DECIMATOR:
@@ -371,12 +400,14 @@ def with_cone_latents(tabs: dict, z, values):
   return flat.reshape(z.shape)
 
 
-def decode_region(flow, params, plan: Plan, tabs: dict, latents, execution=None):
+def decode_region(flow, params, plan: Plan, tabs: dict, latents, execution=None,
+                  prepared=None):
   """The generated pixels (B, H*W, C) in flow space (row-major over the region's box)
   of the cone latents ``latents`` (B, n_cone, C) (:func:`cone_latents`), from the
   blocks the region depends on only; equal to ``flow.decode``'s there. (The region's
   pixels depend on no other latent.)"""
   execution = execution or DEFAULT
+  prepared = prepared or prepare(flow, params, execution)
   b = latents.shape[0]
   prev = None
   for stage, tab in zip(reversed(plan.stages), reversed(tabs["stages"])):
@@ -387,7 +418,7 @@ def decode_region(flow, params, plan: Plan, tabs: dict, latents, execution=None)
           _gather(prev, tab["src_decode"]))
     else:
       inputs = _gather(prev, tab["src_decode"])
-    out, _ = _run(flow, params, stage, inputs, True, execution)
+    out, _ = _run(flow, prepared, stage, inputs, True, execution)
     prev = out.reshape(b, -1, out.shape[-1])
   return _gather(prev, tabs["pixels_from_decode"])
 
@@ -399,7 +430,7 @@ DECODE_ORDER = (DECIMATOR, DISENTANGLER)
 def _axis_generation_cone(geo, start: int, length: int) -> list[dict]:
   """Along one axis, from the top level down: the blocks of each layer that a change
   of the latents at image sites [start, start + length) reaches (indexed by level)."""
-  k, L = geo.block_size, geo.image_size
+  L = geo.image_size
   box = _interval(start, length, L)
   out = [None] * geo.num_levels
   touched = None
@@ -412,38 +443,15 @@ def _axis_generation_cone(geo, start: int, length: int) -> list[dict]:
       finer = np.zeros(edge, bool)
       finer[::2] = touched
       touched = finer | own
-    level = {}
-    for layer in DECODE_ORDER:
-      shift = geo.shift(layer)
-      blocks = _blocks_touching(touched, k, shift)
-      level[layer] = blocks
-      touched = np.zeros(edge, bool)
-      touched[_sites_of(blocks, k, shift, edge).reshape(-1)] = True
+    level, touched = _through_layers(geo, touched, DECODE_ORDER)
     out[h] = level
   return out
-
-
-@functools.lru_cache(maxsize=64)
-def _max_generation_blocks(geo, length: int) -> tuple[dict, ...]:
-  most = [dict.fromkeys(DECODE_ORDER, 0) for _ in range(geo.num_levels)]
-  for start in range(geo.image_size):
-    for h, level in enumerate(_axis_generation_cone(geo, start, length)):
-      for layer, blocks in level.items():
-        most[h][layer] = max(most[h][layer], len(blocks))
-  return tuple(most)
 
 
 def make_edit_plan(flow, height: int, width: int) -> Plan:
   """Static shapes for edits of the latents at the sites of a ``height x width`` box of
   the image (all levels, all channels there), anywhere; stages in decode order."""
-  geo = flow.geometry
-  if not (1 <= height <= geo.image_size and 1 <= width <= geo.image_size):
-    raise ValueError(f"a box of {height} x {width} sites does not fit a "
-                     f"{geo.image_size} x {geo.image_size} image")
-  rows, cols = _max_generation_blocks(geo, height), _max_generation_blocks(geo, width)
-  stages = tuple(Stage(h, layer, rows[h][layer] * cols[h][layer])
-                 for h in reversed(range(geo.num_levels)) for layer in DECODE_ORDER)
-  return Plan(geo, height, width, stages)
+  return _make_plan(flow, height, width, generation=True)
 
 
 def edit_tables(plan: Plan, top: int, left: int) -> dict:
@@ -512,11 +520,12 @@ def cache_decode(flow, params, tabs: dict, z, execution=None):
 
 
 def edit_latents(flow, params, plan: Plan, tabs: dict, cache: dict, z_new,
-                 execution=None):
+                 execution=None, prepared=None):
   """The decoded image (B, L, L, C) in flow space of ``z_new``, a latent that differs
   from the cached one only at the sites of the plan's box at the tables' position;
   only the blocks of the box's generation cone are recomputed."""
   execution = execution or DEFAULT
+  prepared = prepared or prepare(flow, params, execution)
   b, L, _, c = z_new.shape
   z_flat = z_new.reshape(b, L * L, c)
   prev = None
@@ -526,7 +535,7 @@ def edit_latents(flow, params, plan: Plan, tabs: dict, cache: dict, z_new,
     if stage.layer == DECIMATOR:
       inputs = jnp.where(jnp.asarray(tab["holds_latent"])[None, :, :, None],
                          _gather(z_flat, tab["image_sites"]), inputs)
-    out, _ = _run(flow, params, stage, inputs, True, execution)
+    out, _ = _run(flow, prepared, stage, inputs, True, execution)
     prev = out.reshape(b, -1, c)
   image = cache["image"].reshape(b, L * L, c)
   return image.at[:, jnp.asarray(tabs["out_sites"])].set(prev, mode="drop").reshape(b, L, L, c)

@@ -17,9 +17,7 @@ import sys
 import time
 
 import chex
-import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from rgflow_jax import checkpoint, evaluation, jit_steps, run_config, training

@@ -49,11 +49,15 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
                               jax.tree.map(lambda a: np.asarray(a, np.float32), want))
   # eval.py reads it like any run...
   out = _run("eval.py", "--config", CONFIG, f"--workdir={work}",
-             f"--config.data.data_dir={data_dir}", "--mode=bpd", "--draws=1",
-             "--checkpoint=latest")
+             f"--config.data.data_dir={data_dir}", "--mode=bpd,inpaint", "--draws=1",
+             "--checkpoint=latest", "--inpaint_images=1", "--inpaint_starts=2",
+             "--inpaint_steps=2")
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((work / "eval" / "eval.json").read_text())
   assert result["step"] == 0 and np.isfinite(result["test_bpd"]["bpd"])
+  # (and inpaints on the cone, saying so and how long it took)
+  assert "inpainting (free: cone; each step computes the cone's blocks only): PSNR" in out.stdout
+  assert result["inpaint"]["median_seconds_cone"] > 0
   # ...train.py fine-tunes it...
   out = _run("train.py", "--config", CONFIG, f"--workdir={work}",
              f"--config.data.data_dir={data_dir}", "--config.num_steps=2",

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rgflow_jax import Geometry, RGFlow, geometry
+from rgflow_jax import Geometry, geometry
 from rgflow_jax.cones import block_ids
 
 
@@ -64,26 +64,3 @@ def test_coarse_sites_round_trip():
   keep = np.ones((8, 8), bool)
   keep[::2, ::2] = False
   np.testing.assert_array_equal(y[:, keep], x[:, keep])
-
-
-@pytest.mark.parametrize("kwargs,msg", [
-    (dict(image_size=30), "image_size must be block_size"),
-    (dict(image_size=48), "image_size must be block_size"),
-    (dict(block_size=3, image_size=24), "block_size must be an even"),
-    (dict(channels=0), "channels must be"),
-    (dict(n_layers=(1, 2)), "one value per level"),
-    (dict(prior="cauchy"), "prior must be one of"),
-    (dict(layer_order="reversed"), "layer_order must be one of"),
-    (dict(n_layers=(2, 2, 1, 1), share_levels=True), "share_levels"),
-])
-def test_bad_model_config_is_a_clear_error(kwargs, msg):
-  with pytest.raises(ValueError, match=msg):
-    RGFlow(**kwargs)
-
-
-def test_from_config_rejects_unknown_keys():
-  with pytest.raises(ValueError, match="unknown RGFlow config keys"):
-    RGFlow.from_config({"image_size": 8, "block_size": 4, "hiden": 3})
-  flow = RGFlow.from_config({"name": "rgflow", "image_size": 8, "channels": 1,
-                             "n_layers": [1, 2]})
-  assert flow.n_layers == (1, 2)

@@ -1,5 +1,6 @@
 """RG-Flow specifics: locality (the Jacobian lives in the causal cone), shared and
-per-level parameters, jit/eager agreement, the authors' parameter counts. The
+per-level parameters, jit/eager agreement, the authors' parameter counts, config
+errors. The
 bijection tests shared with Real NVP are in test_model_registry.py."""
 
 import dataclasses
@@ -106,3 +107,27 @@ def test_the_authors_layer_order_is_the_papers_up_to_a_translation_at_one_level(
     z_paper, _ = paper.encode(params, jnp.roll(x, (shift, shift), axis=(1, 2)))
     assert np.abs(np.asarray(jnp.roll(z_paper, (-shift, -shift), axis=(1, 2)))
                   - np.asarray(z_authors)).max() > 1e-3
+
+
+# ------------------------------------------------------------- configuration
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(image_size=30), "image_size must be block_size"),
+    (dict(image_size=48), "image_size must be block_size"),
+    (dict(block_size=3, image_size=24), "block_size must be an even"),
+    (dict(channels=0), "channels must be"),
+    (dict(n_layers=(1, 2)), "one value per level"),
+    (dict(prior="cauchy"), "prior must be one of"),
+    (dict(layer_order="reversed"), "layer_order must be one of"),
+    (dict(n_layers=(2, 2, 1, 1), share_levels=True), "share_levels"),
+])
+def test_bad_model_config_is_a_clear_error(kwargs, msg):
+  with pytest.raises(ValueError, match=msg):
+    RGFlow(**kwargs)
+
+
+def test_from_config_rejects_unknown_keys():
+  with pytest.raises(ValueError, match="unknown RGFlow config keys"):
+    RGFlow.from_config({"image_size": 8, "block_size": 4, "hiden": 3})
+  flow = RGFlow.from_config({"name": "rgflow", "image_size": 8, "channels": 1,
+                             "n_layers": [1, 2]})
+  assert flow.n_layers == (1, 2)

@@ -13,7 +13,6 @@ import threading
 import time
 
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

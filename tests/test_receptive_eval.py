@@ -90,6 +90,9 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   rows = saved["inpaint"]["rows"]
   assert len(rows) == 2 and all(np.isfinite(r["psnr_cone"]) for r in rows)
   assert all(0 < r["free_latents_cone"] < 32 * 32 * 3 for r in rows)
+  # RG-Flow inpaints on its cone's blocks, and the time of each image is reported.
+  assert all(r["local_cone"] and r["seconds_cone"] > 0 for r in rows)
+  assert saved["inpaint"]["median_seconds_cone"] > 0
   # bits/dim on a user's .npz, and a clear error for a wrong shape.
   imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
   np.savez(tmp_path / "mine.npz", images=imgs)

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from rgflow_jax import xla_cpu
