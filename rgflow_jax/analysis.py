@@ -114,11 +114,6 @@ def decode_jit(flow, params, z):
   return flow.decode(params, z)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def log_prob_pixels_jit(flow, params, x):
-  return flow.log_prob_pixels(params, x)
-
-
 def _generated(y):
   """Generated pixels from flow space, kept inside (0, 1) for the likelihood."""
   x = (jax.nn.sigmoid(y) - pixels.ALPHA) / (1 - 2 * pixels.ALPHA)
@@ -242,7 +237,7 @@ def _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr):
   # do; these keep its pixel transform finite).
   baseline = jnp.where(jnp.asarray(region)[..., None], 0.5, corrupted)[None]
   cache = local.cache_baseline(flow, params, tabs, baseline)
-  base_nll = -log_prob_pixels_jit(flow, params, baseline)[0]
+  base_nll = -cache["log_prob"][0]
   z_cone, delta = _inpaint_local(flow, params, plan, tabs, cache, box_mask, box_corrupted,
                                  local.cone_latents(tabs, starts), steps, lr)
   z = local.with_cone_latents(tabs, z_fixed[None], z_cone[None])[0]

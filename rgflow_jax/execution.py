@@ -26,7 +26,6 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-FIELDS = ("remat", "scan_min_layers", "matmul_dtype", "hand_backward")
 MATMUL_DTYPES = ("float32", "bfloat16")
 # config.execution.hand_backward: "auto" is on in the training step, off elsewhere.
 HAND_BACKWARD = {"auto": None, "on": True, "off": False}
@@ -85,5 +84,6 @@ class Execution:
     return dataclasses.replace(self, matmul_dtype="float32", hand_backward=False)
 
 
+FIELDS = tuple(f.name for f in dataclasses.fields(Execution))
 DEFAULT = Execution()
 TRAINING = Execution(hand_backward=True)  # the training step's, when not configured

@@ -340,12 +340,16 @@ def full_intermediates(flow, params, y, execution=None):
 def cache_baseline(flow, params, tabs: dict, baseline_pixels, execution=None):
   """What :func:`delta_log_prob` needs of the baseline image (1, L, L, C) in [0, 1]:
   each stage's baseline inputs at its block sites, its per-block log-dets and latents,
-  and the baseline's pixels in the region. Computed once, at full size."""
+  the baseline's pixels in the region, and its log-density (``log_prob``, per image, as
+  ``flow.log_prob_pixels``). Computed once, at full size."""
   x = jnp.asarray(baseline_pixels)
-  y, _ = pixels.to_flow(x)
+  y, ld_pixels = pixels.to_flow(x)
   full = full_intermediates(flow, params, y, execution)
   z_flat = full["z"].reshape(1, -1, flow.channels)
-  cache = {"pixels": _gather(x.reshape(1, -1, flow.channels), tabs["pixels"]), "stages": []}
+  log_prob = (flow.prior_log_prob(full["z"]) + ld_pixels
+              + sum(jnp.sum(ld, axis=1) for ld in full["log_dets"]))
+  cache = {"pixels": _gather(x.reshape(1, -1, flow.channels), tabs["pixels"]), "stages": [],
+           "log_prob": log_prob}
   for s, tab in enumerate(tabs["stages"]):
     cache["stages"].append({
         "inputs": _gather(full["inputs"][s], tab["sites"]),

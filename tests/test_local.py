@@ -105,6 +105,7 @@ def test_local_change_of_log_likelihood_and_its_gradient_equal_the_full(
   for n, (top, left) in enumerate(positions):
     tabs = local.tables(plan, top, left)
     cache = local.cache_baseline(flow, params, tabs, image)
+    np.testing.assert_allclose(cache["log_prob"], base_lp, rtol=1e-12)
     z_free = local.cone_latents(tabs, z0) + 0.3 * jax.random.normal(
         jax.random.PRNGKey(n), (1, plan.n_cone, C))
     got, g_got = local_fn(z_free, tabs, cache)
