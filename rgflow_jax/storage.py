@@ -7,7 +7,8 @@ pathlib's, ``gs://bucket/...`` goes through gcsfs and ``s3://bucket/...`` throug
 
 Atomic writes. Locally a file is written to a temporary name beside it, flushed to
 disk and renamed over the target, so a reader (or a killed run) sees the old file or
-the new one, never half of one. An object store has no rename, but it publishes an
+the new one, never half of one; it gets the mode a plain ``open`` would (0644 under
+umask 022), not the temporary file's 0600. An object store has no rename, but it publishes an
 object only once its upload has completed: a whole-object write is just as atomic
 there, and that is what :func:`write_bytes_atomic` does for remote paths. What object
 stores cannot do is append: see :class:`rgflow_jax.metrics.MetricsLog`.
@@ -67,6 +68,7 @@ def write_bytes_atomic(path, data: bytes) -> epath.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.fspath(path.parent), prefix=path.name, suffix=".tmp")
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; files get the umask's mode
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
@@ -77,6 +79,21 @@ def write_bytes_atomic(path, data: bytes) -> epath.Path:
       os.unlink(tmp)
     raise
   return path
+
+
+def _umask() -> int:
+  """The process's umask: from /proc on Linux, else by setting it and putting it back
+  (which other threads could see for an instant)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def write_text_atomic(path, text: str) -> epath.Path:
