@@ -68,6 +68,19 @@ def state_digest(state) -> str:
   return h.hexdigest()
 
 
+class _ReadOnlyNotes(logging.Filter):
+  """Drops Orbax's warnings that a read-only manager is read-only (it prints two per
+  manager on every open; a reader asked for exactly that)."""
+
+  NOTES = ("CheckpointManagerOptions.read_only=True", "Given directory is read only")
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self.NOTES)
+
+
+_READ_ONLY_NOTES = _ReadOnlyNotes()
+
+
 class Checkpoints:
   """``workdir/checkpoints`` (the last ``keep``) and ``workdir/best`` (lowest test BPD)."""
 
@@ -81,6 +94,7 @@ class Checkpoints:
     # Synchronous saves: when save() returns the checkpoint is committed, so a kill
     # at any later moment loses at most one checkpoint interval.
     if read_only:
+      logging.getLogger("absl").addFilter(_READ_ONLY_NOTES)  # once: filters are a set
       common = dict(read_only=True, create=False, cleanup_tmp_directories=False,
                     enable_async_checkpointing=False)
       keep_last = keep_best = None

@@ -1,9 +1,9 @@
 """Models trained with the authors' PyTorch code, in and out of rgflow-jax.
 
-    python -m rgflow_jax.convert --from run_save/100.state \
-        --config configs/msds1.py:authors --workdir runs/imported
-    python -m rgflow_jax.convert --to exported.state \
-        --config configs/msds1.py:authors --workdir runs/imported
+    rgflow-convert --from run_save/100.state --config msds1:authors --workdir runs/imported
+    rgflow-convert --to exported.state --config msds1:authors --workdir runs/imported
+
+(or ``python -m rgflow_jax.convert``).
 
 ``--from`` reads one of their checkpoints (a ``torch.save``d ``{'flow': state_dict, ...}``,
 with or without nn.DataParallel's ``module.net.`` prefix; or an ``.npz`` of the
@@ -22,8 +22,7 @@ import json
 import sys
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 BUFFERS = "authors_buffers.npz"  # the state_dict entries the model does not use
 
@@ -31,8 +30,8 @@ BUFFERS = "authors_buffers.npz"  # the state_dict entries the model does not use
 def _define_flags():
   """The command line's flags, defined only when run as a program (importing this
   module defines none)."""
-  config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).",
-                                  lock_config=True)
+  from rgflow_jax import cli  # noqa: PLC0415
+  cli.define_config_flag()
   flags.DEFINE_string("workdir", None, "Run folder to write (--from) or read (--to).")
   flags.DEFINE_string("from", None, "The authors' checkpoint (.state/.pth, or .npz).")
   flags.DEFINE_string("to", None, "Where to write the workdir's model as theirs (.state or .npz).")
@@ -145,7 +144,20 @@ def main(argv):
     sys.exit(f"error: {e}")
 
 
+USAGE = """Models of the authors' PyTorch code in and out of rgflow-jax.
+
+  rgflow-convert --from run_save/100.state --config msds1:authors --workdir runs/imported
+  rgflow-convert --to exported.state --config msds1:authors --workdir runs/imported
+
+--config is {config_help}
+"""
+
+
+def run():
+  """The console script ``rgflow-convert`` (and ``python -m rgflow_jax.convert``)."""
+  from rgflow_jax import cli, configs  # noqa: PLC0415
+  cli.run_program(main, _define_flags, USAGE.format(config_help=configs.help_text()))
+
+
 if __name__ == "__main__":
-  from rgflow_jax import cli
-  _define_flags()
-  app.run(main, flags_parser=cli.parse_flags)
+  run()

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax import (analysis, checkpoint, data, jit_steps, models, pixels, plots,
-                        receptive, run_config, storage)
+from rgflow_jax import (analysis, checkpoint, data, jit_steps, metrics, models, pixels,
+                        plots, receptive, run_config, storage)
 from rgflow_jax.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Context:
   params: object
   rng: jax.Array
   options: dict
+  step: int = 0  # of the checkpoint evaluated
   shared: dict = dataclasses.field(default_factory=dict)
 
   @property
@@ -58,16 +59,41 @@ class Context:
   def key(self, i: int) -> jax.Array:
     return jax.random.fold_in(self.rng, i)
 
+  def figure(self, name: str):
+    """The path to write the figure ``name`` to; it is also shown in TensorBoard."""
+    self.shared.setdefault("figures", []).append(name)
+    return self.out_dir / name
+
 
 MODES: dict[str, Callable[[Context], dict]] = {}
+# mode name -> ``describe(results) -> str``: the one line eval prints for the mode.
+SUMMARIES: dict[str, Callable[[dict], str]] = {}
 
 
-def mode(name: str):
-  """Register ``fn(ctx) -> dict`` as the evaluation mode ``name``."""
+def mode(name: str, describe: Callable[[dict], str]):
+  """Register ``fn(ctx) -> dict`` as the evaluation mode ``name``, and ``describe``,
+  which turns the results into the one line the command prints for it."""
   def register(fn):
     MODES[name] = fn
+    SUMMARIES[name] = describe
     return fn
   return register
+
+
+def summary_lines(results: dict) -> list[str]:
+  """One line per mode that ran (in the order run), then where the files are."""
+  lines = [SUMMARIES[name](results) for name in results.get("modes", [])]
+  if "out_dir" in results:
+    lines.append(f"eval: step {results['step']} ({results['checkpoint']} checkpoint); "
+                 f"every number in {results['out_dir']}/eval.json")
+  return lines
+
+
+def plus_minus(stderr: float, draws: int) -> str:
+  """``+- 0.0012 (4 draws)``, or ``+- n/a (1 draw)``: one draw has no spread."""
+  spread = f"{stderr:.4f}" if draws > 1 and stderr is not None and np.isfinite(stderr) \
+      else "n/a"
+  return f"+- {spread} ({draws} draw{'s' if draws != 1 else ''})"
 
 
 # ------------------------------------------------------------------ loading
@@ -79,7 +105,8 @@ def load_params(config, workdir, which: str = "best"):
   if not (workdir / "checkpoints").is_dir():
     raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
                             f"(python train.py --config ... --workdir {workdir})")
-  run_config.check_resume_compatible(workdir, config, run_config.MODEL_KEYS_THAT_MATTER)
+  run_config.check_resume_compatible(workdir, config, run_config.EVAL_KEYS_THAT_MATTER,
+                                     use="evaluate")
   flow = run_config.build_model(config)
   state = jit_steps.init_state(flow, config, run_config.param_dtype(config))
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
@@ -119,7 +146,8 @@ def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
                                 eval_step)
     per_draw.append(bpd)
   per_draw = np.asarray(per_draw)
-  stderr = float(per_draw.std(ddof=1) / np.sqrt(draws)) if draws > 1 else float("nan")
+  # One draw has no spread: None (null in eval.json), shown as "+- n/a (1 draw)".
+  stderr = float(per_draw.std(ddof=1) / np.sqrt(draws)) if draws > 1 else None
   return {"bpd": float(per_draw.mean()), "stderr": stderr, "draws": per_draw.tolist(),
           "images": n}
 
@@ -215,9 +243,12 @@ def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
         # how spread out the strongest map is: pixels holding half its mass
         "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
   out_dir = storage.as_path(out_dir)
-  plots.plot_maps(np.stack(maps), titles, out_dir / f"{prefix}receptive_fields.png", ncol=6)
+  plots.plot_maps(np.stack(maps), titles, out_dir / f"{prefix}receptive_fields.png", ncol=6,
+                  suptitle=f"{prefix}receptive fields of the 6 strongest latents of each "
+                  "level, a row per level (h = level, (i, j, c) = the latent)")
   plots.plot_histograms(strengths, out_dir / f"{prefix}rf_strengths.png",
-                        "receptive-field strength (sum of the map)")
+                        "receptive-field strength (sum of the map)",
+                        f"{prefix}receptive-field strengths per level")
   return summary, strongest
 
 
@@ -227,7 +258,10 @@ def _pixels_for_half(rf_map) -> int:
 
 
 # -------------------------------------------------------------------- modes
-@mode("bpd")
+@mode("bpd", lambda r: (
+    f"test bits/dim: {r['test_bpd']['bpd']:.4f} "
+    f"{plus_minus(r['test_bpd']['stderr'], len(r['test_bpd']['draws']))}, "
+    f"{r['test_bpd']['images']} images"))
 def _bpd(ctx: Context) -> dict:
   npz = ctx.options["images_npz"]
   if npz:
@@ -244,39 +278,52 @@ def _bpd(ctx: Context) -> dict:
 SAMPLE_TEMPERATURES = (1.0, 0.8, 0.5, 0.0)
 
 
-@mode("samples")
+@mode("samples", lambda r: (
+    f"samples: {', '.join(r['samples'])} and samples_mixed_T.png (per-level "
+    f"temperatures {', '.join(f'{t:.2f}' for t in r['samples_mixed_temperatures'])})"))
 def _samples(ctx: Context) -> dict:
   sample = jax.jit(ctx.flow.sample, static_argnums=2)
   for t in SAMPLE_TEMPERATURES:
     imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, t))
-    plots.save_grid(np.asarray(imgs), ctx.out_dir / f"samples_T{t:.1f}.png", ncol=8)
+    plots.save_grid(np.asarray(imgs), ctx.figure(f"samples_T{t:.1f}.png"), ncol=8,
+                    title=f"samples at temperature T = {t} (step {ctx.step})")
   # App. D: warm high levels, cooler low levels.
   mixed_t = np.linspace(0.6, 1.0, ctx.flow.num_levels).tolist()
   imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, jnp.asarray(mixed_t)))
-  plots.save_grid(np.asarray(imgs), ctx.out_dir / "samples_mixed_T.png", ncol=8)
+  plots.save_grid(np.asarray(imgs), ctx.figure("samples_mixed_T.png"), ncol=8,
+                  title="samples, temperature per level (0 = finest): "
+                  + ", ".join(f"{t:.2f}" for t in mixed_t))
   return {"samples": [f"samples_T{t:.1f}.png" for t in SAMPLE_TEMPERATURES],
           "samples_mixed_temperatures": mixed_t}
 
 
-@mode("progressive")
+@mode("progressive", lambda r: "progressive decoding, coarse to fine: progressive.png")
 def _progressive(ctx: Context) -> dict:
   flow = ctx.flow
   z = flow.sample_latents(ctx.key(5), 8, ctx.config.sample_temperature, ctx.dtype)
   images = jax.jit(lambda p, zz: analysis.progressive(flow, p, zz))(ctx.params, z)
   plots.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
-                  ctx.out_dir / "progressive.png", ncol=8)
+                  ctx.figure("progressive.png"), ncol=8,
+                  title="coarse to fine: row r decodes only the latents of levels >= "
+                  f"{flow.num_levels - 1} - r (finer ones at 0); 8 samples")
   return {"progressive": {"rows": "levels >= h, h from the top level down to 0"}}
 
 
-@mode("rf")
+@mode("rf", lambda r: (
+    "receptive fields: receptive_fields.png, rf_strengths.png; median strength by level "
+    + ", ".join(f"{v['median_strength']:.3g}" for v in r["rf"].values())))
 def _rf(ctx: Context) -> dict:
   summary, ctx.shared["strongest"] = receptive_field_figures(
       ctx.flow, ctx.params, ctx.rng, ctx.options["rf_samples"], ctx.out_dir,
       progress=ctx.options["progress"])
+  for name in ("receptive_fields.png", "rf_strengths.png"):
+    ctx.figure(name)
   return {"rf": summary}
 
 
-@mode("traverse")
+@mode("traverse", lambda r: (
+    f"traversals of the strongest latent per level {r['traverse']['latents']}: "
+    "traverse_level*.png, traverse.gif"))
 def _traverse(ctx: Context) -> dict:
   flow = ctx.flow
   z = flow.sample_latents(ctx.key(6), 4, 0.8, ctx.dtype)
@@ -288,15 +335,19 @@ def _traverse(ctx: Context) -> dict:
   for level, latent in enumerate(tops):
     rows = np.asarray(traverse(ctx.params, z, jnp.asarray(latent), jnp.asarray(values)))
     grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
-    plots.save_grid(_to_uint8(grid), ctx.out_dir / f"traverse_level{level}.png",
-                    ncol=len(values))
+    plots.save_grid(_to_uint8(grid), ctx.figure(f"traverse_level{level}.png"),
+                    ncol=len(values),
+                    title=f"level {level}: latent (i, j, c) = {latent} set to "
+                    f"{values[0]:g} ... {values[-1]:g} (columns); a row per sample")
     frames_per_level.append(rows)
   plots.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
-                  for v in range(len(values))], ctx.out_dir / "traverse.gif", ncol=4)
+                  for v in range(len(values))], ctx.figure("traverse.gif"), ncol=4,
+                 titles=[f"strongest latent of each level (a row per level) = {v:+.2f}"
+                         for v in values])
   return {"traverse": {"latents": tops, "values": values.tolist()}}
 
 
-@mode("mix")
+@mode("mix", lambda r: f"level mixing ({r['mix']['columns']}): mix.png")
 def _mix(ctx: Context) -> dict:
   flow = ctx.flow
   imgs = _test_images(ctx.config, flow, 4, ctx.options["progress"])
@@ -307,24 +358,38 @@ def _mix(ctx: Context) -> dict:
   zm = jnp.stack([analysis.mix_levels(flow, z[a], z[b], theta)
                   for a, b in pairs for theta in range(flow.num_levels + 1)])
   panels = pixels.from_flow(analysis.decode_jit(flow, ctx.params, zm)[0])
-  plots.save_grid(_to_uint8(panels), ctx.out_dir / "mix.png", ncol=flow.num_levels + 1)
+  plots.save_grid(_to_uint8(panels), ctx.figure("mix.png"), ncol=flow.num_levels + 1,
+                  title="level mixing of test images A and B: column theta takes levels "
+                  f">= theta from A, the rest from B (theta = 0 .. {flow.num_levels})")
   return {"mix": {"columns": f"theta = 0 (all of A) .. {flow.num_levels} (all of B)"}}
 
 
-@mode("inpaint")
+def _describe_inpaint(results: dict) -> str:
+  r = results["inpaint"]
+  parts = []
+  for how in r["modes"]:
+    where = "the cone's blocks only" if r["rows"][0][f"local_{how}"] else "the whole image"
+    parts.append(f"inpainting (free: {how}; each step computes {where}): PSNR "
+                 f"{r[f'mean_psnr_{how}']:.2f} dB (corrupted {r['mean_psnr_corrupted']:.2f}), "
+                 f"{r[f'median_seconds_{how}']:.2f} s per image (median)")
+  return "; ".join(parts) + " -> inpaint.png"
+
+
+@mode("inpaint", _describe_inpaint)
 def _inpaint(ctx: Context) -> dict:
   o = ctx.options
   summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key(8),
                                   o["inpaint_images"], o["inpaint_starts"],
                                   o["inpaint_steps"], o["progress"])
-  plots.save_grid(_to_uint8(panels), ctx.out_dir / "inpaint.png",
-                  ncol=len(summary["columns"]))
+  plots.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
+                  ncol=len(summary["columns"]),
+                  title="inpainting: " + " | ".join(summary["columns"]))
   return {"inpaint": summary}
 
 
-@mode("curve")
+@mode("curve", lambda r: "bits/dim against training time: bpd_curve.png")
 def _curve(ctx: Context) -> dict:
-  plots.plot_bpd_curve(ctx.workdir / "metrics.jsonl", ctx.out_dir / "bpd_curve.png",
+  plots.plot_bpd_curve(ctx.workdir / "metrics.jsonl", ctx.figure("bpd_curve.png"),
                        run_config.reference_curves(ctx.config))
   return {"curve": "bpd_curve.png"}
 
@@ -349,9 +414,26 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     out_dir = storage.check_writable(workdir / "eval", "eval output folder")
     flow, params, step = load_params(config, workdir, which)
     ctx = Context(config, workdir, out_dir, flow, params,
-                  jax.random.PRNGKey(config.seed + 777), options)
-    results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params)}
+                  jax.random.PRNGKey(config.seed + 777), options, step)
+    results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params),
+               "modes": list(modes), "out_dir": str(out_dir)}
     for name in modes:
       results.update(MODES[name](ctx))
   storage.write_json_atomic(out_dir / "eval.json", results)
+  if jax.process_index() == 0:
+    _figures_to_tensorboard(workdir / "tensorboard", out_dir, ctx.shared.get("figures", []),
+                            step)
   return results
+
+
+def _figures_to_tensorboard(logdir, out_dir, names, step: int):
+  """The evaluation's PNG figures in the run's TensorBoard (Images, ``eval/<name>``)."""
+  names = [n for n in names if n.endswith(".png")]
+  tb = metrics.TensorBoardLog.create(logdir) if names else None
+  if tb is None:
+    return
+  try:
+    for name in names:
+      tb.image(f"eval/{name.removesuffix('.png')}", (out_dir / name).read_bytes(), step)
+  finally:
+    tb.close()

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from rgflow_jax import metrics, storage  # noqa: E402
 
@@ -27,22 +27,55 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.
   return grid
 
 
-def save_grid(images: np.ndarray, path, ncol: int | None = None, scale: int = 4):
-  """Save a mosaic of uint8 images as a PNG, enlarged ``scale`` times (nearest)."""
-  grid = image_grid(images, ncol)
-  img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+def titled(grid: np.ndarray, title: str | None, scale: int = 1) -> Image.Image:
+  """A uint8 mosaic as an RGB image enlarged ``scale`` times (nearest), with ``title``
+  (one or more lines) on a white strip above it."""
+  grid = np.repeat(grid, 3, axis=-1) if grid.shape[-1] == 1 else grid
+  img = Image.fromarray(grid)
   img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-  return storage.save_image(img, path)
+  if not title:
+    return img
+  font = ImageFont.load_default(size=12)
+  lines = _wrap(title, font, img.width - 8)
+  line_h = 15
+  out = Image.new("RGB", (img.width, img.height + line_h * len(lines) + 6), "white")
+  draw = ImageDraw.Draw(out)
+  for i, line in enumerate(lines):
+    draw.text((4, 3 + i * line_h), line, fill="black", font=font)
+  out.paste(img, (0, out.height - img.height))
+  return out
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+  """``text`` broken at spaces (and its own newlines) into lines that fit ``width``."""
+  lines = []
+  for paragraph in text.split("\n"):
+    line = ""
+    for word in paragraph.split(" "):
+      trial = f"{line} {word}".strip()
+      if line and font.getlength(trial) > width:
+        lines.append(line)
+        line = word
+      else:
+        line = trial
+    lines.append(line)
+  return lines
+
+
+def save_grid(images: np.ndarray, path, ncol: int | None = None, scale: int = 4,
+              title: str | None = None) -> np.ndarray:
+  """Save a mosaic of uint8 images as a PNG, enlarged ``scale`` times (nearest), with a
+  title strip above it; returns the saved picture (H, W, 3) uint8."""
+  img = titled(image_grid(images, ncol), title, scale)
+  storage.save_image(img, path)
+  return np.asarray(img)
 
 
 def save_gif(frames: list, path, ncol: int | None = None, scale: int = 4,
-             duration_ms: int = 250):
-  """An animated GIF: each frame a mosaic of uint8 images (N, H, W, C)."""
-  imgs = []
-  for frame in frames:
-    grid = image_grid(frame, ncol)
-    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    imgs.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
+             duration_ms: int = 250, titles: list[str] | None = None):
+  """An animated GIF: each frame a mosaic of uint8 images (N, H, W, C), with its title."""
+  titles = titles or [None] * len(frames)
+  imgs = [titled(image_grid(frame, ncol), t, scale) for frame, t in zip(frames, titles)]
   return storage.save_image(imgs[0], path, save_all=True,
                             append_images=imgs[1:] + imgs[-2:0:-1], duration=duration_ms,
                             loop=0)
@@ -63,6 +96,7 @@ def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
     ax.plot(minutes, bpd, "s--", label=label, ms=4)
   ax.set_xlabel("training time (minutes)")
   ax.set_ylabel("bits per dimension")
+  ax.set_title("bits/dim during training")
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
@@ -72,24 +106,29 @@ def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
 
 
 def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
-              cmap: str = "viridis"):
-  """A panel of 2-D maps (e.g. receptive fields), each with its own colour scale."""
+              cmap: str = "viridis", suptitle: str | None = None):
+  """A panel of 2-D maps (e.g. receptive fields), each with its own colour scale, under
+  ``suptitle``; returns the path."""
   n = len(maps)
   nrow = -(-n // ncol)
-  fig, axes = plt.subplots(nrow, ncol, figsize=(2 * ncol, 2 * nrow), squeeze=False)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(2 * ncol, 2 * nrow + 0.5), squeeze=False)
   for ax in axes.flat:
     ax.axis("off")
   for ax, m, t in zip(axes.flat, maps, titles):
     ax.imshow(m, cmap=cmap, interpolation="nearest")
     ax.set_title(t, fontsize=8)
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=10)
   fig.tight_layout()
   storage.save_figure(fig, out_path, dpi=100)
   plt.close(fig)
   return out_path
 
 
-def plot_histograms(values: dict, out_path, xlabel: str):
+def plot_histograms(values: dict, out_path, xlabel: str, title: str | None = None):
   """One histogram per key (log-scaled x), e.g. receptive-field strengths per level."""
+  from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: PLC0415
+
   fig, ax = plt.subplots(figsize=(6, 4))
   for label, v in values.items():
     v = np.asarray(v)
@@ -98,8 +137,14 @@ def plot_histograms(values: dict, out_path, xlabel: str):
       bins = np.logspace(np.log10(v.min()), np.log10(v.max()) + 1e-9, 30)
       ax.hist(v, bins=bins, histtype="step", label=str(label))
   ax.set_xscale("log")
+  # Labels at 1, 2, 5 x 10^k only: matplotlib's minor labels over a narrow range overlap.
+  ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+  ax.xaxis.set_minor_formatter(NullFormatter())
   ax.set_xlabel(xlabel)
-  ax.set_ylabel("count")
+  ax.set_ylabel("number of latents")
+  if title:
+    ax.set_title(title)
   ax.legend()
   fig.tight_layout()
   storage.save_figure(fig, out_path, dpi=120)

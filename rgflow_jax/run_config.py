@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rgflow_jax import execution, jit_steps, models, storage
+from rgflow_jax import execution, jit_steps, metrics, models, storage
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ def validate_config(config):
 # What a resumed run must share with the run in its workdir. Everything else may change
 # on resume (learning rate, num_steps, intervals, time limit, ...) and is logged.
 MODEL_KEYS_THAT_MATTER = ("model", "dtype")
+# What evaluating a run needs of the config given: its model, and the data set it was
+# trained on (other images: eval --images).
+EVAL_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + ("data.name", "data.channels")
 RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
     "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
 # Free to differ even under those: how the model is executed (config.execution, and the
@@ -89,22 +92,17 @@ EXECUTION_KEYS = tuple(f"model.{k}" for k in execution.FIELDS) + (
 VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-  """A nested config dict as {"model.hidden": ..., "lr": ...}."""
-  out = {}
-  for k, v in tree.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
-
-
-def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER):
-  """Refuse, in one line, a config that differs from the saved run's in ``keys`` (the
-  model, and for training also the seed, batch, schedule and data: a resumed run with
-  another of these would silently be a different run); log the other changes."""
+def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
+                            use: str = "resume"):
+  """Refuse, in one line, a config that differs from the saved run's in ``keys`` (a
+  top-level name like ``model`` or a dotted one like ``data.name``: the model, and for
+  training also the seed, batch, schedule and data: a resumed run with another of these
+  would silently be a different run). When resuming, log the other changes."""
   saved_path = storage.as_path(workdir) / "config.json"
   if not saved_path.exists():
     return
-  saved, now = _flat(storage.read_json(saved_path)), _flat(json.loads(config.to_json()))
+  saved = metrics.flatten(storage.read_json(saved_path))
+  now = metrics.flatten(json.loads(config.to_json()))
   for key, value in VALUES_BEFORE_KEY_EXISTED.items():
     if key in now:
       saved.setdefault(key, value)
@@ -112,12 +110,13 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER):
                    if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS
                    and not k.startswith("execution."))
   for key in changed:
-    if key.split(".")[0] in keys:
+    if key in keys or key.split(".")[0] in keys:
+      fix = ("train in a new --workdir" if use == "resume" else
+             "pass --images FILE.npz (with its own config) for other images")
       raise TrainingError(
           f"{workdir} holds a run with a different config.{key} ({saved.get(key)} there, "
-          f"{now.get(key)} now): resume it with its own config ({saved_path}) or train "
-          "in a new --workdir")
-  if changed:
+          f"{now.get(key)} now): {use} it with its own config ({saved_path}) or {fix}")
+  if changed and use == "resume":
     log.warning("resuming %s with changed settings: %s", workdir,
                 ", ".join(f"{k} {saved.get(k)} -> {now.get(k)}" for k in changed))
 

@@ -1,4 +1,4 @@
-"""Training: ``train_and_evaluate(config, workdir)``, the library behind train.py.
+"""Training: ``train_and_evaluate(config, workdir)``, the library behind rgflow-train (train.py).
 
 The loop around the jitted step of :mod:`rgflow_jax.jit_steps`: resume from the newest
 intact Orbax checkpoint (with the data pipeline's position), then step, and at the
@@ -148,13 +148,13 @@ def use_compilation_cache(config):
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
 
 
-def _restore(ckpts, state, workdir, config, batches):
+def _restore(ckpts, state, workdir, batches):
   """(state, meta, resume step or None): the newest intact checkpoint (damaged ones are
-  set aside), the best a kill cut off written, and the data position set."""
+  set aside), the best a kill cut off written, and the data position set. The config
+  was compared with the run's before any data was made (:func:`_train`)."""
   meta = {"skipped_steps": 0, "best_test_bpd": None}
   if ckpts.latest_step() is None:
     return state, meta, None
-  check_resume_compatible(workdir, config)
   try:
     state, meta, resume_step = ckpts.restore_newest_intact(state)
   except FileNotFoundError as e:
@@ -219,6 +219,9 @@ def _train(config, workdir, lock=None) -> dict:
     raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the "
                      f"{jax.device_count()} devices")
 
+  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  if ckpts.latest_step() is not None:  # refuse another run's config before making data
+    check_resume_compatible(workdir, config)
   train_src = data.make_source(config.data, "train", flow.image_size, config.progress)
   test_src = data.make_source(config.data, "test", flow.image_size, config.progress)
   for src in (train_src, test_src):
@@ -226,15 +229,17 @@ def _train(config, workdir, lock=None) -> dict:
   batches = data.train_batches(train_src, config.batch_size // n_proc,
                                config.data.seed + config.seed, config.data.flip, proc, n_proc)
 
-  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
   # Replicated over every device of every process before a restore, which then reads
   # straight into that layout (a restored array is committed to one device, and moving
   # it across hosts afterwards is a transfer CPU and GPU clients cannot make).
   state = jax.device_put(jit_steps.init_state(flow, config, dtype), NamedSharding(mesh, P()))
-  state, meta, resume_step = _restore(ckpts, state, workdir, config, batches)
+  state, meta, resume_step = _restore(ckpts, state, workdir, batches)
   if proc == 0:
     storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
   metrics_log = MetricsLog(workdir, resume_step)
+  metrics_log.hparams(json.loads(config.to_json()), ("test/bpd", "train/bpd"))
+  schedule = jit_steps.make_schedule(config)  # a number, for a constant rate
+  lr_at = schedule if callable(schedule) else lambda _: schedule
 
   ex = execution.Execution.from_config(config, training=True)
   loop_step = jit_steps.make_loop_step(flow, jit_steps.make_optimizer(config), mesh,
@@ -253,8 +258,10 @@ def _train(config, workdir, lock=None) -> dict:
   def write_samples(params, step):  # every process computes; process 0 writes the file
     imgs = pixels.to_uint8(sample_fn(params, jax.random.fold_in(eval_rng, step)))
     if proc == 0:
-      plots.save_grid(np.asarray(jax.device_get(imgs)),
-                      workdir / "samples" / f"step{step:07d}.png")
+      grid = plots.save_grid(np.asarray(jax.device_get(imgs)),
+                             workdir / "samples" / f"step{step:07d}.png",
+                             title=f"samples at step {step}, T = {config.sample_temperature}")
+      metrics_log.image("samples", grid, step)
 
   step = int(state["step"])
   prefetch = DevicePrefetch(batches, mesh)
@@ -273,17 +280,28 @@ def _train(config, workdir, lock=None) -> dict:
   start_step, start_time = step, time.perf_counter()
   minutes0 = metrics_log.offset_minutes
   stop = StopSignal()
-  bar = progress.bar(None, config.progress and proc == 0, total=config.num_steps,
-                     initial=step, desc="train", unit="step")
+  # The bar starts after the first step, which compiles: its rate and ETA are training's.
+  bar = progress.bar(None, enabled=False)
   reason, last = "num_steps", {}
   window_start, window_steps = time.perf_counter(), 0
   try:
     while step < config.num_steps:
+      if step == start_step:
+        progress.say(f"compiling the training step ({flow.num_params(state['params']):,} "
+                     f"parameters, batch {config.batch_size}); the first step waits for it",
+                     proc == 0)
       state, window = loop_step(state, window, prefetch.next())
       prefetch.fill()  # the host reads ahead while the device runs the step
       step += 1
       window_steps += 1
-      bar.update(1)
+      if step == start_step + 1:
+        jax.block_until_ready(window)
+        progress.say(f"compiled and ran step {step} in "
+                     f"{time.perf_counter() - start_time:.1f} s; training", proc == 0)
+        bar = progress.bar(None, config.progress and proc == 0, total=config.num_steps,
+                           initial=step, desc="train", unit="step")
+      else:
+        bar.update(1)
       log_now = step % config.log_every == 0 or step == config.num_steps
       # With several processes the clocks are compared at log steps only, which every
       # process visits, and agreed: one process alone must never take another branch.
@@ -302,12 +320,16 @@ def _train(config, workdir, lock=None) -> dict:
       if log_now:
         dt = time.perf_counter() - window_start
         last = {"step": step, "minutes": round(minutes, 4), **reader.row(),
+                "lr": float(lr_at(step)),
                 "steps_per_s": window_steps / dt,
                 "images_per_s": window_steps * config.batch_size / dt}
         window = reader.restart()
         window_start, window_steps = time.perf_counter(), 0
         metrics_log.write(last)
         bar.set_postfix(bpd=f"{last['train_bpd']:.3f}", refresh=False)
+        if config.time_limit_s:  # the bar ends where the run will: num_steps or the limit
+          time_left = config.time_limit_s - (time.perf_counter() - start_time)
+          bar.total = min(config.num_steps, step + max(1, int(last["steps_per_s"] * time_left)))
       test = test_bpd(state["params"]) if eval_now else None
       if eval_now:
         _record_test(meta, test, step, minutes, metrics_log, bar)
@@ -332,5 +354,5 @@ def _train(config, workdir, lock=None) -> dict:
   summary = {"step": step, "steps_this_run": step - start_step, "stopped_by": reason,
              "train_bpd": last.get("train_bpd"), "best_test_bpd": meta.get("best_test_bpd"),
              "skipped_steps": reader.skipped}
-  log.info("finished: %s", summary)
+  log.debug("finished: %s", summary)
   return summary

@@ -134,9 +134,10 @@ def test_readable_files_whose_values_differ_from_the_digest_are_refused(runs, tm
   ckpts.close()
 
 
-def test_evaluation_opens_a_training_run_read_only(runs, tmp_path):
+def test_evaluation_opens_a_training_run_read_only(runs, tmp_path, caplog):
   """eval.py and compare.py on a run that is training: the writer's unfinished
-  checkpoint folder must survive the reader (Orbax's cleanup would delete it)."""
+  checkpoint folder must survive the reader (Orbax's cleanup would delete it), and
+  Orbax's notes that a read-only manager is read-only are not printed."""
   work = tmp_path / "run"
   shutil.copytree(runs / "at6", work)
   in_progress = work / "checkpoints" / "8.orbax-checkpoint-tmp-1796000000000000"
@@ -144,8 +145,12 @@ def test_evaluation_opens_a_training_run_read_only(runs, tmp_path):
   (in_progress / "state" / "partial").write_bytes(b"being written")
   c = smoke_config(runs)
   for which in ("latest", "best"):
-    _, _, step = evaluation.load_params(c, work, which)
+    with caplog.at_level(logging.INFO):
+      _, _, step = evaluation.load_params(c, work, which)
     assert step == 6
+  assert "checkpoint_manager" in {r.module for r in caplog.records}  # Orbax did log ...
+  for note in checkpoint._ReadOnlyNotes.NOTES:  # ... but not its read-only notes
+    assert note not in caplog.text
   assert (in_progress / "state" / "partial").read_bytes() == b"being written"
   ro = checkpoint.Checkpoints(work, read_only=True)
   with pytest.raises(RuntimeError, match="read-only"):
@@ -157,6 +162,7 @@ class _Killed(BaseException):
   """What a SIGKILL amounts to for the code after it: nothing more runs."""
 
 
+@pytest.mark.e2e
 def test_a_kill_between_the_latest_and_the_best_save_loses_no_best(tmp_path, monkeypatch,
                                                                     caplog):
   c = smoke_config(tmp_path, num_steps=2, ckpt_every=2, eval_every=2, sample_every=0,
@@ -215,6 +221,7 @@ def _wait_for(predicate, proc, timeout=240):
 CKPT_EVERY = 2
 
 
+@pytest.mark.e2e
 def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
   """Ten SIGKILLs at random moments of a run that saves every 2 steps and evaluates
   every 3 (every other one while it starts up and restores, the others while it
@@ -288,6 +295,7 @@ def _can_mount_a_tmpfs() -> bool:
   return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
 
 
+@pytest.mark.e2e
 def test_a_full_disk_stops_the_run_in_one_line_before_a_partial_checkpoint(tmp_path):
   """The workdir on a 1.2 MiB tmpfs (mounted in a user namespace: no root needed): the
   run stops at the first checkpoint that would not fit, in one line, with nothing of

@@ -16,6 +16,8 @@ from helpers import perturb
 from rgflow_jax import analysis, checkpoint, evaluation, jit_steps, run_config, storage, training
 from test_training import load_config
 
+pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -17,6 +17,8 @@ from rgflow_jax import authors_weights, checkpoint, jit_steps, run_config
 from test_authors_weights import FIXTURES
 from test_training import ROOT, load_config
 
+pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
+
 FIXTURE = FIXTURES / "L32_C3_k4.npz"  # their model at the :smoke config's size
 CONFIG = str(ROOT / "configs/msds1.py:smoke,authors")
 
@@ -63,7 +65,7 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
              f"--config.data.data_dir={data_dir}", "--config.num_steps=2",
              "--config.sample_every=0")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "'steps_this_run': 2" in out.stdout
+  assert "done: step 2 (2 this run)" in out.stdout
   # ...and the export of the imported step is their state_dict, name by name (the
   # parameters as float32, the dtype of the run).
   fresh = tmp_path / "again"

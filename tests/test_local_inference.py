@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from benchmarks import local_inference
+
+pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
 
 def test_quick_benchmark_times_both_objectives_and_writes_json(tmp_path, capsys):

@@ -20,6 +20,8 @@ import pytest
 from rgflow_jax import checkpoint, jit_steps, run_config
 from test_training import ROOT, load_config
 
+pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
+
 HEARTBEAT_S = 10
 STEPS = 18
 
@@ -143,7 +145,7 @@ def test_a_sigterm_to_one_process_stops_both_and_a_sigkill_ends_the_other(runs, 
   run.wait_for_step(2)
   os.kill(run.pids[1], signal.SIGTERM)
   assert run.finish() == 128 + signal.SIGTERM, run.text[-4000:]
-  done = re.findall(r"\] done: \{'step': (\d+), .*'stopped_by': '(\w+)'", run.text)
+  done = re.findall(r"\] done: step (\d+) \(\d+ this run\), stopped by (\w+)", run.text)
   assert len(done) == 2 and {why for _, why in done} == {"SIGTERM"}, run.text[-4000:]
   stopped = {int(s) for s, _ in done}
   assert len(stopped) == 1, done  # the same step on both
@@ -167,7 +169,7 @@ def test_a_sigterm_to_one_process_stops_both_and_a_sigkill_ends_the_other(runs, 
   # equal to the uninterrupted two-process run.
   run = Launch(work, data_dir)
   assert run.finish() == 0, run.text[-4000:]
-  resumed = {int(s) for s in re.findall(r"\] done: .*'steps_this_run': (\d+)", run.text)}
+  resumed = {int(s) for s in re.findall(r"\] done: step \d+ \((\d+) this run\)", run.text)}
   assert len(resumed) == 1 and 0 < resumed.pop() < STEPS - stop_step
   got, got_meta = _state(work)
   want, want_meta = _state(base / "two")

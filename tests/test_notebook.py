@@ -3,7 +3,10 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,9 +2,9 @@
 against a local GCS emulator (gcp-storage-emulator on 127.0.0.1), gcsfs for files and
 Orbax's tensorstore for checkpoint arrays; nothing may land on local disk."""
 
-import ast
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from rgflow_jax import runlock, storage
+
+pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "rgflow-test"
@@ -94,9 +96,10 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
 
   out = subprocess.run(train, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-  summary = ast.literal_eval(out.stdout.strip().splitlines()[-1].removeprefix("done: "))
-  assert summary["step"] == steps
-  resumed_from = steps - summary["steps_this_run"]
+  last = out.stdout.strip().splitlines()[-1]
+  done = re.fullmatch(r"done: step (\d+) \((\d+) this run\), .*", last)
+  assert done and int(done.group(1)) == steps, out.stdout[-2000:]
+  resumed_from = steps - int(done.group(2))
   assert 0 < resumed_from <= killed_at and killed_at - resumed_from <= 3  # one interval
   assert _logged_steps(f"{workdir}/metrics.jsonl") == list(range(1, steps + 1))
 
@@ -122,7 +125,7 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
     local = tmp_path / f"events{i}"
     local.write_bytes(f.read_bytes())
     tags |= {v.tag for e in event_file_loader.EventFileLoader(str(local)).Load() for v in e.summary.value}
-  assert {"train_bpd", "test_bpd", "grad_norm"} <= tags
+  assert {"train/bpd", "test/bpd", "train/grad_norm", "train/lr"} <= tags
   assert [p.name for p in cwd.iterdir()] == []  # nothing written to local disk
 
 

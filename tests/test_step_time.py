@@ -10,6 +10,8 @@ import pytest
 from benchmarks import step_time as bench
 from rgflow_jax import RGFlow, xla_cpu
 
+pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
+
 
 @pytest.mark.parametrize("name,gflop", [("tiny", 0.80), ("small", 15.0),
                                         ("paper-msds", 1300.0), ("paper-celeba", 2390.0)])

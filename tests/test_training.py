@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from helpers import perturb, step_gradient
-from rgflow_jax import checkpoint, data, jit_steps, models, run_config, training
+from rgflow_jax import checkpoint, data, evaluation, jit_steps, models, run_config, training
 from rgflow_jax.execution import Execution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,18 +49,49 @@ def _check_run_outputs(workdir):
   assert (workdir / "bpd_curve.png").exists()
   assert (workdir / "checkpoints").is_dir() and list((workdir / "checkpoints").iterdir())
   assert json.loads((workdir / "config.json").read_text())["model"]
-  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-  events = [e for f in (workdir / "tensorboard").glob("events*") for e in EventFileLoader(str(f)).Load()]
-  tags = {v.tag for e in events for v in e.summary.value}
-  assert {"train_bpd", "test_bpd", "grad_norm"} <= tags
+  tb = tensorboard_events(workdir / "tensorboard")
+  assert {"train/bpd", "test/bpd", "train/grad_norm", "train/lr", "speed/steps_per_s"} <= \
+      set(tb.Tags()["scalars"])
+  logged = {r["step"]: r for r in rows if "train_bpd" in r}
+  for event in tb.Scalars("train/lr"):  # the numbers of metrics.jsonl, at its steps
+    assert event.value == pytest.approx(logged[event.step]["lr"], rel=1e-6)
+  assert [e.step for e in tb.Images("samples")] == \
+      sorted(int(p.stem.removeprefix("step")) for p in (workdir / "samples").glob("*.png"))
+  assert tb.Images("samples")[0].width > 32 * 8  # the titled grid, not one image
+  from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: PLC0415
+  start = plugin_data_pb2.HParamsPluginData.FromString(
+      tb.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+  config = json.loads((workdir / "config.json").read_text())
+  assert start.hparams["batch_size"].number_value == config["batch_size"]
+  assert start.hparams["data.name"].string_value == config["data"]["name"]
+  # Files get the process umask's mode (0644 under 022), as Orbax's checkpoint files do.
+  umask = os.umask(0)
+  os.umask(umask)
+  for path in workdir.rglob("*"):
+    if path.is_file() and path.name != ".train.lock":
+      assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path, oct(path.stat().st_mode))
+
+
+def tensorboard_events(logdir):
+  """TensorBoard's own reader over a logdir (scalars, images, plugin data)."""
+  from tensorboard.backend.event_processing import event_accumulator  # noqa: PLC0415
+  acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"images": 0,
+                                                                      "scalars": 0})
+  acc.Reload()
+  return acc
 
 
 @pytest.mark.parametrize("name", ["msds1", "msds2"])
-def test_smoke_run_msds(tmp_path, name):
+def test_smoke_run_msds(tmp_path, name, capsys):
   summary = training.train_and_evaluate(smoke_config(tmp_path, name), tmp_path / "run")
   assert summary["step"] == 6 and summary["stopped_by"] == "num_steps"
   assert np.isfinite(summary["best_test_bpd"])
   _check_run_outputs(tmp_path / "run")
+  # Before the first step a line says what the wait is; the bar starts after it.
+  err = capsys.readouterr().err.splitlines()
+  compiling = [i for i, l in enumerate(err) if l.startswith("compiling the training step (")]
+  compiled = [i for i, l in enumerate(err) if l.startswith("compiled and ran step 1 in ")]
+  assert len(compiling) == len(compiled) == 1 and compiling[0] < compiled[0], err
 
 
 @pytest.mark.parametrize("name", ["celeba", "cifar10", "mnist"])
@@ -116,6 +147,15 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
     with pytest.raises(training.TrainingError, match=f"different config.{key} ") as err:
       run_config.check_resume_compatible(tmp_path / "run", changed)
     assert "\n" not in str(err.value)
+  # Refused before any data is made (MSDS generation takes a minute at full size), by
+  # training and by evaluation, which must be given the run's model and data set.
+  other = smoke_config(tmp_path, **{"data.name": "msds2", "data.data_dir": str(tmp_path / "d2")})
+  with pytest.raises(training.TrainingError, match="different config.data.name "):
+    training.train_and_evaluate(other, tmp_path / "run")
+  with pytest.raises(training.TrainingError, match=r"different config.data.name \(msds1 "
+                     r"there, msds2 now\): evaluate it with its own config"):
+    evaluation.evaluate(other, tmp_path / "run", ["bpd"], progress=False)
+  assert not (tmp_path / "d2").exists()
   # The same model with a longer schedule, another learning rate and bfloat16 matmuls
   # resumes, and says what changed.
   c3 = smoke_config(tmp_path, num_steps=4, eval_every=2, ckpt_every=2, sample_every=0,
@@ -266,6 +306,7 @@ def test_invalid_config_values_are_one_line_errors(tmp_path, key, value, msg):
   assert "\n" not in str(err.value)
 
 
+@pytest.mark.e2e
 def test_train_script_reports_missing_data_in_one_line(tmp_path):
   out = subprocess.run(
       [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/celeba.py:smoke"),
@@ -428,6 +469,7 @@ def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
   assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(params))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("flag", ["--draws=0", "--max_images=0", "--max_images=-3"])
 def test_eval_flags_out_of_range_are_refused_before_any_work(tmp_path, flag):
   out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config",
@@ -443,12 +485,17 @@ def test_eval_flags_out_of_range_are_refused_before_any_work(tmp_path, flag):
     (["--config", "configs/msds1.py:bogus"], "error: bad command line: ValueError: unknown or "
                                              "conflicting variant 'bogus'"),
     (["--config", "configs/msds1.py:smoke", "--config.no_such_key=1"],
-     "error: bad command line: AttributeError"),
+     "error: bad command line: no config key 'no_such_key'"),
+    (["--config", "msds1:smoke", "--config.batchsize=3"],
+     "error: bad command line: no config key 'batchsize'; Did you mean \"batch_size\""),
+    (["--config", "msds3:smoke"], "error: bad command line: unknown config 'msds3': use one "
+                                  "of celeba, chairs, cifar10, mnist, msds1, msds2"),
     (["--config", "configs/msds1.py:smoke", "--config.batch_size=abc"],
      "error: bad command line: flag --config.batch_size=abc"),
     (["--config", "configs/msds1.py:smoke", "--workdir=WORKDIR_IS_A_FILE"],
      "error: cannot write to the workdir"),
 ])
+@pytest.mark.e2e
 def test_train_script_command_line_faults_are_one_line(tmp_path, args, message):
   (tmp_path / "file").write_text("x")
   args = [a.replace("WORKDIR_IS_A_FILE", str(tmp_path / "file")) for a in args]
@@ -459,6 +506,7 @@ def test_train_script_command_line_faults_are_one_line(tmp_path, args, message):
   assert len(lines) == 1 and lines[0].startswith(message), out.stderr[-2000:]
 
 
+@pytest.mark.e2e
 def test_a_second_trainer_on_one_workdir_is_refused_naming_the_holder(tmp_path):
   from rgflow_jax import runlock  # noqa: PLC0415
   workdir = tmp_path / "run"

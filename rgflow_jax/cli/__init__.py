@@ -1,5 +1,12 @@
-"""The command-line boundary shared by train.py, eval.py and compare.py: flags and the
-config file parsed into one-line errors, and quiet object-store clients."""
+"""The command-line boundary shared by the entry points (``rgflow-train``,
+``rgflow-eval``, ``rgflow-compare``, ``python -m rgflow_jax.convert``, and the
+repository's train.py / eval.py / compare.py): config names resolved, flags and the
+config file parsed into one-line errors, and quiet libraries.
+
+The programs themselves are :mod:`rgflow_jax.cli.train`, :mod:`rgflow_jax.cli.eval`
+and :mod:`rgflow_jax.cli.compare`; each defines its flags only when run (importing a
+module defines none).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,37 @@ import sys
 
 from absl import flags
 
+from rgflow_jax import configs
 
-def _last_line(text: str) -> str:
-  lines = [l.strip() for l in str(text).splitlines()
-           if l.strip() and not l.strip().startswith("Pass --help")]
+
+def _message_lines(e: BaseException) -> list[str]:
+  """An exception's message as lines, unwrapping what ml_collections wraps (an
+  AttributeError around a KeyError whose text is a repr)."""
+  while e.args and isinstance(e.args[0], BaseException):
+    e = e.args[0]
+  text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+  return [l.strip() for l in text.splitlines()
+          if l.strip() and not l.strip().startswith("Pass --help")]
+
+
+def _last_line(e: BaseException) -> str:
+  lines = _message_lines(e)
   return lines[-1] if lines else "no message"
+
+
+def _resolve_config_names(argv: list[str]) -> list[str]:
+  """``--config NAME[:variant]`` (a shipped config's name) as the config file's path."""
+  out, it = [], iter(enumerate(argv))
+  for i, arg in it:
+    if i and arg in ("--config", "-config") and i + 1 < len(argv):
+      out += [arg, configs.resolve(argv[i + 1])]
+      next(it)
+    elif i and arg.startswith(("--config=", "-config=")):
+      flag, _, value = arg.partition("=")
+      out.append(f"{flag}={configs.resolve(value)}")
+    else:
+      out.append(arg)
+  return out
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -23,11 +56,44 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     msg = _last_line(e)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    msg = (f"{type(e).__name__}: {_last_line(e)} (check the --config.* overrides against "
-           "the config file)")
+  except KeyError as e:  # KeyError's str() is a repr: quote its own lines
+    msg = f"{'; '.join(_message_lines(e))} (check the --config.* overrides)"
+  except (AttributeError, TypeError, ValueError) as e:
+    lines = _message_lines(e) or ["no message"]
+    if isinstance(e, AttributeError) or "Did you mean" in " ".join(lines):
+      msg = f"no config key {'; '.join(lines)} (check the --config.* overrides)"
+    else:
+      msg = f"{type(e).__name__}: {lines[-1]}"
   sys.stderr.write(f"error: bad command line: {msg}; see --helpshort\n")
   sys.exit(2)
+
+
+def define_config_flag():
+  """The ``--config`` flag every entry point takes, with the names and variants in its
+  help text."""
+  from ml_collections import config_flags  # noqa: PLC0415
+  config_flags.DEFINE_config_file("config", None, configs.help_text(), lock_config=True)
+
+
+def run_program(main, define_flags, usage: str):
+  """Run an entry point: ``--config NAME`` resolved in ``sys.argv`` (an unknown name is
+  one line), ``define_flags()`` called, its flags listed by ``--help`` under ``usage``
+  (console scripts and ``-m`` have no docstring of their own), then absl's
+  ``app.run(main)`` with :func:`parse_flags`."""
+  from absl import app  # noqa: PLC0415
+  try:
+    sys.argv = _resolve_config_names(sys.argv)
+  except ValueError as e:
+    sys.stderr.write(f"error: bad command line: {e}\n")
+    sys.exit(2)
+  before = set(flags.FLAGS)
+  define_flags()
+  main_module = sys.modules["__main__"]
+  main_module.__doc__ = usage  # what absl's --help prints above the flags
+  new = {id(flags.FLAGS[n]): flags.FLAGS[n] for n in sorted(set(flags.FLAGS) - before)}
+  for flag in new.values():  # --help lists the main module's flags: these
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main, flags_parser=parse_flags)
 
 
 def load_config(config_flag):

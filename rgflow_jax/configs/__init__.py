@@ -1,0 +1,43 @@
+"""The configs shipped with the package, by name: ``msds1``, ``msds2``, ``celeba``,
+``cifar10``, ``mnist``, ``chairs``. Each module's ``get_config(variant)`` builds an
+ml_collections config; the variants every config shares (``cpu``, ``smoke``,
+``authors``, ``realnvp``, ``gaussian``, ``accel``) are in :mod:`rgflow_jax.configs.base`.
+
+On the command line a config is a name and variants (``msds1:cpu``) or, as before, a
+config file's path (``configs/msds1.py:cpu``, or a file of your own):
+:func:`resolve` turns the first form into the second.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FOLDER = Path(__file__).resolve().parent
+
+
+def names() -> list[str]:
+  """The shipped configs' names (the modules of this folder but ``base``)."""
+  return sorted(p.stem for p in FOLDER.glob("*.py") if p.stem not in ("__init__", "base"))
+
+
+def resolve(arg: str) -> str:
+  """``name[:variant]`` as ``<package>/configs/name.py[:variant]``; a path (anything
+  with a ``/`` or ``.py``, or an existing file) is returned as it is. An unknown name is
+  a ValueError that lists the names."""
+  path, sep, variant = arg.partition(":")
+  if "/" in path or os.sep in path or path.endswith(".py") or os.path.exists(path):
+    return arg
+  if path not in names():
+    raise ValueError(f"unknown config {path!r}: use one of {', '.join(names())} (e.g. "
+                     "msds1:cpu) or the path of a config file (e.g. my_config.py:smoke)")
+  return f"{FOLDER / (path + '.py')}{sep}{variant}"
+
+
+def help_text() -> str:
+  """What ``--config`` accepts, for the entry points' ``--help``."""
+  from rgflow_jax.configs import base  # noqa: PLC0415 (ml_collections only when asked)
+  variants = "; ".join(f"{name}: {text}" for name, text in base.VARIANT_HELP.items())
+  return (f"A config name ({', '.join(names())}) or a config file's path, then ':' and "
+          f"comma-separated variants (at most one size). Variants: {variants}. "
+          "E.g. msds1:cpu, celeba:accel, msds1:cpu,realnvp.")

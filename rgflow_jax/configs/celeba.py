@@ -8,7 +8,7 @@ paper reports 3.47 bits/dim on the test set (Real NVP: 3.36) and FID 31.3.
 Needs the prepared tfds set (docs/data.md). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
-from configs import base
+from rgflow_jax.configs import base
 
 
 def get_config(arg: str = ""):

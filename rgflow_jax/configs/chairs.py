@@ -6,7 +6,7 @@ split by file name. The paper reports 0.930 bits/dim (Real NVP: 0.933) and FID 3
 Point ``--config.data.path`` at the unpacked ``rendered_chairs`` folder (docs/data.md). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
-from configs import base
+from rgflow_jax.configs import base
 
 
 def get_config(arg: str = ""):

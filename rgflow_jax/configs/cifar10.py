@@ -5,7 +5,7 @@ Default: the paper's CelebA hyperparameters (n_layer = 8, 6, 4, 2, n_res = 4, wi
 98.5. Needs the prepared tfds set (docs/data.md). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
-from configs import base
+from rgflow_jax.configs import base
 
 
 def get_config(arg: str = ""):

@@ -4,7 +4,7 @@ Default: n_layer = 4, n_res = 4, width 512 at every level. Needs the prepared tf
 set (docs/data.md). Variants: ``:cpu``, ``:smoke``, and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
-from configs import base
+from rgflow_jax.configs import base
 
 
 def get_config(arg: str = ""):

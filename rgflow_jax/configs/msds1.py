@@ -12,7 +12,7 @@ Variants (``--config configs/msds1.py:VARIANT``):
   accel  one GPU or TPU host: bfloat16 matmuls, compilation cache (``:accel``).
 """
 
-from configs import base
+from rgflow_jax.configs import base
 
 
 # The authors' PyTorch code on a 2-core CPU machine (2026-11): a small model (n_layer 2,

@@ -6,7 +6,7 @@ parameters), Laplace prior. The paper reports 1.01 bits/dim on the test set
 and ``authors`` / ``realnvp`` / ``gaussian`` / ``accel`` (base.py).
 """
 
-from configs import base
+from rgflow_jax.configs import base
 
 
 def get_config(arg: str = ""):

@@ -1,0 +1,74 @@
+"""``rgflow-eval`` (or ``python -m rgflow_jax.cli.eval``, or the repository's
+``python eval.py``): evaluate a trained run; one summary line per mode on stdout, every
+number in ``<workdir>/eval/eval.json`` (``--json`` prints it too), figures beside it."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags
+
+from rgflow_jax import cli
+
+USAGE = """Evaluate a trained run: test bits/dim and the paper's figures.
+
+  rgflow-eval --config msds1:cpu --workdir runs/msds1-cpu [--mode all] [--json]
+
+--config is {config_help}
+Give the run's own config (or none of its model and data changed): a different model
+or data set is refused.
+Modes (--mode, comma-separated): {modes}, or all.
+Writes <workdir>/eval/eval.json and the figures (PNG, GIF) beside it.
+"""
+
+
+def _define_flags():
+  from rgflow_jax.evaluation import MODES  # noqa: PLC0415
+  cli.define_config_flag()
+  flags.DEFINE_string("workdir", None, "Run folder with checkpoints (local or gs://).")
+  flags.DEFINE_string("mode", "all", f"{', '.join(MODES)} or all (comma-separated).")
+  flags.DEFINE_string("images", None, ".npz of uint8 images (N, H, W, C) for bpd.")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
+  flags.DEFINE_integer("draws", 4, "Dequantisation draws for bpd.", lower_bound=1)
+  flags.DEFINE_integer("max_images", None, "Evaluate bpd on the first N images.",
+                       lower_bound=1)
+  flags.DEFINE_integer("inpaint_images", 4, "Test images to inpaint.", lower_bound=1)
+  flags.DEFINE_integer("inpaint_starts", 200, "Random starts per inpainting.",
+                       lower_bound=1)
+  flags.DEFINE_integer("inpaint_steps", 300, "Adam steps per inpainting.", lower_bound=0)
+  flags.DEFINE_boolean("json", False, "Also print eval.json's content on stdout.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  cli.quiet_libraries()
+  from rgflow_jax.data import DataError  # noqa: PLC0415
+  from rgflow_jax.evaluation import evaluate, summary_lines  # noqa: PLC0415
+  from rgflow_jax.run_config import TrainingError  # noqa: PLC0415
+  f = flags.FLAGS
+  try:
+    results = evaluate(cli.load_config(f["config"]), f.workdir, f.mode.split(","),
+                       f.images, f.checkpoint, f.draws, f.max_images,
+                       inpaint_images=f.inpaint_images, inpaint_starts=f.inpaint_starts,
+                       inpaint_steps=f.inpaint_steps)
+  except (DataError, TrainingError, ValueError, OSError) as e:
+    sys.exit(f"error: {e}")
+  if f.json:
+    print(json.dumps(results, indent=1))
+  for line in summary_lines(results):
+    print(line)
+
+
+def run():
+  """The console script: CPU tuning first (it may restart the process), then flags."""
+  from rgflow_jax import xla_cpu  # noqa: PLC0415
+  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch
+  from rgflow_jax import configs, evaluation  # noqa: PLC0415
+  usage = USAGE.format(config_help=configs.help_text(), modes=", ".join(evaluation.MODES))
+  cli.run_program(main, _define_flags, usage)
+
+
+if __name__ == "__main__":
+  run()

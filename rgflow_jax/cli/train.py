@@ -1,0 +1,89 @@
+"""``rgflow-train`` (or ``python -m rgflow_jax.cli.train``, or the repository's
+``python train.py``): train a config in a run folder, resuming from its last checkpoint.
+
+Exit status: 0 when the run reached num_steps or its time limit; 1 with a one-line
+``error:`` for bad input or a stopped run; 2 for a bad command line; 128 + the signal
+number (143 for SIGTERM, 130 for Ctrl-C) after saving a checkpoint on a signal, so a
+scheduler sees that the run did not finish.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from rgflow_jax import cli
+
+USAGE = """Train RG-Flow (or the Real NVP baseline), resuming from the run's last checkpoint.
+
+  rgflow-train --config msds1:cpu [--workdir runs/msds1-cpu] [--config.KEY=VALUE ...]
+
+--config is {config_help}
+Any config value can be overridden: --config.batch_size=32, --config.model.hidden='(64,)'.
+The run folder (local or gs://) gets checkpoints/, best/, metrics.jsonl, tensorboard/,
+samples/ and config.json; a rerun with the same folder resumes. Evaluate it with
+rgflow-eval.
+"""
+
+
+def _define_flags():
+  cli.define_config_flag()
+  flags.DEFINE_string("workdir", None, "Run folder, local or gs:// (default "
+                      "runs/<config name>[-<variant>]).")
+  flags.mark_flags_as_required(["config"])
+
+
+def default_workdir(config_arg: str) -> str:
+  path, _, variant = config_arg.partition(":")
+  return str(Path("runs") / (Path(path).stem + (f"-{variant}" if variant else "")))
+
+
+def summary_line(summary: dict) -> str:
+  """What a finished run prints: where it stopped and its bits/dim."""
+  def bpd(v):
+    return "n/a" if v is None else f"{v:.4f}"
+  why = {"num_steps": "reached num_steps", "time_limit": "reached the time limit",
+         "SIGTERM": "stopped by SIGTERM (checkpoint saved)",
+         "SIGINT": "stopped by Ctrl-C (checkpoint saved)"}.get(summary["stopped_by"],
+                                                             summary["stopped_by"])
+  return (f"done: step {summary['step']} ({summary['steps_this_run']} this run), {why}; "
+          f"train bits/dim {bpd(summary['train_bpd'])}, best test bits/dim "
+          f"{bpd(summary['best_test_bpd'])}, skipped steps {summary['skipped_steps']}")
+
+
+def main(argv):
+  del argv
+  cli.quiet_libraries()
+  from rgflow_jax import multihost  # noqa: PLC0415  (after the CPU tuning and flags)
+  from rgflow_jax.data import DataError  # noqa: PLC0415
+  from rgflow_jax.training import TrainingError, train_and_evaluate  # noqa: PLC0415
+  config_arg = flags.FLAGS["config"].config_filename
+  workdir = flags.FLAGS.workdir or default_workdir(config_arg)
+  try:
+    summary = train_and_evaluate(cli.load_config(flags.FLAGS["config"]), workdir)
+  except OSError as e:
+    if e.errno == errno.ENOSPC:  # a log or figure write that found the disk full
+      sys.exit(f"error: the disk is full ({e}); free some space and rerun to resume from "
+               "the last checkpoint")
+    sys.exit(f"error: {e}")
+  except (DataError, TrainingError, ValueError) as e:
+    sys.exit(f"error: {multihost.lost_peer_message(e) or e}")
+  print(summary_line(summary))
+  if summary["stopped_by"] in ("SIGTERM", "SIGINT"):
+    sys.exit(128 + signal.Signals[summary["stopped_by"]].value)
+
+
+def run():
+  """The console script: CPU tuning first (it may restart the process), then flags."""
+  from rgflow_jax import xla_cpu  # noqa: PLC0415
+  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch
+  from rgflow_jax import configs  # noqa: PLC0415
+  cli.run_program(main, _define_flags, USAGE.format(config_help=configs.help_text()))
+
+
+if __name__ == "__main__":
+  run()
