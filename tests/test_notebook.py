@@ -1,4 +1,5 @@
-"""The Colab notebook, executed end to end on CPU at smoke size, so it cannot rot."""
+"""The Colab notebook, executed end to end on CPU at smoke size, so it cannot rot; with
+rgflow_jax importable it installs nothing."""
 
 from pathlib import Path
 
@@ -24,4 +25,7 @@ def test_notebook_runs_and_shows_its_figures(tmp_path, monkeypatch):
   assert len(images) == 5  # samples, receptive fields, mixing, inpainting, curve
   text = "".join(o.get("text", "") for o in outputs)
   assert "test bits/dim:" in text and "inpainting PSNR" in text
+  # rgflow_jax was importable (from this checkout): nothing was installed.
+  assert f"from {ROOT / 'rgflow_jax'}" in text
+  assert "colab.research.google.com/github/" in "".join(nb.cells[0].source)
   assert (tmp_path / "run" / "eval" / "eval.json").is_file()
