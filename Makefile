@@ -1,34 +1,56 @@
-# Set-up and everyday commands. Every target creates .venv and installs what it needs.
+# Set-up and everyday commands. Every target creates the venv and installs what it needs.
+#   make test                       the whole suite, in .venv with python3
+#   make test PYTHON=python3.12     the same with another interpreter (and its newest JAX)
+#   make test-fast                  the suite without its end-to-end tier (-m "not e2e")
+#   make test-fast FLOOR=1 PYTHON=python3.11 VENV=.venv-floor
+#                                   on the declared floor: every runtime dependency at its
+#                                   lower bound in requirements.txt (what .ci/run does)
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 # pytest workers: one per core by default (CI machines have 2); idle workers take
 # pending tests from busy ones (worksteal), so one long test does not hold the end.
 PYTEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
+VERSIONS := $(PY) -c "import sys, jax, numpy; print(f'suite on Python {sys.version.split()[0]}, JAX {jax.__version__}, numpy {numpy.__version__}')"
+# FLOOR=1: requirements.txt's lower bounds as exact pins (extras dropped: pip refuses
+# them in constraints).
+FLOOR ?=
+CONSTRAINTS := $(if $(FLOOR),-c $(VENV)/floor-constraints.txt)
 
-DEMO_CONFIG ?= configs/msds1.py:cpu
+DEMO_CONFIG ?= msds1:cpu
 DEMO_DIR ?= runs/msds1-cpu
 
-.PHONY: test demo install clean
+.PHONY: test test-fast test-e2e demo install clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-test.txt
+	sed -E -e 's/\[[^]]*\]//' -e 's/>=/==/' requirements.txt > $(VENV)/floor-constraints.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt $(CONSTRAINTS)
 	touch $@
 
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal tests
+	@$(VERSIONS)
+	$(PYTEST) tests
+
+test-fast: install
+	@$(VERSIONS)
+	$(PYTEST) -m "not e2e" tests
+
+test-e2e: install
+	@$(VERSIONS)
+	$(PYTEST) -m e2e tests
 
 # Trains the CPU-sized MSDS1 model for 8 minutes (resuming if DEMO_DIR has a run),
 # then writes test bits/dim, samples, receptive fields, traversals, mixing, inpainting
 # and the BPD curve to DEMO_DIR/eval.
 demo: install
-	$(PY) train.py --config $(DEMO_CONFIG) --workdir $(DEMO_DIR)
-	$(PY) eval.py --config $(DEMO_CONFIG) --workdir $(DEMO_DIR) --mode all --draws 2 \
-	  --inpaint_images 2 --inpaint_starts 100
+	$(PY) -m rgflow_jax.cli.train --config $(DEMO_CONFIG) --workdir $(DEMO_DIR)
+	$(PY) -m rgflow_jax.cli.eval --config $(DEMO_CONFIG) --workdir $(DEMO_DIR) --mode all \
+	  --draws 2 --inpaint_images 2 --inpaint_starts 100
 
 clean:
 	rm -rf $(VENV) .pytest_cache
