@@ -9,7 +9,7 @@ import pytest
 
 from helpers import random_flow, tiny_flow
 from rgflow_jax import cones, evaluation, receptive, training
-from test_training import smoke_config
+from test_training import smoke_config, tensorboard_events
 
 
 def test_receptive_field_at_identity_init_is_its_own_site():
@@ -93,6 +93,21 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   # RG-Flow inpaints on its cone's blocks, and the time of each image is reported.
   assert all(r["local_cone"] and r["seconds_cone"] > 0 for r in rows)
   assert saved["inpaint"]["median_seconds_cone"] > 0
+  # What the command prints: one line per mode, in order, then where eval.json is.
+  lines = evaluation.summary_lines(results)
+  starts = {"bpd": "test bits/dim: ", "samples": "samples: ", "progressive": "progressive ",
+            "rf": "receptive fields: ", "traverse": "traversals ", "mix": "level mixing ",
+            "inpaint": "inpainting (free: cone; ", "curve": "bits/dim against "}
+  assert [l.split()[0] for l in lines[:-1]] == [starts[m].split()[0] for m in evaluation.MODES]
+  for line, name in zip(lines, evaluation.MODES):
+    assert line.startswith(starts[name]) and "\n" not in line, line
+  assert f"+- {saved['test_bpd']['stderr']:.4f} (2 draws), {c.data.n_test} images" in lines[0]
+  assert lines[-1] == f"eval: step {c.num_steps} (best checkpoint); every number in {out}/eval.json"
+  # The figures went to the run's TensorBoard too, at the evaluated step.
+  tb = tensorboard_events(tmp_path / "run" / "tensorboard")
+  assert {"eval/receptive_fields", "eval/samples_T1.0", "eval/inpaint"} <= \
+      set(tb.Tags()["images"])
+  assert [e.step for e in tb.Images("eval/receptive_fields")] == [c.num_steps]
   # bits/dim on a user's .npz, and a clear error for a wrong shape.
   imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
   np.savez(tmp_path / "mine.npz", images=imgs)
