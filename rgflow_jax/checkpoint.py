@@ -27,7 +27,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import re
+import sys
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -46,6 +50,68 @@ class CheckpointWriteError(OSError):
   """A checkpoint that could not be written (full disk, lost rights); one line."""
 
 
+class IncompatibleCheckpoint(ValueError):
+  """An intact checkpoint of another model (other parameter names or shapes): not
+  damage, so nothing is moved; the message names the first differences."""
+
+
+def _root_cause(e: BaseException) -> str:
+  """The innermost error of a chain, in one line: for a damaged checkpoint, tensorstore's
+  own words ("OUT_OF_RANGE: Error reading ... in OCDBT database ...") rather than
+  Orbax's wrapper, whose message carries the whole TensorStore spec."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  return storage.error_line(e)
+
+
+def _abandoned_read(unraisable) -> bool:
+  """Whether an unraisable exception is the debris of a failed Orbax read: its pending
+  array reads (coroutines of orbax, finalised with their error) and tensorstore's
+  callbacks into the event loop Orbax closed when the restore failed."""
+  code = getattr(unraisable.object, "cr_code", None)
+  if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+    return True
+  return (unraisable.exc_type is RuntimeError
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+class _AbandonedReadLog(logging.Filter):
+  """Drops asyncio's "... exception was never retrieved" records of Orbax's read tasks
+  (each with the whole TensorStore spec) and of tensorstore's futures (whose errors are
+  status lines such as "OUT_OF_RANGE: Error reading ..."), and only those."""
+
+  STATUS = re.compile(r"^[A-Z][A-Z_]+: ")  # absl::Status, as tensorstore words its errors
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None or "exception was never retrieved" not in str(record.msg):
+      return True
+    frames = traceback.extract_tb(error.__traceback__)
+    from_orbax = any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames)
+    return not (from_orbax or self.STATUS.match(str(error)))
+
+
+_ABANDONED_READ_LOG = _AbandonedReadLog()
+
+
+def _drop_abandoned_reads() -> None:
+  """From the first restore on, Python's hook for unraisable exceptions drops
+  :func:`_abandoned_read` ones (hundreds of tracebacks per damaged checkpoint, around the
+  one line that names it) and passes every other to the hook it replaces; asyncio's log
+  drops the same reads' unretrieved task errors (:class:`_AbandonedReadLog`)."""
+  logging.getLogger("asyncio").addFilter(_ABANDONED_READ_LOG)  # once: filters are a set
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_abandoned_reads", False):
+    return
+
+  def hook(unraisable):
+    if not _abandoned_read(unraisable):
+      previous(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
 def _cause(e: BaseException) -> str:
   """The operating system's own words when tensorstore names them (it wraps them in a
   message of several paths), else the first line of the error."""
@@ -55,6 +121,18 @@ def _cause(e: BaseException) -> str:
   if "Permission denied" in text:
     return "permission denied"
   return storage.error_line(e)
+
+
+def _saved_param_shapes(state_dir) -> dict | None:
+  """{"['level0']['dec']...": shape} of the params a checkpoint's metadata records, or
+  None where the metadata cannot be read (a damaged checkpoint: restoring decides)."""
+  try:
+    tree = ocp.StandardCheckpointHandler().metadata(state_dir)
+    tree = getattr(tree, "item_metadata", tree)  # newer Orbax wraps the tree
+    return {jax.tree_util.keystr(p): tuple(m.shape) for p, m in
+            jax.tree_util.tree_flatten_with_path(tree["params"])[0]}
+  except Exception:  # noqa: BLE001  (any unreadable metadata: left to the restore)
+    return None
 
 
 def state_digest(state) -> str:
@@ -183,13 +261,14 @@ class Checkpoints:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    _drop_abandoned_reads()  # a damaged checkpoint's reads fail in threads, during and after
     try:
       out = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
       meta = dict(out["meta"])
     except Exception as e:  # noqa: BLE001  (tensorstore, JSON and Orbax raise many types)
       raise DamagedCheckpoint(f"{mngr.directory / str(step)} cannot be read "
-                              f"({storage.error_line(e)})") from None
+                              f"({_root_cause(e)})") from None
     want = meta.pop("state_sha256", None)  # checkpoints from before digests: trusted
     if want is not None and state_digest(out["state"]) != want:
       raise DamagedCheckpoint(f"{mngr.directory / str(step)} does not match the digest "
@@ -200,12 +279,14 @@ class Checkpoints:
     """(state, meta, step) of the newest checkpoint that restores intact (for
     ``best=True``: the best one, else None). Damaged ones are named in the log and, unless
     read-only, moved to ``<workdir>/damaged/``; FileNotFoundError if there is none."""
+    _drop_abandoned_reads()  # reading a damaged one's metadata fails in threads too
     mngr = self.best if best else self.last
     steps = [mngr.best_step()] if best else sorted(mngr.all_steps(), reverse=True)
     steps = [s for s in steps if s is not None]
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     for step in steps:
+      self.check_shapes(state_like, step, best)  # another model is refused, not set aside
       try:
         return (*self.restore(state_like, step, best), step)
       except DamagedCheckpoint as e:
@@ -216,6 +297,25 @@ class Checkpoints:
           log.warning("checkpoint damaged, set aside as %s: %s", aside, e)
     where = "skipped" if self.read_only else f"moved to {self.damaged}"
     raise FileNotFoundError(f"no intact checkpoint in {mngr.directory} (damaged ones {where})")
+
+  def check_shapes(self, state_like, step: int, best: bool = False) -> None:
+    """Raise :class:`IncompatibleCheckpoint` if checkpoint ``step``'s parameters, as its
+    metadata records them, differ in names or shapes from ``state_like``'s. A checkpoint
+    whose metadata cannot be read passes: restoring it tells whether it is damaged."""
+    directory = (self.best if best else self.last).directory / str(step)
+    saved = _saved_param_shapes(directory / "state")
+    if saved is None:
+      return
+    want = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in
+            jax.tree_util.tree_flatten_with_path(state_like["params"])[0]}
+    diffs = [f"{k} {saved.get(k, 'absent')} saved, {want.get(k, 'absent')} now"
+             for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)]
+    if diffs:
+      more = f" (and {len(diffs) - 2} more)" if len(diffs) > 2 else ""
+      raise IncompatibleCheckpoint(
+          f"{directory} holds a model of other parameter shapes than this config's: "
+          f"params{'; params'.join(diffs[:2])}{more}; use the config it was trained with "
+          "(its config.json, or the same --config and overrides), or a new --workdir")
 
   @property
   def damaged(self):

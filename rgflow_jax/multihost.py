@@ -14,12 +14,25 @@ program computes next is taken by all of them together:
 A lost process cannot hang the others: the coordination service misses its heartbeats
 and, after ``heartbeat_timeout_s``, ends every process with a message naming it.
 With one process every function here is the single-process answer, without collectives.
+
+Start-up fails in one line, never in JAX's C++ abort: an address that does not resolve
+or a coordinator port in use is found before JAX starts; processes that do not all
+arrive within ``init_timeout_s`` end with a line saying so (:func:`initialize`'s
+watchdog); processes started with different settings refuse to run together
+(:func:`agree_on_settings`). A process that ends with an error leaves through
+:func:`exit_now`, past JAX's shutdown barrier, which would wait for the lost peer and
+then abort.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import socket
+import sys
+import threading
 
 import jax
 import numpy as np
@@ -62,22 +75,120 @@ def initialize(config) -> bool:
     raise DistributedError(f"process id {index} is not in 0..{count - 1}: give each of "
                            f"the {count} processes its own id")
   from rgflow_jax import storage, xla_cpu  # noqa: PLC0415
+  if address:
+    check_coordinator(address, coordinator=index == 0)
   if xla_cpu.runs_on_cpu():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  timeout = int(config.get("init_timeout_s", 300))
+  who = f"process {index} of {count}" if index is not None and count else "this process"
+  late = (f"error: {who}: the run's processes did not all connect to the coordinator "
+          f"{address or '(found by JAX)'} within config.init_timeout_s={timeout} s; start "
+          f"every process (ids 0..{(count or 1) - 1}, the same command) within that time")
+  # JAX's own timeout ends the process in a C++ abort: this thread ends it first, in
+  # one line. JAX is given a margin so that the watchdog always fires first.
+  watchdog = threading.Timer(timeout, exit_now, args=(late,))
+  watchdog.daemon = True
+  watchdog.start()
   try:
     jax.distributed.initialize(
         coordinator_address=address, num_processes=count, process_id=index,
         heartbeat_timeout_seconds=int(config.get("heartbeat_timeout_s", 100)),
-        initialization_timeout=int(config.get("init_timeout_s", 300)))
+        initialization_timeout=timeout + 30)
   except Exception as e:  # noqa: BLE001  (gRPC, cluster detection and JAX raise many types)
     raise DistributedError(
-        f"jax.distributed could not start ({storage.error_line(e)}); set --config.coordinator_address="
-        "HOST:PORT (process 0's), --config.num_processes and --config.process_id, or "
+        f"jax.distributed could not start ({storage.error_line(e)}); set "
+        "--config.coordinator_address=HOST:PORT (process 0's), --config.num_processes and "
+        "--config.process_id, or "
         "the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables, "
         "and start every process within config.init_timeout_s") from None
+  finally:
+    watchdog.cancel()
   log.info("process %d of %d, %d local of %d devices", jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
   return True
+
+
+def check_coordinator(address: str, coordinator: bool) -> None:
+  """One-line DistributedError for a coordinator address that cannot work: not
+  HOST:PORT, a host that does not resolve, or (on process 0, which serves it) a port
+  another program holds. JAX itself would abort in C++ after its timeout."""
+  host, sep, port = address.rpartition(":")
+  if not sep or not port.isdigit() or not host:
+    raise DistributedError(f"the coordinator address {address!r} is not HOST:PORT "
+                           "(process 0's host and a free port, e.g. 10.0.0.1:8476)")
+  host = host.strip("[]")
+  try:
+    socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+  except OSError as e:
+    raise DistributedError(f"the coordinator host {host!r} of {address} does not resolve "
+                           f"({e.strerror or e}); give process 0's address") from None
+  if not coordinator:
+    return
+  with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+    # As gRPC binds: a port a finished run left in TIME_WAIT is free to take again.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      probe.bind(("", int(port)))
+    except OSError as e:
+      raise DistributedError(f"the coordinator port {port} is in use on this host ({e.strerror}"
+                             f"): another run's coordinator? Pick a free port in "
+                             f"--config.coordinator_address (HOST:PORT)") from None
+
+
+# Settings that may differ between the processes of one run: the process's own id, and
+# where each host finds the data and keeps its compiled programs.
+PER_PROCESS_KEYS = ("process_id", "coordinator_address", "data.data_dir", "data.path",
+                    "data.test_path", "compilation_cache_dir", "progress")
+
+
+def agree_on_settings(config, workdir) -> None:
+  """Every process of the run must have the same config (but :data:`PER_PROCESS_KEYS`)
+  and workdir, or they would run different programs and wait for each other forever.
+  A collective at start-up compares them; a mismatch is a one-line DistributedError on
+  every process, naming the first keys that differ. No-op with one process."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  from rgflow_jax import metrics  # noqa: PLC0415
+  flat = {k: v for k, v in metrics.flatten(json.loads(config.to_json())).items()
+          if k not in PER_PROCESS_KEYS}
+  text = json.dumps({"workdir": str(workdir), **flat}, sort_keys=True, default=str)
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
+  digests = np.asarray(multihost_utils.process_allgather(digest))
+  if (digests == digests[0]).all():
+    return
+  # They differ: gather every process's settings (padded to one length) to name the keys.
+  raw = np.frombuffer(text.encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([raw.size]))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:raw.size] = raw
+  texts = np.asarray(multihost_utils.process_allgather(padded))
+  other = next(i for i in range(len(digests)) if (digests[i] != digests[0]).any())
+  first = json.loads(texts[0][:int(sizes[0])].tobytes())
+  theirs = json.loads(texts[other][:int(sizes[other])].tobytes())
+  keys = sorted(k for k in set(first) | set(theirs) if first.get(k) != theirs.get(k))
+  shown = ", ".join(f"{k} {first.get(k)} (process 0) vs {theirs.get(k)} (process {other})"
+                    for k in keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+  raise DistributedError(f"the processes of this run were started with different settings: "
+                         f"{shown}; start every process with the same command")
+
+
+def exit_now(message: str, status: int = 1) -> None:
+  """Print ``message`` (one line) and end this process at once: no atexit handlers, so
+  not JAX's distributed shutdown, which waits for every peer at a barrier and, with one
+  gone, aborts in C++ after the heartbeat timeout. Checkpoints are written
+  synchronously, so nothing is lost."""
+  try:
+    sys.stdout.flush()
+  finally:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def many_processes() -> bool:
+  """Whether this process is one of several of a run (jax.distributed is up)."""
+  return jax.distributed.is_initialized() and jax.process_count() > 1
 
 
 def any_process(flag: bool) -> bool:

@@ -190,6 +190,7 @@ def train_and_evaluate(config, workdir) -> dict:
   validate_config(config)
   try:
     multihost.initialize(config)
+    multihost.agree_on_settings(config, workdir)
   except multihost.DistributedError as e:
     raise TrainingError(str(e)) from None
   workdir = storage.check_writable(workdir, "workdir")

@@ -11,13 +11,16 @@ each line prefixed with ``[pI]``. A process that ends with an error (or is kille
 reported at once; the others then end on their own within the coordination service's
 heartbeat timeout (``--config.heartbeat_timeout_s``), or are stopped after ``--grace_s``.
 SIGTERM and Ctrl-C sent to the launcher go to process 0, which stops them all at one
-step, with one checkpoint. The exit status is the first failing process's (128 + the
-signal for one killed by a signal), else 0.
+step, with one checkpoint. The processes die with the launcher: killed (even by
+SIGKILL), it leaves none behind holding the run's lock (on Linux each gets a SIGTERM
+when the launcher dies, and saves and stops as on a SIGTERM). The exit status is the
+first failing process's (128 + the signal for one killed by a signal), else 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -38,6 +41,18 @@ def _relay(proc, index: int, lock: threading.Lock):
     with lock:
       sys.stdout.write(f"[p{index}] {line}")
       sys.stdout.flush()
+
+
+def _die_with_launcher(launcher_pid: int):
+  """For each child, before it starts: SIGTERM when the launcher dies (Linux's
+  parent-death signal), and an exit now if it already has."""
+  def bind():
+    if sys.platform.startswith("linux"):
+      libc = ctypes.CDLL(None, use_errno=True)
+      libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != launcher_pid:  # it died before the line above
+      os._exit(1)
+  return bind
 
 
 def _status(returncode: int) -> int:
@@ -67,10 +82,13 @@ def main(argv=None) -> int:
                PYTHONUNBUFFERED="1",
                XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={args.cpu_devices}")
     proc = subprocess.Popen([sys.executable, *command, "--config.distributed=True"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_die_with_launcher(os.getpid()))
     procs.append(proc)
-    threading.Thread(target=_relay, args=(proc, i, lock), daemon=True).start()
     print(f"[launch] process {i} of {args.num_processes}: pid {proc.pid}", flush=True)
+  # The relays start after every child has (a preexec_fn is safe only without threads).
+  for i, proc in enumerate(procs):
+    threading.Thread(target=_relay, args=(proc, i, lock), daemon=True).start()
 
   def forward(signum, frame):
     procs[0].send_signal(signal.SIGTERM)

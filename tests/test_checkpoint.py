@@ -113,6 +113,61 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(runs, tmp_path, damag
   chex.assert_trees_all_equal(want, got)  # bitwise
 
 
+def _tree_bytes(folder) -> dict:
+  """Every file's bytes but the run lock's (each trainer writes its pid there)."""
+  return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+          if p.is_file() and p.name != ".train.lock"}
+
+
+def test_a_model_of_other_shapes_is_refused_in_one_line_and_nothing_moved(runs, tmp_path):
+  """Without config.json (deleted), a resume or an evaluation with another width must
+  not take the intact checkpoints for damaged ones: one line naming the differing
+  parameter shapes, and the run exactly as it was."""
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  (work / "config.json").unlink()
+  before = _tree_bytes(work)
+  wider = smoke_config(runs, num_steps=8, ckpt_every=2, eval_every=100, sample_every=0,
+                       log_every=2, **{"model.hidden": (12,)})
+  for attempt in (lambda: training.train_and_evaluate(wider, work),
+                  lambda: evaluation.load_params(wider, work, "best")):
+    with pytest.raises(checkpoint.IncompatibleCheckpoint) as err:
+      attempt()
+    message = str(err.value)
+    assert "\n" not in message and "other parameter shapes than this config's" in message
+    assert re.search(r"params\['level0'\]\['(dec|dis)'\]\['layers'\]\[0\]\['b'\] "
+                     r"\(1, 2, 1, 8\) saved, \(1, 2, 1, 12\) now", message), message
+    assert not (work / "damaged").exists()
+  assert _tree_bytes(work) == before  # nothing moved, nothing written
+
+
+@pytest.mark.e2e
+def test_damaged_checkpoints_are_named_in_a_line_without_walls_of_tracebacks(runs, tmp_path):
+  """Orbax's failed reads leave hundreds of asyncio tracebacks ("Event loop is closed")
+  behind the one line that names the damage: eval.py on a truncated best/ and train.py
+  resuming past a checkpoint without its OCDBT manifest print a few lines each."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  common = ["--config", "msds1:smoke", f"--config.data.data_dir={runs / 'data'}"]
+  work = tmp_path / "eval"
+  shutil.copytree(runs / "at6", work)
+  _truncate(work / "best" / "6")
+  evaluated = subprocess.run([sys.executable, str(ROOT / "eval.py"), *common,
+                              f"--workdir={work}", "--mode=bpd", "--draws=1"],
+                             env=env, capture_output=True, text=True, timeout=300)
+  work = tmp_path / "train"
+  shutil.copytree(runs / "at6", work)
+  _delete_manifest(work / "checkpoints" / "6")
+  resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *common,
+                            f"--workdir={work}", "--config.num_steps=7"],
+                           env=env, capture_output=True, text=True, timeout=300)
+  for out, named in ((evaluated, "checkpoint damaged, skipped"),
+                     (resumed, "checkpoint damaged, set aside")):
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stderr.splitlines()
+    assert any(named in l for l in lines) and len(lines) <= 8, lines
+    assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr
+
+
 def test_readable_files_whose_values_differ_from_the_digest_are_refused(runs, tmp_path):
   """The digest itself is checked: every file of step 6 intact and readable, but the
   digest saved with it names other values (what a silent bit flip inside a stored array

@@ -55,6 +55,15 @@ def summary_line(summary: dict) -> str:
           f"{bpd(summary['best_test_bpd'])}, skipped steps {summary['skipped_steps']}")
 
 
+def _fail(message: str):
+  """Exit 1 with ``message``; one of several processes leaves at once, past JAX's
+  shutdown barrier (where it would wait for a lost peer, then abort)."""
+  from rgflow_jax import multihost  # noqa: PLC0415
+  if multihost.many_processes():
+    multihost.exit_now(message, 1)
+  sys.exit(message)
+
+
 def main(argv):
   del argv
   cli.quiet_libraries()
@@ -67,11 +76,16 @@ def main(argv):
     summary = train_and_evaluate(cli.load_config(flags.FLAGS["config"]), workdir)
   except OSError as e:
     if e.errno == errno.ENOSPC:  # a log or figure write that found the disk full
-      sys.exit(f"error: the disk is full ({e}); free some space and rerun to resume from "
-               "the last checkpoint")
-    sys.exit(f"error: {e}")
+      _fail(f"error: the disk is full ({e}); free some space and rerun to resume from the "
+            "last checkpoint")
+    _fail(f"error: {e}")
   except (DataError, TrainingError, ValueError) as e:
-    sys.exit(f"error: {multihost.lost_peer_message(e) or e}")
+    _fail(f"error: {multihost.lost_peer_message(e) or e}")
+  except Exception as e:  # noqa: BLE001  (a collective that failed with a peer gone)
+    message = multihost.lost_peer_message(e)
+    if message is None:
+      raise
+    _fail(f"error: {message}")
   print(summary_line(summary))
   if summary["stopped_by"] in ("SIGTERM", "SIGINT"):
     sys.exit(128 + signal.Signals[summary["stopped_by"]].value)
