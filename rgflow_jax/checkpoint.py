@@ -95,7 +95,7 @@ _ABANDONED_READ_LOG = _AbandonedReadLog()
 
 
 def _drop_abandoned_reads() -> None:
-  """From the first restore on, Python's hook for unraisable exceptions drops
+  """From the first :class:`Checkpoints` on, Python's hook for unraisable exceptions drops
   :func:`_abandoned_read` ones (hundreds of tracebacks per damaged checkpoint, around the
   one line that names it) and passes every other to the hook it replaces; asyncio's log
   drops the same reads' unretrieved task errors (:class:`_AbandonedReadLog`)."""
@@ -168,6 +168,9 @@ class Checkpoints:
     checkpoint folder stays where it is)."""
     workdir = storage.absolute(workdir)
     self.read_only = read_only
+    # A damaged checkpoint's reads (and metadata reads) fail in Orbax's threads, during
+    # and after the restore: their debris is dropped from here on.
+    _drop_abandoned_reads()
     self._size = None  # bytes of one checkpoint on disk, once one is written
     # Synchronous saves: when save() returns the checkpoint is committed, so a kill
     # at any later moment loses at most one checkpoint interval.
@@ -261,7 +264,6 @@ class Checkpoints:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-    _drop_abandoned_reads()  # a damaged checkpoint's reads fail in threads, during and after
     try:
       out = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -279,7 +281,6 @@ class Checkpoints:
     """(state, meta, step) of the newest checkpoint that restores intact (for
     ``best=True``: the best one, else None). Damaged ones are named in the log and, unless
     read-only, moved to ``<workdir>/damaged/``; FileNotFoundError if there is none."""
-    _drop_abandoned_reads()  # reading a damaged one's metadata fails in threads too
     mngr = self.best if best else self.last
     steps = [mngr.best_step()] if best else sorted(mngr.all_steps(), reverse=True)
     steps = [s for s in steps if s is not None]

@@ -82,17 +82,14 @@ def mode(name: str, describe: Callable[[dict], str]):
 
 def summary_lines(results: dict) -> list[str]:
   """One line per mode that ran (in the order run), then where the files are."""
-  lines = [SUMMARIES[name](results) for name in results.get("modes", [])]
-  if "out_dir" in results:
-    lines.append(f"eval: step {results['step']} ({results['checkpoint']} checkpoint); "
-                 f"every number in {results['out_dir']}/eval.json")
-  return lines
+  return [SUMMARIES[name](results) for name in results["modes"]] + [
+      f"eval: step {results['step']} ({results['checkpoint']} checkpoint); every number "
+      f"in {results['out_dir']}/eval.json"]
 
 
-def plus_minus(stderr: float, draws: int) -> str:
-  """``+- 0.0012 (4 draws)``, or ``+- n/a (1 draw)``: one draw has no spread."""
-  spread = f"{stderr:.4f}" if draws > 1 and stderr is not None and np.isfinite(stderr) \
-      else "n/a"
+def plus_minus(stderr: float | None, draws: int) -> str:
+  """``+- 0.0012 (4 draws)``, or ``+- n/a (1 draw)``: one draw has no spread (None)."""
+  spread = "n/a" if stderr is None else f"{stderr:.4f}"
   return f"+- {spread} ({draws} draw{'s' if draws != 1 else ''})"
 
 
@@ -104,7 +101,7 @@ def load_params(config, workdir, which: str = "best"):
   workdir = storage.as_path(workdir)
   if not (workdir / "checkpoints").is_dir():
     raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
-                            f"(python train.py --config ... --workdir {workdir})")
+                            f"(rgflow-train --config ... --workdir {workdir})")
   run_config.check_resume_compatible(workdir, config, run_config.EVAL_KEYS_THAT_MATTER,
                                      use="evaluate")
   flow = run_config.build_model(config)

@@ -158,10 +158,11 @@ class MetricsLog:
       self.tb.scalars(row["step"], {TAGS.get(k, k): v for k, v in row.items() if k != "step"})
       self.tb.flush()  # every log_every steps: a kill loses no logged row
 
-  def hparams(self, config: dict, metrics: tuple[str, ...]):
-    """The config in TensorBoard's HParams tab (no-op without TensorBoard)."""
+  def hparams(self, config: dict):
+    """The config in TensorBoard's HParams tab, against the train and test bits/dim
+    (no-op without TensorBoard)."""
     if self.tb is not None:
-      self.tb.hparams(config, metrics)
+      self.tb.hparams(config, (TAGS["test_bpd"], TAGS["train_bpd"]))
 
   def image(self, tag: str, image, step: int):
     """A figure for TensorBoard's Images tab (no-op without TensorBoard or off process 0)."""

@@ -235,10 +235,11 @@ def _train(config, workdir, lock=None) -> dict:
   # it across hosts afterwards is a transfer CPU and GPU clients cannot make).
   state = jax.device_put(jit_steps.init_state(flow, config, dtype), NamedSharding(mesh, P()))
   state, meta, resume_step = _restore(ckpts, state, workdir, batches)
+  config_dict = json.loads(config.to_json())
   if proc == 0:
-    storage.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
+    storage.write_json_atomic(workdir / "config.json", config_dict)
   metrics_log = MetricsLog(workdir, resume_step)
-  metrics_log.hparams(json.loads(config.to_json()), ("test/bpd", "train/bpd"))
+  metrics_log.hparams(config_dict)
   schedule = jit_steps.make_schedule(config)  # a number, for a constant rate
   lr_at = schedule if callable(schedule) else lambda _: schedule
 

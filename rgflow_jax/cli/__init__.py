@@ -56,14 +56,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     msg = _last_line(e)
-  except KeyError as e:  # KeyError's str() is a repr: quote its own lines
-    msg = f"{'; '.join(_message_lines(e))} (check the --config.* overrides)"
-  except (AttributeError, TypeError, ValueError) as e:
-    lines = _message_lines(e) or ["no message"]
-    if isinstance(e, AttributeError) or "Did you mean" in " ".join(lines):
-      msg = f"no config key {'; '.join(lines)} (check the --config.* overrides)"
-    else:
-      msg = f"{type(e).__name__}: {lines[-1]}"
+  except (AttributeError, KeyError) as e:  # an override of a key the config lacks
+    msg = f"no config key {'; '.join(_message_lines(e))} (check the --config.* overrides)"
+  except (TypeError, ValueError) as e:
+    msg = f"{type(e).__name__}: {_last_line(e)}"
   sys.stderr.write(f"error: bad command line: {msg}; see --helpshort\n")
   sys.exit(2)
 
@@ -75,12 +71,16 @@ def define_config_flag():
   config_flags.DEFINE_config_file("config", None, configs.help_text(), lock_config=True)
 
 
-def run_program(main, define_flags, usage: str):
-  """Run an entry point: ``--config NAME`` resolved in ``sys.argv`` (an unknown name is
-  one line), ``define_flags()`` called, its flags listed by ``--help`` under ``usage``
-  (console scripts and ``-m`` have no docstring of their own), then absl's
-  ``app.run(main)`` with :func:`parse_flags`."""
+def run_program(main, define_flags, usage: str, tune_cpu: bool = False):
+  """Run an entry point: with ``tune_cpu``, the CPU process tuning first (it may restart
+  the process: :func:`rgflow_jax.xla_cpu.tune_cpu_process`); ``--config NAME`` resolved
+  in ``sys.argv`` (an unknown name is one line); ``define_flags()`` called, its flags
+  listed by ``--help`` under ``usage`` (console scripts and ``-m`` have no docstring of
+  their own); then absl's ``app.run(main)`` with :func:`parse_flags`."""
   from absl import app  # noqa: PLC0415
+  if tune_cpu:
+    from rgflow_jax import xla_cpu  # noqa: PLC0415
+    xla_cpu.tune_cpu_process()
   try:
     sys.argv = _resolve_config_names(sys.argv)
   except ValueError as e:

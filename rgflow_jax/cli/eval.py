@@ -62,12 +62,9 @@ def main(argv):
 
 
 def run():
-  """The console script: CPU tuning first (it may restart the process), then flags."""
-  from rgflow_jax import xla_cpu  # noqa: PLC0415
-  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch
   from rgflow_jax import configs, evaluation  # noqa: PLC0415
   usage = USAGE.format(config_help=configs.help_text(), modes=", ".join(evaluation.MODES))
-  cli.run_program(main, _define_flags, usage)
+  cli.run_program(main, _define_flags, usage, tune_cpu=True)
 
 
 if __name__ == "__main__":

@@ -92,11 +92,9 @@ def main(argv):
 
 
 def run():
-  """The console script: CPU tuning first (it may restart the process), then flags."""
-  from rgflow_jax import xla_cpu  # noqa: PLC0415
-  xla_cpu.tune_cpu_process()  # on CPU only: XLA flag, allocator restart, dispatch
   from rgflow_jax import configs  # noqa: PLC0415
-  cli.run_program(main, _define_flags, USAGE.format(config_help=configs.help_text()))
+  cli.run_program(main, _define_flags, USAGE.format(config_help=configs.help_text()),
+                  tune_cpu=True)
 
 
 if __name__ == "__main__":
