@@ -1,10 +1,12 @@
 """The paper's comparisons side by side, from trained run folders (behind compare.py).
 
-For every workdir: parameters, test bits/dim (Table B1 / G1), MSDS semantic scores of
+For every workdir: parameters, test bits/dim (Table B1 / G1; the single-draw mean and
+the importance-weighted estimate), FID with Inception weights, MSDS semantic scores of
 samples against real test images (colour and orientation spread per image), inpainting
-PSNR (Table F1: cone-constrained RG-Flow, randomly constrained and unconstrained Real
-NVP, on the same images and regions), receptive-field maps and strength histograms
-(Fig. 5c / C1), and a sample grid with a row per model (Fig. B2). Writes
+PSNR and, with Inception weights, Inception-PSNR (Table F1: cone-constrained RG-Flow,
+randomly constrained and unconstrained Real NVP, on the same images and regions),
+receptive-field maps and strength histograms (Fig. 5c / C1), and a sample grid with a
+row per model (Fig. B2). Writes
 ``compare.json``, ``compare.md`` (the tables) and the figures to ``out``.
 """
 
@@ -16,10 +18,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from rgflow_jax import data, evaluation, pixels, plots, semantic, storage
+from rgflow_jax import data, evaluation, fid, pixels, plots, semantic, storage
 
 # The paper's reported figures to print beside ours: test bits/dim per data set and
-# model (Tables B1, G1; RG-Flow's with its prior), and Table F1's inpainting PSNR (CelebA).
+# model (Tables B1, G1; RG-Flow's with its prior), FID likewise, and Table F1's inpainting
+# PSNR and Inception-PSNR (CelebA).
 PAPER_BPD = {
     "msds1": {"rgflow/laplace": 0.906, "rgflow/gaussian": 1.60, "realnvp/laplace": 1.07},
     "msds2": {"rgflow/laplace": 1.01, "rgflow/gaussian": 1.53, "realnvp/laplace": 1.14},
@@ -27,7 +30,15 @@ PAPER_BPD = {
     "cifar10": {"rgflow/laplace": 3.35, "realnvp/laplace": 3.61},
     "folder": {"rgflow/laplace": 0.930, "realnvp/laplace": 0.933},  # 3D Chairs
 }
+PAPER_FID = {
+    "msds1": {"rgflow/laplace": 1.16, "rgflow/gaussian": 7.42, "realnvp/laplace": 50.4},
+    "msds2": {"rgflow/laplace": 2.61, "rgflow/gaussian": 7.16, "realnvp/laplace": 78.0},
+    "celeba": {"rgflow/laplace": 31.3, "realnvp/laplace": 11.1},
+    "cifar10": {"rgflow/laplace": 98.5, "realnvp/laplace": 126.0},
+    "folder": {"rgflow/laplace": 36.2, "realnvp/laplace": 73.8},
+}
 PAPER_INPAINT_PSNR = {"rgflow/cone": 38.7, "realnvp/random": 23.2, "realnvp/all": 37.0}
+PAPER_INCEPTION_PSNR = {"rgflow/cone": 24.9, "realnvp/random": 15.7, "realnvp/all": 24.8}
 MODEL_NAMES = {"rgflow": "RG-Flow", "realnvp": "Real NVP"}
 
 
@@ -57,7 +68,8 @@ def _fmt(v, digits=3):
 def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
             n_samples: int = 256, inpaint_images: int = 4, inpaint_starts: int = 200,
             inpaint_steps: int = 300, rf_samples: int = 8, which: str = "best",
-            progress: bool = True) -> dict:
+            progress: bool = True, inception_weights: str | None = None,
+            fid_images: int = 10_000, fid_temperature: float = 1.0) -> dict:
   if len(workdirs) < 1:
     raise ValueError("compare needs at least one run folder")
   out = storage.check_writable(out, "output folder")
@@ -77,6 +89,7 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
     src = data.make_source(configs[0].data, "test", 32, progress)
     real = np.stack([src[i] for i in range(min(n_samples, len(src)))])
 
+  extractor = fid.Extractor.from_file(inception_weights) if inception_weights else None
   rows, sample_rows, inpaint_cols = [], [], []
   truth_panels = None
   for workdir, config, label in zip(workdirs, configs, labels, strict=True):
@@ -87,7 +100,8 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
            "prior": config.model.prior, "params": flow.num_params(params),
            "target_params": int(config.model.get("target_params", 0)) or None,
            "step": step, "paper_bpd": PAPER_BPD.get(data_name, {}).get(
-               f"{kind}/{config.model.prior}")}
+               f"{kind}/{config.model.prior}"),
+           "paper_fid": PAPER_FID.get(data_name, {}).get(f"{kind}/{config.model.prior}")}
     source = data.make_source(config.data, "test", flow.image_size, progress)
     row["test_bpd"] = evaluation.test_bpd(flow, params, source, config.eval_batch_size,
                                           draws, jax.random.fold_in(rng, 1), max_images,
@@ -98,9 +112,13 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
     sample_rows.append(imgs[:8])
     if real is not None:
       row["semantic"] = semantic.compare(imgs, real)
+    if extractor is not None:  # the samples and key of eval's fid mode
+      row["fid"] = evaluation.fid_score(config, flow, params, jax.random.fold_in(rng, 9),
+                                        extractor, fid_images, fid_temperature, progress)
     summary, panels = evaluation.inpaint_table(config, flow, params,
                                                jax.random.fold_in(rng, 8), inpaint_images,
-                                               inpaint_starts, inpaint_steps, progress)
+                                               inpaint_starts, inpaint_steps, progress,
+                                               extractor=extractor)
     row["inpaint"] = summary
     n_cols = len(summary["columns"])
     panels = panels.reshape((-1, n_cols) + panels.shape[1:])
@@ -133,14 +151,17 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
 
 def tables_markdown(result: dict) -> str:
   rows, lines = result["runs"], []
-  lines += [f"## Test bits/dim and MSDS semantic scores ({result['data']})", "",
-            "| run | parameters | steps | test BPD | paper BPD | colour spread, median "
-            "(real) | share in real band | orientation spread, median (real) | share in "
-            "real band |", "|---|---|---|---|---|---|---|---|---|"]
+  lines += [f"## Test bits/dim, FID and MSDS semantic scores ({result['data']})", "",
+            "| run | parameters | steps | test BPD | importance-weighted BPD | paper BPD "
+            "| FID | paper FID | colour spread, median (real) | share in real band | "
+            "orientation spread, median (real) | share in real band |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    sem = r.get("semantic")
+    sem, fid_row = r.get("semantic"), r.get("fid")
     cells = [r["label"], f"{r['params']:,}", str(r["step"]),
-             f"{r['test_bpd']['bpd']:.3f}", _fmt(r["paper_bpd"])]
+             f"{r['test_bpd']['bpd']:.3f}", f"{r['test_bpd']['iw_bpd']:.3f}",
+             _fmt(r["paper_bpd"]), _fmt(fid_row["fid"] if fid_row else None, 2),
+             _fmt(r.get("paper_fid"), 2)]
     if sem:
       c, a = sem["colour_spread"], sem["angle_spread"]
       cells += [f"{c['median_generated']:.1f} ({c['median_real']:.1f})",
@@ -152,19 +173,24 @@ def tables_markdown(result: dict) -> str:
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "Spreads are per image over its 16 ovals (colour: mean over channels of "
             "the standard deviation, 0-255; orientation: circular standard deviation of "
-            "the axes). The band is the real test images' 95th percentile.", "",
+            "the axes). The band is the real test images' 95th percentile. FID (with "
+            "--inception_weights): samples at T = 1 against as many test images; the "
+            "importance-weighted BPD is over the dequantisation draws.", "",
             "## Inpainting a 10 x 10 region (Table F1)", "",
-            "| run | latents freed | mean number freed | PSNR (dB) | paper PSNR (CelebA) |",
-            "|---|---|---|---|---|"]
+            "| run | latents freed | mean number freed | PSNR (dB) | paper PSNR (CelebA) | "
+            "Inception-PSNR (dB) | paper Inception-PSNR |", "|---|---|---|---|---|---|---|"]
   for r in rows:
     inp = r["inpaint"]
     for how in inp["modes"]:
+      key = r["model"] + "/" + how
       lines.append(f"| {r['label']} | {how} | {inp[f'mean_free_latents_{how}']:.0f} | "
-                   f"{inp[f'mean_psnr_{how}']:.2f} | "
-                   f"{_fmt(PAPER_INPAINT_PSNR.get(r['model'] + '/' + how), 1)} |")
+                   f"{inp[f'mean_psnr_{how}']:.2f} | {_fmt(PAPER_INPAINT_PSNR.get(key), 1)} | "
+                   f"{_fmt(inp.get(f'mean_inception_psnr_{how}'), 2)} | "
+                   f"{_fmt(PAPER_INCEPTION_PSNR.get(key), 1)} |")
   if rows:
-    lines.append(f"| corrupted input | - | - | {rows[0]['inpaint']['mean_psnr_corrupted']:.2f}"
-                 " | - |")
+    inp = rows[0]["inpaint"]
+    lines.append(f"| corrupted input | - | - | {inp['mean_psnr_corrupted']:.2f} | - | "
+                 f"{_fmt(inp.get('mean_inception_psnr_corrupted'), 2)} | - |")
   lines += ["", "## Receptive fields (Fig. 5c, C1)", "",
             "| run | level | median strength | max strength | pixels holding half of the "
             "strongest map |", "|---|---|---|---|---|"]

@@ -5,7 +5,8 @@ Every mode is a small function ``mode(ctx) -> dict`` in :data:`MODES` (registere
 :class:`Context`) holds the run's flow and params, the output folder, the options and
 what an earlier mode left for a later one. The modes:
 
-- ``bpd``: test bits/dim over several dequantisation draws (mean and standard error);
+- ``bpd``: test bits/dim over several dequantisation draws (mean and standard error),
+  and the importance-weighted estimate over the draws;
 - ``samples``: grids at several temperatures, and one per-level temperature (App. D);
 - ``progressive``: coarse-to-fine decoding (Fig. 5a);
 - ``rf``: receptive-field maps of the strongest latents per level and the strength
@@ -14,9 +15,12 @@ what an earlier mode left for a later one. The modes:
 - ``mix``: level mixing of test images (Fig. 7);
 - ``inpaint``: 10 x 10 regions of test images: cone-constrained for RG-Flow, randomly
   constrained and unconstrained for Real NVP; PSNR table (Fig. 8);
+- ``fid``: FID of samples against the test set (Tables B1, G1), with the Inception
+  weights given (:mod:`rgflow_jax.fid`); they also add Inception-PSNR to ``inpaint``;
 - ``curve``: the run's bits/dim curve.
 
-``all`` runs every mode. Every number goes to ``<workdir>/eval/eval.json``.
+``all`` runs every mode (``fid`` only with Inception weights). Every number goes to
+``<workdir>/eval/eval.json``.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax import (analysis, checkpoint, data, jit_steps, metrics, models, pixels,
-                        plots, receptive, run_config, storage)
+from rgflow_jax import (analysis, checkpoint, data, fid, jit_steps, metrics, models,
+                        pixels, plots, receptive, run_config, storage)
 from rgflow_jax.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,10 @@ class Context:
 
   def key(self, i: int) -> jax.Array:
     return jax.random.fold_in(self.rng, i)
+
+  def extractor(self):
+    """The Inception feature extractor of ``--inception_weights`` (None without)."""
+    return self.shared.get("extractor")
 
   def figure(self, name: str):
     """The path to write the figure ``name`` to; it is also shown in TensorBoard."""
@@ -132,21 +140,25 @@ def _test_images(config, flow, n, progress):
 # ---------------------------------------------------------- reusable pieces
 def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
              max_images: int | None = None, progress: bool = True):
-  """Per-draw mean bits/dim over the set, their mean and standard error."""
+  """Test bits/dim over ``draws`` dequantisation draws, in one pass over the set: the
+  mean of the per-draw means (each an upper bound) with their standard error, and the
+  tighter importance-weighted estimate over the draws (per image) with its standard
+  error over images. Draw d is the same as ``draws=1`` with ``fold_in(rng, d)``."""
   mesh = jit_steps.make_mesh()
-  eval_step = jit_steps.make_eval_step(flow, mesh)
-  per_draw = []
-  for d in progress_bar(range(draws), progress, desc="test bits/dim", unit="draw"):
-    batches = data.eval_batches(images_source, jit_steps.eval_batch_size(batch_size),
-                                max_images)
-    bpd, n = jit_steps.evaluate_bpd(flow, params, batches, mesh, jax.random.fold_in(rng, d),
-                                eval_step)
-    per_draw.append(bpd)
-  per_draw = np.asarray(per_draw)
+  eval_step = jit_steps.make_eval_step(flow, mesh, draws=draws)
+  batch = jit_steps.eval_batch_size(batch_size)
+  n = len(images_source) if max_images is None else min(max_images, len(images_source))
+  batches = progress_bar(data.eval_batches(images_source, batch, max_images), progress,
+                         total=-(-n // batch), desc=f"test bits/dim ({draws} draws)",
+                         unit="batch")
+  draw_rngs = jnp.stack([jax.random.fold_in(rng, d) for d in range(draws)])
+  result = jit_steps.evaluate_draws(flow, params, batches, mesh, draw_rngs, eval_step)
+  per_draw = np.asarray(result["per_draw"])
   # One draw has no spread: None (null in eval.json), shown as "+- n/a (1 draw)".
   stderr = float(per_draw.std(ddof=1) / np.sqrt(draws)) if draws > 1 else None
   return {"bpd": float(per_draw.mean()), "stderr": stderr, "draws": per_draw.tolist(),
-          "images": n}
+          "images": result["images"], "iw_bpd": result["iw"],
+          "iw_stderr": result["iw_stderr"]}
 
 
 def strongest_latents(flow, params, rng, n_samples):
@@ -169,8 +181,9 @@ def inpaint_modes(flow) -> tuple[str, ...]:
 
 
 def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progress,
-                  frees=None):
-  """PSNR rows and panels (truth, corrupted, one per mode) for 10 x 10 regions.
+                  frees=None, extractor=None):
+  """PSNR rows and panels (truth, corrupted, one per mode) for 10 x 10 regions, and with
+  an Inception ``extractor`` (:class:`rgflow_jax.fid.Extractor`) the Inception-PSNR too.
 
   Images and regions depend only on ``config.seed`` and the test set, so two models
   evaluated with the same config seed inpaint the same images.
@@ -202,13 +215,19 @@ def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progre
       row[f"free_latents_{how}"] = info["free_latents"]
       row[f"local_{how}"] = info["local"]
       panel.append(x)
+    if extractor is not None:  # features of truth, corrupted and each inpainting
+      feats = extractor.features(np.stack([_to_uint8(p) for p in panel]))
+      row["inception_psnr_corrupted"] = fid.inception_psnr(feats[1], feats[0])
+      for how, f in zip(frees, feats[2:], strict=True):
+        row[f"inception_psnr_{how}"] = fid.inception_psnr(f, feats[0])
     rows.append(row)
     panels.extend(panel)
   summary = {"columns": ["truth", "corrupted"] + [f"free: {h}" for h in frees],
-             "rows": rows, "modes": list(frees),
-             "mean_psnr_corrupted": float(np.mean([r["psnr_corrupted"] for r in rows]))}
+             "rows": rows, "modes": list(frees)}
+  for key in ["psnr"] + (["inception_psnr"] if extractor is not None else []):
+    for how in ("corrupted",) + frees:
+      summary[f"mean_{key}_{how}"] = float(np.mean([r[f"{key}_{how}"] for r in rows]))
   for how in frees:
-    summary[f"mean_psnr_{how}"] = float(np.mean([r[f"psnr_{how}"] for r in rows]))
     seconds = [r[f"seconds_{how}"] for r in rows]
     # The median leaves out the first image's compile time (with 3 or more images).
     summary[f"median_seconds_{how}"] = float(np.median(seconds))
@@ -255,10 +274,15 @@ def _pixels_for_half(rf_map) -> int:
 
 
 # -------------------------------------------------------------------- modes
-@mode("bpd", lambda r: (
-    f"test bits/dim: {r['test_bpd']['bpd']:.4f} "
-    f"{plus_minus(r['test_bpd']['stderr'], len(r['test_bpd']['draws']))}, "
-    f"{r['test_bpd']['images']} images"))
+def _describe_bpd(results: dict) -> str:
+  r = results["test_bpd"]
+  iw_spread = "n/a" if r["iw_stderr"] is None else f"{r['iw_stderr']:.4f}"
+  return (f"test bits/dim: {r['bpd']:.4f} {plus_minus(r['stderr'], len(r['draws']))}, "
+          f"importance-weighted over the draws {r['iw_bpd']:.4f} +- {iw_spread} (over "
+          f"images), {r['images']} images")
+
+
+@mode("bpd", _describe_bpd)
 def _bpd(ctx: Context) -> dict:
   npz = ctx.options["images_npz"]
   if npz:
@@ -366,9 +390,12 @@ def _describe_inpaint(results: dict) -> str:
   parts = []
   for how in r["modes"]:
     where = "the cone's blocks only" if r["rows"][0][f"local_{how}"] else "the whole image"
+    inception = (f", Inception-PSNR {r[f'mean_inception_psnr_{how}']:.2f} dB (corrupted "
+                 f"{r['mean_inception_psnr_corrupted']:.2f})"
+                 if "mean_inception_psnr_corrupted" in r else "")
     parts.append(f"inpainting (free: {how}; each step computes {where}): PSNR "
-                 f"{r[f'mean_psnr_{how}']:.2f} dB (corrupted {r['mean_psnr_corrupted']:.2f}), "
-                 f"{r[f'median_seconds_{how}']:.2f} s per image (median)")
+                 f"{r[f'mean_psnr_{how}']:.2f} dB (corrupted {r['mean_psnr_corrupted']:.2f})"
+                 f"{inception}, {r[f'median_seconds_{how}']:.2f} s per image (median)")
   return "; ".join(parts) + " -> inpaint.png"
 
 
@@ -377,11 +404,47 @@ def _inpaint(ctx: Context) -> dict:
   o = ctx.options
   summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key(8),
                                   o["inpaint_images"], o["inpaint_starts"],
-                                  o["inpaint_steps"], o["progress"])
+                                  o["inpaint_steps"], o["progress"],
+                                  extractor=ctx.extractor())
   plots.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
                   ncol=len(summary["columns"]),
                   title="inpainting: " + " | ".join(summary["columns"]))
   return {"inpaint": summary}
+
+
+def draw_samples(flow, params, rng, n: int, temperature: float, batch_size: int,
+                 progress: bool = False) -> np.ndarray:
+  """n uint8 samples at ``temperature``, in batches of one shape (one compile)."""
+  sample = jax.jit(flow.sample, static_argnums=2)
+  out = []
+  for b in progress_bar(range(-(-n // batch_size)), progress, desc="samples", unit="batch"):
+    imgs = sample(params, jax.random.fold_in(rng, b), batch_size, temperature)
+    out.append(_to_uint8(imgs))
+  return np.concatenate(out)[:n]
+
+
+def fid_score(config, flow, params, rng, extractor, n_images: int, temperature: float,
+              progress: bool = False) -> dict:
+  """FID of ``n_images`` samples at ``temperature`` against as many test images (all of
+  them if the test set is smaller)."""
+  real = _test_images(config, flow, n_images, progress)
+  fake = draw_samples(flow, params, rng, len(real), temperature, config.eval_batch_size,
+                      progress)
+  real_stats = extractor.stats(real, progress, "Inception: test images")
+  fake_stats = extractor.stats(fake, progress, "Inception: samples")
+  return {"fid": fid.fid_from_stats(fake_stats, real_stats), "images": len(real),
+          "temperature": temperature}
+
+
+@mode("fid", lambda r: (
+    f"FID: {r['fid']['fid']:.2f} ({r['fid']['images']} samples at T = "
+    f"{r['fid']['temperature']:g} against {r['fid']['images']} test images; Inception "
+    f"weights {r['fid']['weights']})"))
+def _fid(ctx: Context) -> dict:
+  o = ctx.options
+  result = fid_score(ctx.config, ctx.flow, ctx.params, ctx.key(9), ctx.extractor(),
+                     o["fid_images"], o["fid_temperature"], o["progress"])
+  return {"fid": dict(result, weights=str(o["inception_weights"]))}
 
 
 @mode("curve", lambda r: "bits/dim against training time: bpd_curve.png")
@@ -395,23 +458,37 @@ def _curve(ctx: Context) -> dict:
 def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
              which: str = "best", draws: int = 4, max_images: int | None = None,
              rf_samples: int = 8, progress: bool = True, inpaint_images: int = 4,
-             inpaint_starts: int = 200, inpaint_steps: int = 300) -> dict:
+             inpaint_starts: int = 200, inpaint_steps: int = 300,
+             inception_weights: str | None = None, fid_images: int = 10_000,
+             fid_temperature: float = 1.0) -> dict:
   """Run ``modes`` on the run in ``workdir`` (local or ``gs://``), every computation at
-  full float32 matmul precision whatever the run trained with."""
-  modes = tuple(MODES) if "all" in modes else tuple(modes)
+  full float32 matmul precision whatever the run trained with. ``all``: every mode,
+  ``fid`` only when ``inception_weights`` is given (a file, or "download")."""
+  if "all" in modes:
+    modes = tuple(m for m in MODES if m != "fid" or inception_weights)
+  modes = tuple(modes)
   unknown = sorted(set(modes) - set(MODES))
   if unknown:
     raise ValueError(f"unknown eval mode(s) {unknown}; choose from "
                      f"{tuple(MODES) + ('all',)}")
+  if "fid" in modes and not inception_weights:
+    raise ValueError("mode fid needs the Inception weights: --inception_weights PATH (or "
+                     "download); docs/evaluation.md says how to get them")
   options = dict(images_npz=images_npz, draws=draws, max_images=max_images,
                  rf_samples=rf_samples, progress=progress, inpaint_images=inpaint_images,
-                 inpaint_starts=inpaint_starts, inpaint_steps=inpaint_steps)
+                 inpaint_starts=inpaint_starts, inpaint_steps=inpaint_steps,
+                 inception_weights=inception_weights, fid_images=fid_images,
+                 fid_temperature=fid_temperature)
   with jax.default_matmul_precision(jit_steps.EVAL_PRECISION):
     workdir = storage.as_path(workdir)
     out_dir = storage.check_writable(workdir / "eval", "eval output folder")
+    # The weights first: a wrong file is refused before any other work.
+    needs_inception = inception_weights and {"fid", "inpaint"} & set(modes)
+    extractor = fid.Extractor.from_file(inception_weights) if needs_inception else None
     flow, params, step = load_params(config, workdir, which)
     ctx = Context(config, workdir, out_dir, flow, params,
-                  jax.random.PRNGKey(config.seed + 777), options, step)
+                  jax.random.PRNGKey(config.seed + 777), options, step,
+                  shared={"extractor": extractor})
     results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params),
                "modes": list(modes), "out_dir": str(out_dir)}
     for name in modes:

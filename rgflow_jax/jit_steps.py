@@ -6,7 +6,8 @@
   the mean bits/dim, the update, and a guard that keeps the old state when the loss,
   the gradient or the new parameters are not finite; and the loop's variant, which
   folds the metrics into one small on-device vector (:data:`WINDOW`);
-- the evaluation step (sums of bits/dim over weighted rows) and the mesh: data parallel
+- the evaluation step (sums of bits/dim over weighted rows, per dequantisation draw and
+  importance-weighted over the draws) and the mesh: data parallel
   over every device of every process (``jax.make_mesh``, ``NamedSharding``), the global
   batch split along ``data``.
 
@@ -14,6 +15,8 @@ The training loop around them is :mod:`rgflow_jax.training`.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -148,17 +151,32 @@ def make_loop_step(flow, optimizer, mesh, precision: str | None = None,
                  out_shardings=(replicated, replicated))
 
 
-def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT):
-  """(sum of per-image bits/dim, images) over the rows where ``weight`` is 1 (padding
-  is 0), always at full float32 matmul precision."""
-  ex = ex.for_evaluation()
+def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT, draws: int = 1):
+  """Sums of bits/dim over the rows of a batch where ``weight`` is 1 (padding is 0), for
+  ``draws`` dequantisation draws, always at full float32 matmul precision.
 
-  def step(params, batch, weight, rng):
-    return jnp.sum(flow.bits_per_dim(params, batch, rng, ex) * weight), jnp.sum(weight)
+  (params, uint8 batch, weight, draw_rngs (draws, 2), batch index) -> {"draws": per-draw
+  sums (draws,), "iw", "iw_sq": sums of the importance-weighted estimate and its square,
+  "images"}. The importance-weighted estimate of an image is
+  -log2(mean_k p(x_k)) / D + 8 over its draws x_k = x + u_k (a log-mean-exp): the
+  uniform dequantisation is the proposal, so it is a tighter upper bound on the discrete
+  model's bits/dim than the single-draw mean, and equals it for one draw. Draw k of
+  batch i is dequantised with ``fold_in(draw_rngs[k], i)``.
+  """
+  ex = ex.for_evaluation()
+  nats_per_bpd = math.log(2.0) * flow.num_dims
+
+  def step(params, batch, weight, draw_rngs, index):
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, index))(draw_rngs)
+    bpd = jax.lax.map(lambda k: flow.bits_per_dim(params, batch, k, ex), keys)  # (K, B)
+    iw = (math.log(draws) - jax.nn.logsumexp(-bpd * nats_per_bpd, axis=0)) / nats_per_bpd
+    return {"draws": jnp.sum(bpd * weight, axis=1), "iw": jnp.sum(iw * weight),
+            "iw_sq": jnp.sum(iw * iw * weight), "images": jnp.sum(weight)}
 
   replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   return jax.jit(with_precision(step, EVAL_PRECISION),
-                 in_shardings=(replicated, rows, rows, replicated), out_shardings=replicated)
+                 in_shardings=(replicated, rows, rows, replicated, replicated),
+                 out_shardings=replicated)
 
 
 def make_mesh():
@@ -178,16 +196,32 @@ def eval_batch_size(requested: int) -> int:
   return -(-max(requested, 1) // jax.device_count()) * jax.device_count()
 
 
-def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[float, int]:
-  """(mean test bits/dim, images) over ``batches`` of :func:`data.eval_batches`: this
-  process's (images, weights) rows of each global batch. Every process must call it;
-  the sums are taken over the global batches, so the figure is the same for any number
-  of processes, however unequal their shares."""
-  eval_step = eval_step or make_eval_step(flow, mesh)
+def evaluate_draws(flow, params, batches, mesh, draw_rngs, eval_step=None) -> dict:
+  """Test bits/dim over ``batches`` of :func:`data.eval_batches` (this process's
+  (images, weights) rows of each global batch) for each of ``draw_rngs``' draws:
+  {"per_draw": mean of each draw, "iw": mean importance-weighted estimate, "iw_stderr":
+  its standard error over images (None for one image), "images"}. Every process must
+  call it; the sums are over the global batches, so the figures are the same for any
+  number of processes, however unequal their shares."""
+  draw_rngs = jnp.asarray(draw_rngs)
+  eval_step = eval_step or make_eval_step(flow, mesh, draws=len(draw_rngs))
   sums = [eval_step(params, global_batch(images, mesh), global_batch(weights, mesh),
-                    jax.random.fold_in(rng, i))
+                    draw_rngs, i)
           for i, (images, weights) in enumerate(batches)]
-  total, count = (float(np.sum(v)) for v in zip(*jax.device_get(sums))) if sums else (0, 0)
-  if count == 0:
+  sums = jax.device_get(sums)
+  total = {k: np.sum([np.asarray(s[k], np.float64) for s in sums], axis=0)
+           for k in ("draws", "iw", "iw_sq", "images")} if sums else {"images": 0}
+  n = int(total["images"])
+  if n == 0:
     raise ValueError("no test images to evaluate: the test set (or --max_images) is empty")
-  return total / count, int(count)
+  iw_mean = float(total["iw"] / n)
+  variance = max(float(total["iw_sq"] - n * iw_mean * iw_mean) / (n - 1), 0.0) if n > 1 else None
+  return {"per_draw": (total["draws"] / n).tolist(), "iw": iw_mean,
+          "iw_stderr": None if variance is None else float(np.sqrt(variance / n)), "images": n}
+
+
+def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[float, int]:
+  """(mean test bits/dim, images) of one dequantisation draw from ``rng``: what the
+  training loop logs; see :func:`evaluate_draws`."""
+  result = evaluate_draws(flow, params, batches, mesh, rng[None], eval_step)
+  return result["per_draw"][0], result["images"]

@@ -68,3 +68,11 @@ def zoo_flow(name, image_size=8, channels=1, dtype=jnp.float32, seed=0, **kw):
   params = perturb(flow.init(jax.random.PRNGKey(seed), dtype), jax.random.PRNGKey(seed + 1),
                    scale)
   return flow, params
+
+
+def random_inception_weights(path) -> str:
+  """An .npz of random weights of the real FID Inception (87 MB), for end-to-end runs of
+  fid and Inception-PSNR; returns its path."""
+  from rgflow_jax import inception  # noqa: PLC0415
+  np.savez(path, **inception.random_state(0))
+  return str(path)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import perturb
+from helpers import perturb, random_inception_weights
 from rgflow_jax import analysis, checkpoint, evaluation, jit_steps, run_config, storage, training
 from test_training import load_config
 
@@ -49,6 +49,7 @@ def runs(tmp_path_factory):
       summary = training.train_and_evaluate(c, workdir)
       assert summary["step"] == c.num_steps and np.isfinite(summary["best_test_bpd"])
     out[variant] = (c, workdir)
+  random_inception_weights(base / "inception.npz")
   return base, out
 
 
@@ -93,6 +94,7 @@ def test_compare_py_writes_every_table_and_figure(runs):
   proc = subprocess.run(
       [sys.executable, str(ROOT / "compare.py"), f"--out={out}", "--draws=1", "--samples=16",
        "--inpaint_images=1", "--inpaint_starts=4", "--inpaint_steps=2", "--rf_samples=2",
+       f"--inception_weights={base / 'inception.npz'}", "--fid_images=6",
        str(r["smoke"][1]), str(r["smoke,realnvp"][1])],
       env=env, capture_output=True, text=True, cwd=base)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,6 +108,10 @@ def test_compare_py_writes_every_table_and_figure(runs):
   assert rnvp["inpaint"]["mean_free_latents_all"] == 32 * 32 * 3
   for row in result["runs"]:
     assert np.isfinite(row["test_bpd"]["bpd"]) and row["paper_bpd"] is not None
+    assert row["test_bpd"]["iw_bpd"] == row["test_bpd"]["bpd"]  # one draw
+    assert row["fid"]["images"] == 6 and row["fid"]["fid"] > 0 and row["paper_fid"] > 0
+    for how in row["inpaint"]["modes"]:
+      assert np.isfinite(row["inpaint"][f"mean_inception_psnr_{how}"])
     assert set(row["semantic"]) == {"colour_spread", "angle_spread"}
     assert set(row["rf"]) == {f"level{h}" for h in range(4)}
   for name in ["samples.png", "inpaint.png", "compare.md", "rg_flow_laplace_receptive_fields.png",
@@ -115,6 +121,39 @@ def test_compare_py_writes_every_table_and_figure(runs):
   md = (out / "compare.md").read_text()
   assert md.count("| Real NVP + Laplace |") >= 2 + 4 and "Table F1" in md
   assert "| Real NVP + Laplace | random | " in md
+  fid_cell = f"| {result['runs'][0]['fid']['fid']:.2f} | 1.16 |"  # ours, then the paper's
+  assert fid_cell in md.splitlines()[4]
+
+
+def test_eval_py_fid_and_inception_psnr(runs):
+  """eval.py --mode fid (random Inception weights, smoke size), and Inception-PSNR."""
+  base, r = runs
+  c, workdir = r["smoke"]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "eval.py"), "--config=msds1:smoke", f"--workdir={workdir}",
+       f"--config.data.data_dir={c.data.data_dir}", "--config.sample_every=0",
+       "--mode=fid,inpaint", f"--inception_weights={base / 'inception.npz'}",
+       "--fid_images=6", "--fid_temperature=0.8", "--inpaint_images=1",
+       "--inpaint_starts=2", "--inpaint_steps=1"],
+      env=env, capture_output=True, text=True, cwd=base)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  saved = json.loads((workdir / "eval" / "eval.json").read_text())
+  assert saved["fid"]["images"] == 6 and saved["fid"]["temperature"] == 0.8
+  lines = proc.stdout.strip().splitlines()
+  assert lines[0] == (f"FID: {saved['fid']['fid']:.2f} (6 samples at T = 0.8 against 6 test "
+                      f"images; Inception weights {base / 'inception.npz'})")
+  inp = saved["inpaint"]
+  assert f"Inception-PSNR {inp['mean_inception_psnr_cone']:.2f} dB" in lines[1]
+  # A missing weights file: one line, before any work.
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "eval.py"), "--config=msds1:smoke", f"--workdir={workdir}",
+       "--mode=fid", f"--inception_weights={base / 'none.npz'}"],
+      env=env, capture_output=True, text=True, cwd=base)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: no Inception weights file {base / 'none.npz'}: give the FID Inception "
+      "weights with --inception_weights (docs/evaluation.md says how to get them)")
 
 
 def test_compare_py_errors_are_one_line(tmp_path):

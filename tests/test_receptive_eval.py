@@ -98,10 +98,16 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   starts = {"bpd": "test bits/dim: ", "samples": "samples: ", "progressive": "progressive ",
             "rf": "receptive fields: ", "traverse": "traversals ", "mix": "level mixing ",
             "inpaint": "inpainting (free: cone; ", "curve": "bits/dim against "}
-  assert [l.split()[0] for l in lines[:-1]] == [starts[m].split()[0] for m in evaluation.MODES]
-  for line, name in zip(lines, evaluation.MODES):
+  ran = [m for m in evaluation.MODES if m != "fid"]  # fid needs Inception weights
+  assert saved["modes"] == ran
+  assert [l.split()[0] for l in lines[:-1]] == [starts[m].split()[0] for m in ran]
+  for line, name in zip(lines, ran):
     assert line.startswith(starts[name]) and "\n" not in line, line
-  assert f"+- {saved['test_bpd']['stderr']:.4f} (2 draws), {c.data.n_test} images" in lines[0]
+  iw = saved["test_bpd"]["iw_bpd"]
+  assert iw <= saved["test_bpd"]["bpd"] and saved["test_bpd"]["iw_stderr"] > 0
+  assert (f"+- {saved['test_bpd']['stderr']:.4f} (2 draws), importance-weighted over the "
+          f"draws {iw:.4f} +- {saved['test_bpd']['iw_stderr']:.4f} (over images), "
+          f"{c.data.n_test} images") in lines[0]
   assert lines[-1] == f"eval: step {c.num_steps} (best checkpoint); every number in {out}/eval.json"
   # The figures went to the run's TensorBoard too, at the evaluated step.
   tb = tensorboard_events(tmp_path / "run" / "tensorboard")
@@ -119,6 +125,8 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
     evaluation.evaluate(c, tmp_path / "run", ["bpd"], str(tmp_path / "small.npz"),
                         progress=False)
   with pytest.raises(ValueError, match="unknown eval mode"):
+    evaluation.evaluate(c, tmp_path / "run", ["fidd"], progress=False)
+  with pytest.raises(ValueError, match="mode fid needs the Inception weights"):
     evaluation.evaluate(c, tmp_path / "run", ["fid"], progress=False)
   with pytest.raises(FileNotFoundError, match="train first"):
     evaluation.evaluate(c, tmp_path / "nothing", ["bpd"], progress=False)

@@ -405,8 +405,8 @@ def test_matmul_precision_reaches_the_step_and_evaluation_runs_at_highest():
         {precision.upper()}
   weight = jit_steps.global_batch(np.ones(8, np.float32), mesh)
   ev = jit_steps.make_eval_step(flow, mesh)
-  assert _dot_precisions(ev.lower(state["params"], batch, weight, jax.random.PRNGKey(0))) == \
-      {"HIGHEST"}
+  assert _dot_precisions(ev.lower(state["params"], batch, weight,
+                                  jax.random.PRNGKey(0)[None], 0)) == {"HIGHEST"}
 
 
 def test_accelerator_variant_and_bfloat16_are_reachable_from_the_config():

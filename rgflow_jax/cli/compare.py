@@ -15,8 +15,9 @@ USAGE = """Compare trained runs side by side: the paper's tables and figures.
       runs/msds1-cpu,realnvp
 
 Each argument is a run folder written by rgflow-train (its config.json and checkpoints
-are read). Writes compare.json, compare.md (test bits/dim and MSDS semantic scores,
-Table F1's inpainting PSNR, receptive-field statistics) and the figures (samples.png,
+are read). Writes compare.json, compare.md (test bits/dim, FID with
+--inception_weights, MSDS semantic scores, Table F1's inpainting PSNR and
+Inception-PSNR, receptive-field statistics) and the figures (samples.png,
 inpaint.png, <run>_receptive_fields.png, <run>_rf_strengths.png) to --out.
 """
 
@@ -33,6 +34,11 @@ def _define_flags():
   flags.DEFINE_integer("inpaint_starts", 200, "Random starts per inpainting.", lower_bound=1)
   flags.DEFINE_integer("inpaint_steps", 300, "Adam steps per inpainting.", lower_bound=0)
   flags.DEFINE_integer("rf_samples", 8, "Prior samples per receptive field.", lower_bound=1)
+  flags.DEFINE_string("inception_weights", None,
+                      "FID Inception weights (pytorch-fid's .pth or its .npz, or 'download'): "
+                      "adds FID and Inception-PSNR.")
+  flags.DEFINE_integer("fid_images", 10_000, "Samples (and test images) for FID.",
+                       lower_bound=2)
 
 
 def main(argv):
@@ -49,7 +55,8 @@ def main(argv):
     compare.check_workdirs(workdirs)
     result = compare.compare(workdirs, f.out, f.draws, f.max_images, f.samples,
                              f.inpaint_images, f.inpaint_starts, f.inpaint_steps,
-                             f.rf_samples, f.checkpoint)
+                             f.rf_samples, f.checkpoint,
+                             inception_weights=f.inception_weights, fid_images=f.fid_images)
   except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(compare.tables_markdown(result))

@@ -18,7 +18,7 @@ USAGE = """Evaluate a trained run: test bits/dim and the paper's figures.
 --config is {config_help}
 Give the run's own config (or none of its model and data changed): a different model
 or data set is refused.
-Modes (--mode, comma-separated): {modes}, or all.
+Modes (--mode, comma-separated): {modes}, or all (fid only with --inception_weights).
 Writes <workdir>/eval/eval.json and the figures (PNG, GIF) beside it.
 """
 
@@ -37,6 +37,13 @@ def _define_flags():
   flags.DEFINE_integer("inpaint_starts", 200, "Random starts per inpainting.",
                        lower_bound=1)
   flags.DEFINE_integer("inpaint_steps", 300, "Adam steps per inpainting.", lower_bound=0)
+  flags.DEFINE_string("inception_weights", None,
+                      "FID Inception weights: pytorch-fid's .pth (needs torch) or its .npz, "
+                      "or 'download' (fetched once to ~/.cache/rgflow_jax). Enables --mode "
+                      "fid and Inception-PSNR in inpaint.")
+  flags.DEFINE_integer("fid_images", 10_000, "Samples (and test images) for FID.",
+                       lower_bound=2)
+  flags.DEFINE_float("fid_temperature", 1.0, "Sampling temperature for FID.", lower_bound=0.0)
   flags.DEFINE_boolean("json", False, "Also print eval.json's content on stdout.")
   flags.mark_flags_as_required(["config", "workdir"])
 
@@ -52,7 +59,8 @@ def main(argv):
     results = evaluate(cli.load_config(f["config"]), f.workdir, f.mode.split(","),
                        f.images, f.checkpoint, f.draws, f.max_images,
                        inpaint_images=f.inpaint_images, inpaint_starts=f.inpaint_starts,
-                       inpaint_steps=f.inpaint_steps)
+                       inpaint_steps=f.inpaint_steps, inception_weights=f.inception_weights,
+                       fid_images=f.fid_images, fid_temperature=f.fid_temperature)
   except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   if f.json:
