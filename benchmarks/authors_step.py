@@ -13,6 +13,10 @@ The timed step is the body of their training loop: logit transform, loss
 -(log p + log-det) / (C L^2), backward, global-norm clipping at 1, AdamW (lr 1e-3,
 weight decay 5e-5), on 32 x 32 x 3 images, k = 4, the Laplace prior. Prints one JSON
 line: seconds per step, no-grad forward and sampling (median, min, max).
+
+``--device cuda`` runs their model on the GPU (their build reads ``args.device``;
+the model is moved there after it is built) and waits for the GPU around every timed
+call; ``--tf32 on`` lets PyTorch's float32 matmuls and convolutions use TF32.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def _import_authors(code_dir: str):
   return their_args, their_main, their_utils
 
 
-def _model(their_args, their_main, sizes: dict):
+def _model(their_args, their_main, sizes: dict, device):
   import torch  # noqa: PLC0415
   argv = ["--data", "msds1", "--nchannels", str(C), "--L", str(L), "--prior", "laplace",
           "--subnet", "rnvp", "--kernel_size", str(K), "--out_dir", "", "--no_stdout"]
@@ -58,12 +62,12 @@ def _model(their_args, their_main, sizes: dict):
     argv += [flag, ",".join(str(v) for v in sizes[key])]
   a = their_args.args
   vars(a).update(vars(their_args.parser.parse_args(argv)))
-  a.device = torch.device("cpu")
+  a.device = device
   a.depth = 2 * (int(math.log2(L // K)) + 1)  # two layers a level, as their args.py sets
   for key in ("nlayers", "nresblocks", "nmlp", "nhidden"):
     setattr(a, f"{key}_list", their_args.str_to_int_list(getattr(a, key), a.depth))
   torch.manual_seed(0)
-  return their_main.build_mera()
+  return their_main.build_mera().to(device)
 
 
 def _summary(times: list[float]) -> dict:
@@ -81,18 +85,27 @@ def main(argv=None) -> dict:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--threads", type=int, default=os.cpu_count())
+  p.add_argument("--device", default="cpu", help="cpu, or cuda (a GPU)")
+  p.add_argument("--tf32", default="off", choices=["off", "on"],
+                 help="TF32 float32 matmuls on a GPU (PyTorch's default: off)")
   args = p.parse_args(argv)
   import numpy as np  # noqa: PLC0415
   import torch  # noqa: PLC0415
   torch.set_num_threads(args.threads)
+  device = torch.device(args.device)
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
+
+  def sync():
+    if device.type == "cuda":
+      torch.cuda.synchronize()
   their_args, their_main, their_utils = _import_authors(os.path.abspath(args.authors_code))
   sizes = {k: [int(v) for v in str(getattr(args, k)).split(",")]
            for k in ("n_layers", "n_res", "mlp_depth", "hidden")}
-  flow = _model(their_args, their_main, sizes)
+  flow = _model(their_args, their_main, sizes, device)
   params = [q for q in flow.parameters() if q.requires_grad]
   opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=5e-5)
   images = np.random.default_rng(0).integers(0, 256, (args.batch, C, L, L), dtype=np.uint8)
-  x_u8 = torch.from_numpy(images)
+  x_u8 = torch.from_numpy(images).to(device)
 
   def step():
     opt.zero_grad()
@@ -106,8 +119,10 @@ def main(argv=None) -> dict:
   def timed(fn, n):
     out = []
     for _ in range(n):
+      sync()
       t = time.perf_counter()
       fn()
+      sync()
       out.append(time.perf_counter() - t)
     return out
 
@@ -121,6 +136,7 @@ def main(argv=None) -> dict:
     sample = timed(lambda: flow.sample(args.batch), 3)
   result = {"step_s": _summary(steps), "forward_s": _summary(forward),
             "sample_s": _summary(sample), "batch": args.batch, "threads": args.threads,
+            "device": str(device), "tf32": args.tf32,
             "torch": torch.__version__,
             "params": sum(q.numel() for q in flow.parameters() if q.requires_grad)}
   print(json.dumps(result), flush=True)

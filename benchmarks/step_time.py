@@ -22,13 +22,22 @@ absolute figures and fractions of the matmul ceiling measured in the run.
 
 FLOPs are counted from the architecture, not measured: every linear layer of every
 s and t network applied to every block, 2 * fan_in * fan_out per application (the
-elementwise work is left out); a training step is 3 x
-the forward pass. XLA's own count of the compiled step is printed beside it.
+elementwise work is left out); a training step is 3 x the forward pass, with remat 4 x
+(the forward pass run again: ``executed_flops_per_step``). XLA's own count of the
+compiled step is printed beside it. On an accelerator the bfloat16 matmul peak is
+measured too, and ``fraction_of_bfloat16_peak`` is the executed work's share of it.
+With ``--authors-code`` on a GPU their model runs on the same GPU (TF32 on, like our
+float32 default there).
+
+``--profile DIR`` writes a jax.profiler trace of each model's timed steps to
+DIR/<model>; the model's operations carry the scope ``level<h>/<layer>`` (layer =
+dis or dec), so the trace groups the kernels by level and layer.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -73,9 +82,10 @@ def forward_flops(flow: RGFlow, batch: int) -> int:
   return total * batch
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
-  """Best float32 GFLOP/s of an n x n x n ``jnp.dot`` on the default device."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+def matmul_ceiling(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+  """Best GFLOP/s of an n x n x n ``jnp.dot`` of ``dtype`` on the default device (float32
+  at the platform's default precision: TF32 on recent NVIDIA GPUs)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
   dot = jax.jit(jnp.dot)
   dot(a, a).block_until_ready()
   best = min(_timed(lambda: dot(a, a).block_until_ready()) for _ in range(repeats))
@@ -100,6 +110,8 @@ def best_matmul_ceiling(n: int = 2048) -> dict:
     except (subprocess.SubprocessError, ValueError, IndexError) as e:
       print(f"(ceiling with XLA's default flags not measured: {e})", file=sys.stderr)
   out["ceiling"] = max(out.values())
+  if jax.default_backend() != "cpu":  # the accelerator's other peak, beside (not in) it
+    out["bfloat16"] = matmul_ceiling(n, dtype=jnp.bfloat16)
   return out
 
 
@@ -135,10 +147,12 @@ def step_memory_bytes(compiled) -> int:
 
 
 def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None = None,
-                matmul_dtype: str = "float32", scan_min_layers: int | None = None) -> dict:
+                matmul_dtype: str = "float32", scan_min_layers: int | None = None,
+                profile: str | None = None) -> dict:
   """One model's row. ``remat=None`` decides from memory: off, unless XLA's plan for
   the step needs more than 60 % of :func:`memory_budget_bytes` (then each RNVP layer
-  is recomputed in the backward pass and the step is compiled again)."""
+  is recomputed in the backward pass and the step is compiled again). ``profile``: a
+  folder for a jax.profiler trace of the timed steps."""
   from rgflow_jax import jit_steps  # noqa: PLC0415 (keeps --help fast)
 
   scan = {} if scan_min_layers is None else {"scan_min_layers": scan_min_layers}
@@ -171,11 +185,12 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None 
   state, m = compiled(state, batch_arr)  # warm-up
   jax.block_until_ready(m)
   times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, m = compiled(state, batch_arr)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
+  with jax.profiler.trace(profile) if profile else contextlib.nullcontext():
+    for _ in range(steps):
+      t = time.perf_counter()
+      state, m = compiled(state, batch_arr)
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t)
   params = state["params"]
 
   ev = ex.for_evaluation()
@@ -188,9 +203,12 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None 
          for _ in range(3)]
 
   flops = 3 * forward_flops(flow, batch)
+  executed = (4 if ex.remat else 3) * forward_flops(flow, batch)  # remat: forward again
   median = float(np.median(times))
   out = {"model": name, "batch": batch, "params": flow.count_params(),
-         "flops_per_step": flops, "xla_flops_per_step": xla_flops,
+         "flops_per_step": flops, "executed_flops_per_step": executed,
+         "executed_gflops_per_s": executed / median / 1e9,
+         "xla_flops_per_step": xla_flops,
          "compile_s": compile_s, "step_s_median": median, "step_s_min": float(min(times)),
          "step_s_max": float(max(times)), "steps_timed": steps,
          "images_per_s": batch / median, "gflops_per_s": flops / median / 1e9,
@@ -209,6 +227,8 @@ def time_authors(name: str, batch: int, steps: int, code_dir: str, python: str) 
   sizes = {k: v if isinstance(v, (tuple, list)) else (v,) for k, v in MODELS[name].items()}
   cmd = [python, str(AUTHORS_STEP), "--authors-code", code_dir, "--batch", str(batch),
          "--steps", str(steps)]
+  if jax.default_backend() == "gpu":  # theirs on the same GPU, TF32 as our float32 default
+    cmd += ["--device", "cuda", "--tf32", "on"]
   for key, values in sizes.items():
     cmd += [f"--{key}", ",".join(map(str, values))]
   res = subprocess.run(cmd, capture_output=True, text=True)
@@ -272,6 +292,9 @@ def main(argv=None):
                       "run, and report the ratio")
   parser.add_argument("--authors-python", default=sys.executable,
                       help="the Python with torch that runs their code (default: this one)")
+  parser.add_argument("--profile", default=None, metavar="DIR",
+                      help="write a jax.profiler trace of each model's timed steps to "
+                      "DIR/<model> (kernels grouped by level and layer)")
   parser.add_argument("--ceiling_only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.ceiling_only:  # the ceiling under other XLA flags (best_matmul_ceiling)
@@ -285,10 +308,14 @@ def main(argv=None):
   batch, steps, n = (8, 2, 256) if args.quick else (args.batch, args.steps, args.matmul_n)
   ceilings = best_matmul_ceiling(n)
   ceiling = ceilings["ceiling"]
+  bf16_peak = ceilings.get("bfloat16")
   print(f"{jax.devices()[0].device_kind}: float32 matmul ceiling {ceiling:.1f} GFLOP/s "
         f"({n}^3 jnp.dot, the best of "
         + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items() if k != "ceiling") + ")",
         file=sys.stderr)
+  if args.profile:
+    print(f"profiling the timed steps to {args.profile}/<model> (TensorBoard's profile "
+          "tab, or Perfetto)", file=sys.stderr)
   remat = {"auto": None, "on": True, "off": False}[args.remat]
   result = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
             "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -297,9 +324,12 @@ def main(argv=None):
   rows = result["runs"]
   for name in names:
     print(f"benchmarking {name} ...", file=sys.stderr)
+    profile = os.path.join(args.profile, name) if args.profile else None
     rows.append(bench_model(name, batch, steps, remat, args.matmul_dtype,
-                            args.scan_min_layers))
+                            args.scan_min_layers, profile))
     rows[-1]["fraction_of_ceiling"] = rows[-1]["gflops_per_s"] / ceiling
+    if bf16_peak:
+      rows[-1]["fraction_of_bfloat16_peak"] = rows[-1]["executed_gflops_per_s"] / bf16_peak
     if args.authors_code:
       print(f"timing the authors' code at {name} ...", file=sys.stderr)
       add_authors(rows[-1], time_authors(name, batch, steps, args.authors_code,

@@ -127,16 +127,18 @@ class RGFlow(Flow):
     return params
 
   # ----------------------------------------------------------- layer helpers
-  def _apply_layer(self, block_params, x, layer, inverse, execution):
+  def _apply_layer(self, block_params, x, layer, inverse, execution, level):
     """Apply one layer's bijector to every block of sub-lattice x (B, M, M, C): one
-    RNVP block (coupling.encode_block / decode_block) batched over the patch grid."""
+    RNVP block (coupling.encode_block / decode_block) batched over the patch grid.
+    Its operations carry the name scope ``level<h>/<layer>`` (profiles group by it)."""
     shift = self.geometry.shift(layer)
-    blocks = geometry.to_blocks(x, self.block_size, shift)
-    b, nb = blocks.shape[:2]
-    out, log_det = coupling_fast.apply_blocks(
-        block_params, blocks.reshape((b * nb,) + blocks.shape[2:]), inverse=inverse,
-        execution=execution)
-    out = geometry.from_blocks(out.reshape(blocks.shape), shift)
+    with jax.named_scope(f"level{level}/{layer}"):
+      blocks = geometry.to_blocks(x, self.block_size, shift)
+      b, nb = blocks.shape[:2]
+      out, log_det = coupling_fast.apply_blocks(
+          block_params, blocks.reshape((b * nb,) + blocks.shape[2:]), inverse=inverse,
+          execution=execution)
+      out = geometry.from_blocks(out.reshape(blocks.shape), shift)
     return out, log_det.reshape(b, nb).sum(axis=1)
 
   # -------------------------------------------------------------- directions
@@ -149,8 +151,8 @@ class RGFlow(Flow):
     outputs = []
     for h in range(self.num_levels):
       p = params[self._param_key(h)]
-      x, ld_dis = self._apply_layer(p[DISENTANGLER], x, DISENTANGLER, False, execution)
-      x, ld_dec = self._apply_layer(p[DECIMATOR], x, DECIMATOR, False, execution)
+      x, ld_dis = self._apply_layer(p[DISENTANGLER], x, DISENTANGLER, False, execution, h)
+      x, ld_dec = self._apply_layer(p[DECIMATOR], x, DECIMATOR, False, execution, h)
       log_det = log_det + ld_dis + ld_dec
       outputs.append(x)
       x = geometry.coarse_sites(x)
@@ -172,8 +174,8 @@ class RGFlow(Flow):
     for h in reversed(range(self.num_levels)):
       p = params[self._param_key(h)]
       y = per_level[h] if x is None else geometry.with_coarse_sites(per_level[h], x)
-      y, ld_dec = self._apply_layer(p[DECIMATOR], y, DECIMATOR, True, execution)
-      x, ld_dis = self._apply_layer(p[DISENTANGLER], y, DISENTANGLER, True, execution)
+      y, ld_dec = self._apply_layer(p[DECIMATOR], y, DECIMATOR, True, execution, h)
+      x, ld_dis = self._apply_layer(p[DISENTANGLER], y, DISENTANGLER, True, execution, h)
       log_det = log_det + ld_dec + ld_dis
     return x, log_det
 

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The accelerator check: run on a GPU (or TPU) host from the repository root, with the
-# package installed for it (pip install ".[cuda,test]"). Writes its logs to $OUT
-# (default runs/accelerator_check):
+# package installed for it (pip install ".[cuda,test]"). Writes to $OUT (default
+# runs/accelerator_check):
 #   devices.txt                     what JAX sees
 #   tests-default.log, tests-highest.log
 #                                   the model tests at the platform's default float32
 #                                   matmul precision (TF32 on recent NVIDIA GPUs) and
 #                                   at full float32
-#   bench.json, bench.log           the training-step benchmark at tiny and paper-CelebA
-#                                   size, float32 and bfloat16 matmuls
-# About 6-8 minutes on one H100-class GPU (mostly compilation).
+#   bench-<variant>.json / .log     the paper-CelebA training step: float32, bfloat16,
+#                                   and float32 with every RNVP block scanned
+#                                   (scan_min_layers 1: compile time); compile seconds,
+#                                   step times, fractions of the measured TF32 and bf16
+#                                   peaks; with AUTHORS_CODE=<their code folder> (and torch
+#                                   in $PYTHON) the authors' step on the same GPU
+#   profile/paper-celeba/           a jax.profiler trace of the float32 step, kernels
+#                                   scoped by level and layer
+#   summary.json                    every bench row in one file
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/accelerator_check}
@@ -19,14 +25,26 @@ export PYTHONUNBUFFERED=1 RGFLOW_CPU_TUNING=0
 "$PY" -c "import jax; print(jax.__version__, jax.default_backend(), jax.devices())" \
   | tee "$OUT/devices.txt"
 status=0
-MODEL_TESTS="tests/test_model.py tests/test_coupling.py tests/test_model_registry.py tests/test_priors_pixels.py tests/test_geometry.py"
+MODEL_TESTS="tests/test_model.py tests/test_coupling.py tests/test_coupling_fast.py tests/test_model_registry.py tests/test_priors_pixels.py tests/test_inception.py"
 for precision in default highest; do
   JAX_DEFAULT_MATMUL_PRECISION=$precision timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
     $MODEL_TESTS 2>&1 | tee "$OUT/tests-$precision.log" || status=1
 done
-for dtype in float32 bfloat16; do
-  timeout 300 "$PY" benchmarks/step_time.py --configs tiny,paper-celeba --steps 5 \
-    --matmul_dtype $dtype --json "$OUT/bench-$dtype.json" 2>&1 | tee "$OUT/bench-$dtype.log" \
-    || status=1
-done
+AUTHORS=()
+if [ -n "${AUTHORS_CODE:-}" ]; then AUTHORS=(--authors-code "$AUTHORS_CODE" --authors-python "$PY"); fi
+bench() {  # name, then step_time.py's options
+  local name=$1; shift
+  timeout 300 "$PY" benchmarks/step_time.py --configs paper-celeba --steps 5 --matmul_n 4096 \
+    --json "$OUT/bench-$name.json" "$@" 2>&1 | tee "$OUT/bench-$name.log" || status=1
+}
+bench float32 --profile "$OUT/profile" "${AUTHORS[@]}"
+bench bfloat16 --matmul_dtype bfloat16
+bench float32-scan --scan_min_layers 1
+"$PY" - "$OUT" <<'PYEOF'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+rows = {p.stem.removeprefix("bench-"): json.loads(p.read_text())
+        for p in sorted(out.glob("bench-*.json"))}
+(out / "summary.json").write_text(json.dumps(rows, indent=1))
+PYEOF
 exit $status

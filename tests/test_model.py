@@ -131,3 +131,15 @@ def test_from_config_rejects_unknown_keys():
   flow = RGFlow.from_config({"name": "rgflow", "image_size": 8, "channels": 1,
                              "n_layers": [1, 2]})
   assert flow.n_layers == (1, 2)
+
+
+def test_operations_are_scoped_by_level_and_layer_for_profiles():
+  """What a GPU profile groups kernels by: each layer's operations under
+  ``level<h>/<dis|dec>`` in the compiled program's metadata, both directions."""
+  flow = RGFlow(image_size=8, channels=1, block_size=2, n_layers=1, n_res=1, hidden=4,
+                mlp_depth=1)
+  params = flow.init(jax.random.PRNGKey(0))
+  x = jnp.zeros((1, 8, 8, 1))
+  for fn in (flow.encode, flow.decode):
+    text = jax.jit(fn).lower(params, x).compile().as_text()
+    assert all(f"level{h}/{layer}" in text for h in range(3) for layer in ("dis", "dec"))

@@ -22,7 +22,9 @@ def test_flop_count_matches_the_reference_table(name, gflop):
 
 def test_quick_benchmark_writes_its_table_and_json(tmp_path, capsys):
   out = tmp_path / "bench.json"
-  result = bench.main(["--quick", "--json", str(out)])
+  result = bench.main(["--quick", "--json", str(out), "--profile", str(tmp_path / "prof")])
+  traces = list((tmp_path / "prof" / "tiny").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0  # the timed steps' trace
   saved = json.loads(out.read_text())
   assert saved["matmul_ceiling_gflops"] > 0 and saved["runs"][0]["model"] == "tiny"
   ceilings = saved["matmul_ceilings_gflops"]
@@ -33,6 +35,7 @@ def test_quick_benchmark_writes_its_table_and_json(tmp_path, capsys):
   for key in ("compile_s", "step_s_median", "step_s_min", "step_s_max", "forward_s",
               "sample_s", "gflops_per_s", "fraction_of_ceiling", "peak_memory_mb"):
     assert run[key] > 0, key
+  assert run["executed_flops_per_step"] == run["flops_per_step"]  # no remat: 3 x forward
   assert run["step_s_min"] <= run["step_s_median"] <= run["step_s_max"]
   assert run["params"] == 53_760 and np.isfinite(run["train_bpd_last"])
   out = capsys.readouterr().out
@@ -54,6 +57,7 @@ def test_ratios_come_from_the_authors_code_timed_in_the_run(tmp_path, capsys):
                     "--authors-python", str(fake)])["runs"][0]
   args = (tmp_path / "args").read_text()
   assert "authors_step.py" in args and "--hidden 32" in args and "--batch 8" in args
+  assert "--device" not in args  # on CPU; on a GPU: --device cuda --tf32 on
   assert run["authors_step_s"] == 1.5
   assert run["speedup_step_s"] == pytest.approx(1.5 / run["step_s_median"])
   assert run["speedup_sample_s"] == pytest.approx(0.25 / run["sample_s"])
