@@ -14,9 +14,9 @@ The timed step is the body of their training loop: logit transform, loss
 weight decay 5e-5), on 32 x 32 x 3 images, k = 4, the Laplace prior. Prints one JSON
 line: seconds per step, no-grad forward and sampling (median, min, max).
 
-``--device cuda`` runs their model on the GPU (their build reads ``args.device``;
-the model is moved there after it is built) and waits for the GPU around every timed
-call; ``--tf32 on`` lets PyTorch's float32 matmuls and convolutions use TF32.
+``--device cuda`` runs their model on the GPU (their build puts it on ``args.device``)
+and waits for the GPU around every timed call; ``--tf32 on`` lets PyTorch's float32
+matmuls and convolutions use TF32.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _model(their_args, their_main, sizes: dict, device):
   for key in ("nlayers", "nresblocks", "nmlp", "nhidden"):
     setattr(a, f"{key}_list", their_args.str_to_int_list(getattr(a, key), a.depth))
   torch.manual_seed(0)
-  return their_main.build_mera().to(device)
+  return their_main.build_mera()
 
 
 def _summary(times: list[float]) -> dict:

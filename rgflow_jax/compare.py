@@ -69,7 +69,7 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
             n_samples: int = 256, inpaint_images: int = 4, inpaint_starts: int = 200,
             inpaint_steps: int = 300, rf_samples: int = 8, which: str = "best",
             progress: bool = True, inception_weights: str | None = None,
-            fid_images: int = 10_000, fid_temperature: float = 1.0) -> dict:
+            fid_images: int = 10_000) -> dict:
   if len(workdirs) < 1:
     raise ValueError("compare needs at least one run folder")
   out = storage.check_writable(out, "output folder")
@@ -90,6 +90,7 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
     real = np.stack([src[i] for i in range(min(n_samples, len(src)))])
 
   extractor = fid.Extractor.from_file(inception_weights) if inception_weights else None
+  real_stats = None  # the test set's Inception statistics: once, all runs share the set
   rows, sample_rows, inpaint_cols = [], [], []
   truth_panels = None
   for workdir, config, label in zip(workdirs, configs, labels, strict=True):
@@ -113,8 +114,10 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
     if real is not None:
       row["semantic"] = semantic.compare(imgs, real)
     if extractor is not None:  # the samples and key of eval's fid mode
+      real_stats = real_stats or evaluation.test_set_stats(config, flow, extractor,
+                                                           fid_images, progress)
       row["fid"] = evaluation.fid_score(config, flow, params, jax.random.fold_in(rng, 9),
-                                        extractor, fid_images, fid_temperature, progress)
+                                        extractor, real_stats, 1.0, progress)
     summary, panels = evaluation.inpaint_table(config, flow, params,
                                                jax.random.fold_in(rng, 8), inpaint_images,
                                                inpaint_starts, inpaint_steps, progress,

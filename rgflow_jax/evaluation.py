@@ -54,6 +54,7 @@ class Context:
   rng: jax.Array
   options: dict
   step: int = 0  # of the checkpoint evaluated
+  extractor: object = None  # fid.Extractor of --inception_weights, if given
   shared: dict = dataclasses.field(default_factory=dict)
 
   @property
@@ -62,10 +63,6 @@ class Context:
 
   def key(self, i: int) -> jax.Array:
     return jax.random.fold_in(self.rng, i)
-
-  def extractor(self):
-    """The Inception feature extractor of ``--inception_weights`` (None without)."""
-    return self.shared.get("extractor")
 
   def figure(self, name: str):
     """The path to write the figure ``name`` to; it is also shown in TensorBoard."""
@@ -145,7 +142,7 @@ def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
   tighter importance-weighted estimate over the draws (per image) with its standard
   error over images. Draw d is the same as ``draws=1`` with ``fold_in(rng, d)``."""
   mesh = jit_steps.make_mesh()
-  eval_step = jit_steps.make_eval_step(flow, mesh, draws=draws)
+  eval_step = jit_steps.make_eval_step(flow, mesh)
   batch = jit_steps.eval_batch_size(batch_size)
   n = len(images_source) if max_images is None else min(max_images, len(images_source))
   batches = progress_bar(data.eval_batches(images_source, batch, max_images), progress,
@@ -405,7 +402,7 @@ def _inpaint(ctx: Context) -> dict:
   summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key(8),
                                   o["inpaint_images"], o["inpaint_starts"],
                                   o["inpaint_steps"], o["progress"],
-                                  extractor=ctx.extractor())
+                                  extractor=ctx.extractor)
   plots.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
                   ncol=len(summary["columns"]),
                   title="inpainting: " + " | ".join(summary["columns"]))
@@ -423,16 +420,20 @@ def draw_samples(flow, params, rng, n: int, temperature: float, batch_size: int,
   return np.concatenate(out)[:n]
 
 
-def fid_score(config, flow, params, rng, extractor, n_images: int, temperature: float,
-              progress: bool = False) -> dict:
-  """FID of ``n_images`` samples at ``temperature`` against as many test images (all of
-  them if the test set is smaller)."""
+def test_set_stats(config, flow, extractor, n_images: int, progress: bool = False):
+  """Inception statistics of the first ``n_images`` test images (all of them if the set
+  is smaller): FID's reference, the same for every model of one data set."""
   real = _test_images(config, flow, n_images, progress)
-  fake = draw_samples(flow, params, rng, len(real), temperature, config.eval_batch_size,
+  return extractor.stats(real, progress, "Inception: test images")
+
+
+def fid_score(config, flow, params, rng, extractor, real_stats, temperature: float,
+              progress: bool = False) -> dict:
+  """FID of as many samples at ``temperature`` as ``real_stats`` has test images."""
+  fake = draw_samples(flow, params, rng, real_stats.n, temperature, config.eval_batch_size,
                       progress)
-  real_stats = extractor.stats(real, progress, "Inception: test images")
   fake_stats = extractor.stats(fake, progress, "Inception: samples")
-  return {"fid": fid.fid_from_stats(fake_stats, real_stats), "images": len(real),
+  return {"fid": fid.fid_from_stats(fake_stats, real_stats), "images": real_stats.n,
           "temperature": temperature}
 
 
@@ -442,8 +443,9 @@ def fid_score(config, flow, params, rng, extractor, n_images: int, temperature: 
     f"weights {r['fid']['weights']})"))
 def _fid(ctx: Context) -> dict:
   o = ctx.options
-  result = fid_score(ctx.config, ctx.flow, ctx.params, ctx.key(9), ctx.extractor(),
-                     o["fid_images"], o["fid_temperature"], o["progress"])
+  real = test_set_stats(ctx.config, ctx.flow, ctx.extractor, o["fid_images"], o["progress"])
+  result = fid_score(ctx.config, ctx.flow, ctx.params, ctx.key(9), ctx.extractor, real,
+                     o["fid_temperature"], o["progress"])
   return {"fid": dict(result, weights=str(o["inception_weights"]))}
 
 
@@ -487,8 +489,7 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     extractor = fid.Extractor.from_file(inception_weights) if needs_inception else None
     flow, params, step = load_params(config, workdir, which)
     ctx = Context(config, workdir, out_dir, flow, params,
-                  jax.random.PRNGKey(config.seed + 777), options, step,
-                  shared={"extractor": extractor})
+                  jax.random.PRNGKey(config.seed + 777), options, step, extractor)
     results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params),
                "modes": list(modes), "out_dir": str(out_dir)}
     for name in modes:

@@ -153,8 +153,10 @@ def convolutions() -> list[Conv]:
   for _, branches in BLOCKS:
     for branch in branches:
       for op in branch:
-        out.extend((op.a, op.b) if isinstance(op, Fork) else [op] if isinstance(op, Conv)
-                   else [])
+        if isinstance(op, Fork):
+          out += [op.a, op.b]
+        elif isinstance(op, Conv):
+          out.append(op)
   return out
 
 

@@ -151,17 +151,17 @@ def make_loop_step(flow, optimizer, mesh, precision: str | None = None,
                  out_shardings=(replicated, replicated))
 
 
-def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT, draws: int = 1):
-  """Sums of bits/dim over the rows of a batch where ``weight`` is 1 (padding is 0), for
-  ``draws`` dequantisation draws, always at full float32 matmul precision.
+def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT):
+  """Bits/dim of a batch for several dequantisation draws, always at full float32
+  matmul precision.
 
-  (params, uint8 batch, weight, draw_rngs (draws, 2), batch index) -> {"draws": per-draw
-  sums (draws,), "iw", "iw_sq": sums of the importance-weighted estimate and its square,
-  "images"}. The importance-weighted estimate of an image is
-  -log2(mean_k p(x_k)) / D + 8 over its draws x_k = x + u_k (a log-mean-exp): the
-  uniform dequantisation is the proposal, so it is a tighter upper bound on the discrete
-  model's bits/dim than the single-draw mean, and equals it for one draw. Draw k of
-  batch i is dequantised with ``fold_in(draw_rngs[k], i)``.
+  (params, uint8 batch, weight, draw_rngs (K, 2), batch index) -> {"draws": per-draw
+  sums over the rows where ``weight`` is 1 (padding is 0), (K,); "iw": each row's
+  importance-weighted estimate, (B,); "weight"}. The importance-weighted estimate of
+  an image is -log2(mean_k p(x_k)) / D + 8 over its draws x_k = x + u_k (a
+  log-mean-exp): the uniform dequantisation is the proposal, so it is a tighter upper
+  bound on the discrete model's bits/dim than the single-draw mean, and equals it for
+  one draw. Draw k of batch i is dequantised with ``fold_in(draw_rngs[k], i)``.
   """
   ex = ex.for_evaluation()
   nats_per_bpd = math.log(2.0) * flow.num_dims
@@ -169,9 +169,9 @@ def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT, draw
   def step(params, batch, weight, draw_rngs, index):
     keys = jax.vmap(lambda k: jax.random.fold_in(k, index))(draw_rngs)
     bpd = jax.lax.map(lambda k: flow.bits_per_dim(params, batch, k, ex), keys)  # (K, B)
-    iw = (math.log(draws) - jax.nn.logsumexp(-bpd * nats_per_bpd, axis=0)) / nats_per_bpd
-    return {"draws": jnp.sum(bpd * weight, axis=1), "iw": jnp.sum(iw * weight),
-            "iw_sq": jnp.sum(iw * iw * weight), "images": jnp.sum(weight)}
+    log_mean = jax.nn.logsumexp(-bpd * nats_per_bpd, axis=0) - math.log(len(keys))
+    return {"draws": jnp.sum(bpd * weight, axis=1), "iw": -log_mean / nats_per_bpd,
+            "weight": weight}
 
   replicated, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   return jax.jit(with_precision(step, EVAL_PRECISION),
@@ -201,23 +201,20 @@ def evaluate_draws(flow, params, batches, mesh, draw_rngs, eval_step=None) -> di
   (images, weights) rows of each global batch) for each of ``draw_rngs``' draws:
   {"per_draw": mean of each draw, "iw": mean importance-weighted estimate, "iw_stderr":
   its standard error over images (None for one image), "images"}. Every process must
-  call it; the sums are over the global batches, so the figures are the same for any
-  number of processes, however unequal their shares."""
-  draw_rngs = jnp.asarray(draw_rngs)
-  eval_step = eval_step or make_eval_step(flow, mesh, draws=len(draw_rngs))
-  sums = [eval_step(params, global_batch(images, mesh), global_batch(weights, mesh),
-                    draw_rngs, i)
-          for i, (images, weights) in enumerate(batches)]
-  sums = jax.device_get(sums)
-  total = {k: np.sum([np.asarray(s[k], np.float64) for s in sums], axis=0)
-           for k in ("draws", "iw", "iw_sq", "images")} if sums else {"images": 0}
-  n = int(total["images"])
+  call it; the step's outputs cover the global batches, so the figures are the same for
+  any number of processes, however unequal their shares."""
+  eval_step = eval_step or make_eval_step(flow, mesh)
+  outs = jax.device_get([eval_step(params, global_batch(images, mesh),
+                                   global_batch(weights, mesh), jnp.asarray(draw_rngs), i)
+                         for i, (images, weights) in enumerate(batches)])
+  n = int(sum(float(o["weight"].sum()) for o in outs))
   if n == 0:
     raise ValueError("no test images to evaluate: the test set (or --max_images) is empty")
-  iw_mean = float(total["iw"] / n)
-  variance = max(float(total["iw_sq"] - n * iw_mean * iw_mean) / (n - 1), 0.0) if n > 1 else None
-  return {"per_draw": (total["draws"] / n).tolist(), "iw": iw_mean,
-          "iw_stderr": None if variance is None else float(np.sqrt(variance / n)), "images": n}
+  per_draw = np.sum([np.asarray(o["draws"], np.float64) for o in outs], axis=0) / n
+  iw = np.concatenate([np.asarray(o["iw"], np.float64)[o["weight"] > 0] for o in outs])
+  stderr = float(iw.std(ddof=1) / np.sqrt(n)) if n > 1 else None
+  return {"per_draw": per_draw.tolist(), "iw": float(iw.mean()), "iw_stderr": stderr,
+          "images": n}
 
 
 def evaluate_bpd(flow, params, batches, mesh, rng, eval_step=None) -> tuple[float, int]:
