@@ -7,7 +7,7 @@
 For each image edge L (k = 4, C = 3, the step-time benchmark's small RG-Flow, or
 ``--model tiny``, with random weights; a 10 x 10 region at the image's centre): the latents in the region's inference cone, and for the full
 objective (decode the whole latent, encode the whole pasted image: what any flow must
-do) and the local one (rgflow_jax.local: the cone's blocks only) the seconds per Adam
+do) and the local one (rgflow_jax.core.local: the cone's blocks only) the seconds per Adam
 step (gradient and update of a batch of ``--batch`` latents, run as inpainting runs
 them: ``--loop`` steps in one compiled loop, the time divided by the steps), the
 seconds to score
@@ -32,7 +32,11 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgflow_jax import RGFlow, analysis, local, pixels, xla_cpu  # noqa: E402
+from rgflow_jax import RGFlow  # noqa: E402
+from rgflow_jax.paper import inpainting, latents
+
+from rgflow_jax.cli import xla_cpu
+from rgflow_jax.core import local, pixels
 
 # The step-time benchmark's tiny and small RG-Flows (benchmarks/step_time.py).
 MODELS = {"tiny": dict(n_layers=1, n_res=1, mlp_depth=1, hidden=32),
@@ -70,23 +74,21 @@ def bench_size(L: int, model: str, batch: int, starts: int, repeats: int, loop: 
   region[top:top + REGION, left:left + REGION] = True
   region3 = jnp.asarray(region[..., None])
 
-  plan = local.make_plan(flow, REGION, REGION)
-  tabs = local.tables(plan, top, left)
-  cache = local.cache_baseline(flow, params, tabs, image)
-  box_mask = jnp.asarray(region.reshape(-1)[tabs["pixels"]])
-  box_image = image.reshape(-1, 3)[tabs["pixels"]]
-  z_fixed = analysis.encode_jit(flow, params, pixels.to_flow(image)[0])[0][0]
-  cone_mask = jnp.zeros(L * L, bool).at[jnp.asarray(tabs["cone_sites"])].set(True, mode="drop")
+  cone = local.Cone.for_box(flow, top, left, REGION, REGION)
+  cache = local.cache_baseline(flow, params, cone, image)
+  box_mask = jnp.asarray(region.reshape(-1)[cone.pixels])
+  box_image = image.reshape(-1, 3)[cone.pixels]
+  z_fixed = latents.encode_jit(flow, params, pixels.to_flow(image)[0])[0][0]
+  cone_mask = jnp.zeros(L * L, bool).at[jnp.asarray(cone.cone_sites)].set(True, mode="drop")
   free_mask = jnp.broadcast_to(cone_mask.reshape(L, L, 1), (L, L, 3))
 
   def full_nll(z):
-    return analysis._neg_log_lik(flow, params, z, z_fixed, free_mask, region3, image[0])
+    return inpainting._neg_log_lik(flow, params, z, z_fixed, free_mask, region3, image[0])
 
   prepared = local.prepare(flow, params)
 
   def local_nll(zc):
-    return analysis._local_neg_log_lik(flow, prepared, plan, tabs, cache, box_mask,
-                                       box_image, zc)
+    return inpainting._local_neg_log_lik(flow, prepared, cone, cache, box_mask, box_image, zc)
 
   opt = optax.adam(1e-2)
 
@@ -99,19 +101,19 @@ def bench_size(L: int, model: str, batch: int, starts: int, repeats: int, loop: 
     return jax.jit(lambda z, state: jax.lax.fori_loop(0, loop, step, (z, state))[0])
 
   z_full = flow.sample_latents(jax.random.PRNGKey(2), batch, 1.0)
-  z_cone = local.cone_latents(tabs, z_full)
+  z_cone = local.cone_latents(cone, z_full)
   # The two objectives agree (up to their constant) before anything is timed.
   g_full = jax.jit(jax.grad(full_nll))(z_full[0])
   g_local = jax.jit(jax.grad(local_nll))(z_cone[0])
-  g_full_cone = local.cone_latents(tabs, g_full[None])[0]
+  g_full_cone = local.cone_latents(cone, g_full[None])[0]
   err = float(jnp.abs(g_full_cone - g_local).max() / jnp.abs(g_full_cone).max())
   if not err < 1e-3:
     raise SystemExit(f"L={L}: the local gradient differs from the full one ({err:.2e})")
 
-  row = {"L": L, "latents": L * L * 3, "cone_latents": int((tabs["cone_sites"] < L * L).sum()) * 3,
-         "padded_cone_latents": plan.n_cone * 3, "gradient_rel_diff": err}
+  row = {"L": L, "latents": L * L * 3, "cone_latents": cone.n_latents * 3,
+         "padded_cone_latents": cone.plan.n_cone * 3, "gradient_rel_diff": err}
   starts_full = flow.sample_latents(jax.random.PRNGKey(3), starts, 1.0)
-  starts_cone = local.cone_latents(tabs, starts_full)
+  starts_cone = local.cone_latents(cone, starts_full)
   for name, nll, z, mask, pool in (("full", full_nll, z_full, free_mask, starts_full),
                                    ("local", local_nll, z_cone, None, starts_cone)):
     state = opt.init(z)

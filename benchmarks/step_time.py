@@ -55,9 +55,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgflow_jax import xla_cpu  # noqa: E402
-from rgflow_jax.execution import Execution  # noqa: E402
-from rgflow_jax.model import RGFlow  # noqa: E402
+from rgflow_jax.cli import xla_cpu  # noqa: E402
+from rgflow_jax.core.execution import Execution  # noqa: E402
+from rgflow_jax.core.rgflow import RGFlow  # noqa: E402
 
 AUTHORS_STEP = Path(__file__).resolve().parent / "authors_step.py"
 MODELS = {
@@ -153,7 +153,7 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None 
   the step needs more than 60 % of :func:`memory_budget_bytes` (then each RNVP layer
   is recomputed in the backward pass and the step is compiled again). ``profile``: a
   folder for a jax.profiler trace of the timed steps."""
-  from rgflow_jax import jit_steps  # noqa: PLC0415 (keeps --help fast)
+  from rgflow_jax.run import jit_steps  # noqa: PLC0415 (keeps --help fast)
 
   scan = {} if scan_min_layers is None else {"scan_min_layers": scan_min_layers}
   flow = RGFlow(image_size=32, channels=3, block_size=4, **MODELS[name])

@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1 RGFLOW_CPU_TUNING=0
 "$PY" -c "import jax; print(jax.__version__, jax.default_backend(), jax.devices())" \
   | tee "$OUT/devices.txt"
 status=0
-MODEL_TESTS="tests/test_model.py tests/test_coupling.py tests/test_coupling_fast.py tests/test_model_registry.py tests/test_priors_pixels.py tests/test_inception.py"
+MODEL_TESTS="tests/test_rgflow.py tests/test_coupling.py tests/test_coupling_fast.py tests/test_registry.py tests/test_priors_pixels.py tests/test_inception.py"
 for precision in default highest; do
   JAX_DEFAULT_MATMUL_PRECISION=$precision timeout 240 "$PY" -m pytest -q -p no:cacheprovider \
     $MODEL_TESTS 2>&1 | tee "$OUT/tests-$precision.log" || status=1

@@ -3,7 +3,7 @@
 
 Levels 0 and 1 of a 16 x 16 image with 4 x 4 blocks, for ``layer_order="paper"``
 and ``"authors"``: the blocks of the first layer (the disentangler) and of the second
-(the decimator) in the RG direction, drawn from rgflow_jax.cones.block_ids, and the
+(the decimator) in the RG direction, drawn from rgflow_jax.core.cones.block_ids, and the
 inference cone of one pixel. Writes docs/layer_order.png by default.
 """
 
@@ -19,8 +19,9 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rgflow_jax import Geometry, cones  # noqa: E402
-from rgflow_jax.geometry import DECIMATOR, DISENTANGLER  # noqa: E402
+from rgflow_jax import Geometry  # noqa: E402
+from rgflow_jax.core import cones
+from rgflow_jax.core.geometry import DECIMATOR, DISENTANGLER  # noqa: E402
 
 L, K = 16, 4
 

@@ -23,4 +23,4 @@ for data in msds1 msds2; do
   $py compare.py --out "${runs}/compare_${data}" --draws 2 --samples 1000 \
     --inpaint_images 8 --inpaint_starts 200 --inpaint_steps 300 --rf_samples 8 "${dirs[@]}"
 done
-$py -m rgflow_jax.pinwheel --workdir "${runs}/pinwheel"
+$py -m experiments.pinwheel --workdir "${runs}/pinwheel"

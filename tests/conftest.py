@@ -10,7 +10,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # An allocator choice (huge pages for glibc's malloc), so that train.py and eval.py run
-# as subprocesses do not restart themselves with one (rgflow_jax.xla_cpu.use_fast_malloc).
+# as subprocesses do not restart themselves with one (rgflow_jax.cli.xla_cpu.use_fast_malloc).
 os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
 
 import jax

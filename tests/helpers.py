@@ -2,6 +2,8 @@
 non-identity parameters, small models of each flow, the training step's gradient."""
 
 import functools
+import importlib
+from pathlib import Path
 
 import jax
 import jax.flatten_util
@@ -9,7 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rgflow_jax import RealNVP, RGFlow, execution, jit_steps
+from rgflow_jax import RGFlow, RealNVP
+from rgflow_jax.core import execution
+
+from rgflow_jax.run import jit_steps
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 def step_gradient(flow, params, images, mesh, ex=execution.TRAINING) -> dict:
@@ -73,6 +80,52 @@ def zoo_flow(name, image_size=8, channels=1, dtype=jnp.float32, seed=0, **kw):
 def random_inception_weights(path) -> str:
   """An .npz of random weights of the real FID Inception (87 MB), for end-to-end runs of
   fid and Inception-PSNR; returns its path."""
-  from rgflow_jax import inception  # noqa: PLC0415
+  from rgflow_jax.paper import inception  # noqa: PLC0415
   np.savez(path, **inception.random_state(0))
   return str(path)
+
+
+def square_region(L, top, left, size=10):
+  """(L, L) bool: the size x size pixels at (top, left), wrapping around the edges."""
+  region = np.zeros((L, L), bool)
+  r, c = (top + np.arange(size)) % L, (left + np.arange(size)) % L
+  region[np.ix_(r, c)] = True
+  return region
+
+
+# ------------------------------------------------------------- configs and runs
+def load_config(name, variant="smoke"):
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config(variant)
+
+
+def smoke_config(tmp_path, name="msds1", **overrides):
+  c = load_config(name)
+  c.data.data_dir = str(tmp_path / "data")
+  for key, value in overrides.items():
+    target = c
+    *path, leaf = key.split(".")
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def tensorboard_events(logdir):
+  """TensorBoard's own reader over a logdir (scalars, images, plugin data)."""
+  from tensorboard.backend.event_processing import event_accumulator  # noqa: PLC0415
+  acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"images": 0,
+                                                                      "scalars": 0})
+  acc.Reload()
+  return acc
+
+
+# An 8 x 8 x 1 model (2 levels) with msds1:smoke's training settings: for tests of the
+# jitted steps, which compile in seconds at this size.
+UNIT_BATCH = (8, 8, 8, 1)
+
+
+def unit_config():
+  c = load_config("msds1")
+  c.model.image_size, c.model.channels = UNIT_BATCH[1], UNIT_BATCH[3]
+  return c

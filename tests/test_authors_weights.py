@@ -14,7 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import RGFlow, authors_weights, pixels
+from rgflow_jax import RGFlow
+from rgflow_jax.io import authors_weights
+
+from rgflow_jax.core import pixels
 
 FIXTURES = Path(__file__).parent / "fixtures" / "authors"
 NPZ = sorted(p.name for p in FIXTURES.glob("*.npz"))

@@ -20,8 +20,9 @@ import chex
 import jax.numpy as jnp
 import pytest
 
-from rgflow_jax import checkpoint, evaluation, jit_steps, run_config, training
-from test_training import ROOT, load_config, smoke_config
+from helpers import ROOT, load_config, smoke_config
+from rgflow_jax.io import checkpoint
+from rgflow_jax.run import evaluation, jit_steps, run_config, training
 
 
 def _train(tmp_path, workdir, steps):
@@ -77,6 +78,7 @@ def _delete_manifest(folder):
 DAMAGES = [_flip, _truncate, _delete_meta, _delete_manifest]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, caplog):
   work = tmp_path / "run"
@@ -84,7 +86,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, ca
   damage(work / "checkpoints" / "6")
   c = smoke_config(runs)
   # Evaluation (read-only) skips the damaged one and reads step 4, moving nothing.
-  with caplog.at_level(logging.WARNING, logger="rgflow_jax.checkpoint"):
+  with caplog.at_level(logging.WARNING, logger="rgflow_jax.io.checkpoint"):
     _, params, step = evaluation.load_params(c, work, "latest")
   assert step == 4 and "checkpoint damaged, skipped" in caplog.text
   assert "checkpoints/6" in caplog.text
@@ -93,6 +95,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, ca
   chex.assert_trees_all_equal(want, params)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", [_flip, _delete_manifest])
 def test_resume_falls_back_to_the_newest_intact_checkpoint(runs, tmp_path, damage, caplog):
   work = tmp_path / "run"
@@ -100,7 +103,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(runs, tmp_path, damag
   damage(work / "checkpoints" / "6")
   c = smoke_config(runs, num_steps=8, ckpt_every=2, eval_every=100, sample_every=0,
                    log_every=2)
-  with caplog.at_level(logging.WARNING, logger="rgflow_jax.checkpoint"):
+  with caplog.at_level(logging.WARNING, logger="rgflow_jax.io.checkpoint"):
     summary = training.train_and_evaluate(c, work)
   assert summary["steps_this_run"] == 4  # resumed from step 4, not 6 and not 0
   assert "checkpoints/6" in caplog.text and "set aside" in caplog.text
@@ -119,6 +122,7 @@ def _tree_bytes(folder) -> dict:
           if p.is_file() and p.name != ".train.lock"}
 
 
+@pytest.mark.e2e
 def test_a_model_of_other_shapes_is_refused_in_one_line_and_nothing_moved(runs, tmp_path):
   """Without config.json (deleted), a resume or an evaluation with another width must
   not take the intact checkpoints for damaged ones: one line naming the differing
@@ -168,6 +172,7 @@ def test_damaged_checkpoints_are_named_in_a_line_without_walls_of_tracebacks(run
     assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr
 
 
+@pytest.mark.e2e
 def test_readable_files_whose_values_differ_from_the_digest_are_refused(runs, tmp_path):
   """The digest itself is checked: every file of step 6 intact and readable, but the
   digest saved with it names other values (what a silent bit flip inside a stored array
@@ -189,6 +194,7 @@ def test_readable_files_whose_values_differ_from_the_digest_are_refused(runs, tm
   ckpts.close()
 
 
+@pytest.mark.e2e
 def test_evaluation_opens_a_training_run_read_only(runs, tmp_path, caplog):
   """eval.py and compare.py on a run that is training: the writer's unfinished
   checkpoint folder must survive the reader (Orbax's cleanup would delete it), and
@@ -237,7 +243,7 @@ def test_a_kill_between_the_latest_and_the_best_save_loses_no_best(tmp_path, mon
   monkeypatch.undo()
   assert [p.name for p in (work / "checkpoints").iterdir()] == ["2"]
   assert not list((work / "best").iterdir())  # the evaluation's best was not written
-  with caplog.at_level(logging.WARNING, logger="rgflow_jax.checkpoint"):
+  with caplog.at_level(logging.WARNING, logger="rgflow_jax.io.checkpoint"):
     summary = training.train_and_evaluate(c, work)  # the rerun has no step left to train
   assert summary["steps_this_run"] == 0 and "best/ lacks it" in caplog.text
   ckpts = checkpoint.Checkpoints(work, read_only=True)

@@ -5,16 +5,16 @@ import importlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from ml_collections import ConfigDict
 
-from rgflow_jax import cli, configs, evaluation
+from helpers import ROOT
+from rgflow_jax import cli, configs
 from rgflow_jax.cli import train
 from rgflow_jax.configs import base
+from rgflow_jax.run import evaluation
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_names_resolve_to_the_shipped_files_and_paths_pass_through(tmp_path):
@@ -74,7 +74,7 @@ def test_eval_summary_lines_say_n_a_for_one_draw():
     ("rgflow_jax.cli.train", ["--workdir", "--config", "msds1:cpu"]),
     ("rgflow_jax.cli.eval", ["--workdir", "--mode", "--json", *evaluation.MODES]),
     ("rgflow_jax.cli.compare", ["--out", "--draws", "--inpaint_images"]),
-    ("rgflow_jax.convert", ["--from", "--to", "--workdir"]),
+    ("rgflow_jax.cli.convert", ["--from", "--to", "--workdir"]),
 ])
 def test_help_of_every_entry_point_lists_its_flags_configs_and_variants(module, words):
   out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,

@@ -5,20 +5,19 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import perturb, random_inception_weights
-from rgflow_jax import analysis, checkpoint, evaluation, jit_steps, run_config, storage, training
-from test_training import load_config
+from helpers import ROOT, load_config, perturb, random_inception_weights
+from rgflow_jax.io import checkpoint, storage
+from rgflow_jax.paper import inpainting
+from rgflow_jax.run import evaluation, jit_steps, run_config, training
 
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +70,12 @@ def test_realnvp_has_no_cone_but_a_random_set_of_the_cone_size(runs):
   region = np.zeros((32, 32), bool)
   region[5:15, 7:17] = True
   with pytest.raises(ValueError, match="no causal cone"):
-    analysis.free_latents(flow, region, "cone")
+    inpainting.free_latents(flow, region, "cone")
   rg_flow, _, _ = evaluation.load_params(*r["smoke"])
-  n_cone = analysis.free_latents(rg_flow, region, "cone").sum()
-  rnd = analysis.free_latents(flow, region, "random", 0)
+  n_cone = inpainting.free_latents(rg_flow, region, "cone").sum()
+  rnd = inpainting.free_latents(flow, region, "random", 0)
   assert rnd.sum() == n_cone and rnd.shape == (32, 32, 3)
-  assert analysis.free_latents(flow, region, "all").all()
+  assert inpainting.free_latents(flow, region, "all").all()
 
 
 def test_eval_modes_run_on_realnvp(runs):

@@ -1,4 +1,4 @@
-"""python -m rgflow_jax.convert: the authors' checkpoint into a run that eval.py and
+"""python -m rgflow_jax.cli.convert: the authors' checkpoint into a run that eval.py and
 train.py use like any other, and back out as their state_dict (.npz here: reading and
 writing .state files is torch's torch.load / torch.save, not needed by the suite)."""
 
@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import authors_weights, checkpoint, jit_steps, run_config
+from helpers import ROOT, load_config
+from rgflow_jax.io import authors_weights, checkpoint
+from rgflow_jax.run import jit_steps, run_config
 from test_authors_weights import FIXTURES
-from test_training import ROOT, load_config
 
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
@@ -29,7 +30,7 @@ def _run(*args, cwd=None):
 
 
 def _convert(*flags):
-  return _run("-m", "rgflow_jax.convert", "--config", CONFIG, *flags)
+  return _run("-m", "rgflow_jax.cli.convert", "--config", CONFIG, *flags)
 
 
 def test_import_evaluate_fine_tune_and_export(tmp_path):
@@ -86,7 +87,7 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
 ])
 def test_a_checkpoint_that_does_not_fit_the_config_is_one_line(tmp_path, config, flags,
                                                                 message):
-  out = _run("-m", "rgflow_jax.convert", "--config", str(ROOT / config), *flags,
+  out = _run("-m", "rgflow_jax.cli.convert", "--config", str(ROOT / config), *flags,
              f"--from={FIXTURE}", f"--workdir={tmp_path / 'w'}")
   assert out.returncode == 1 and "Traceback" not in out.stderr
   last = out.stderr.strip().splitlines()[-1]

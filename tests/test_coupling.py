@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import coupling
+from rgflow_jax.core import coupling
 
 from helpers import perturb
 

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import coupling, coupling_fast
-from rgflow_jax.execution import Execution
+from rgflow_jax.core import coupling, coupling_fast
+from rgflow_jax.core.execution import Execution
 
 from helpers import perturb
 
@@ -91,7 +91,10 @@ def test_hand_backward_equals_autodiff(x64, case):
   """coupling_fast._mlp_bwd (slope gradients from the weight gradients) against autodiff,
   for parameters and input, unrolled and scanned, with and without remat."""
   params, x = _random_block(*case, jnp.float64)
-  for scan, remat in ((False, False), (True, False), (False, True)):
+  # every case unrolled; the richest (a middle residual block) also scanned and remat
+  combos = ((False, False), (True, False), (False, True)) if case == CASES[1] else \
+      ((False, False),)
+  for scan, remat in combos:
     want = _grads(params, x, scan=scan, remat=remat)
     got = _grads(params, x, scan=scan, remat=remat, hand_backward=True)
     chex.assert_trees_all_close(got, want, rtol=1e-11, atol=1e-12)

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import perturb
 from rgflow_jax import RGFlow
-from rgflow_jax.execution import Execution
+from rgflow_jax.core.execution import Execution
 
 
 def test_config_section_and_the_training_default():

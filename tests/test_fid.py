@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from rgflow_jax import fid, inception
+from rgflow_jax.paper import fid, inception
 
 
 def _psd(gen, dim, rank=None):

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from rgflow_jax import Geometry, geometry
-from rgflow_jax.cones import block_ids
+from rgflow_jax import Geometry
+from rgflow_jax.core import geometry
+from rgflow_jax.core.cones import block_ids
 
 
 def test_latent_counts_paper_size():

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import inception
+from rgflow_jax.paper import inception
 
 REFERENCE = Path(__file__).parent / "fixtures" / "inception" / "torch_reference.npz"
 

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from rgflow_jax import data, jit_steps
+from rgflow_jax import data
+from rgflow_jax.run import jit_steps
 from helpers import random_flow
 
 

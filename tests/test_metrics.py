@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from rgflow_jax import metrics
+from rgflow_jax.io import metrics
 
 
 def _events(logdir):

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgflow_jax import checkpoint, jit_steps, run_config
-from test_training import ROOT, load_config
+from helpers import ROOT, load_config
+from rgflow_jax.io import checkpoint
+from rgflow_jax.run import jit_steps, run_config
 
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
@@ -323,7 +324,7 @@ def test_configs_listed_here_are_all_the_config_files():
 def test_bad_process_settings_are_refused_before_anything_starts(monkeypatch, settings, env,
                                                                  message):
   from jax._src import distributed  # noqa: PLC0415
-  from rgflow_jax import multihost  # noqa: PLC0415
+  from rgflow_jax.io import multihost  # noqa: PLC0415
   c = load_config("msds1")
   c.distributed = True
   c.coordinator_address = "127.0.0.1:1"

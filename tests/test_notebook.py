@@ -1,15 +1,15 @@
 """The Colab notebook, executed end to end on CPU at smoke size, so it cannot rot; with
 rgflow_jax importable it installs nothing."""
 
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from helpers import ROOT
+
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_notebook_runs_and_shows_its_figures(tmp_path, monkeypatch):

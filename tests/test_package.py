@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def _requirements(lines) -> set[tuple]:
@@ -190,7 +190,35 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_module_imports_a_module_that_imports_it_back():
   graph = _imports_of_package()
-  assert len(graph) > 30 and "rgflow_jax.coupling" in graph["rgflow_jax.model"]
+  assert len(graph) > 30 and "rgflow_jax.core.coupling" in graph["rgflow_jax.core.rgflow"]
   assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
   cycle = _find_cycle(graph)
   assert cycle is None, " -> ".join(cycle)
+
+
+# The package's layers, lowest first (rgflow_jax/__init__.py says what each holds).
+LAYERS = ("core", "io", "data", "configs", "paper", "run", "cli")
+
+
+def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
+  """'a -> b' for each import of a module from a higher layer than the importer's."""
+  def rank(module):
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+  bad = []
+  for module, deps in sorted(graph.items()):
+    for dep in sorted(deps):
+      if rank(module) is not None and rank(dep) is not None and rank(dep) > rank(module):
+        bad.append(f"{module} -> {dep}")
+  return bad
+
+
+def test_a_module_imports_only_its_own_layer_or_lower_ones():
+  graph = _imports_of_package()
+  top = {m.split(".")[1] for m in graph if m.count(".") >= 1}
+  assert top == set(LAYERS), top  # every module is in a layer
+  assert _layer_violations({"rgflow_jax.core.a": {"rgflow_jax.run.b", "rgflow_jax.core.c"},
+                            "rgflow_jax.run.b": {"rgflow_jax.io.d"}}) == \
+      ["rgflow_jax.core.a -> rgflow_jax.run.b"]
+  assert _layer_violations(graph) == []

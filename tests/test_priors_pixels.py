@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rgflow_jax import pixels, priors
+from rgflow_jax.core import pixels, priors
 
 
 @pytest.mark.parametrize("t", [1.0, 0.5, 2.3])

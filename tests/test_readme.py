@@ -1,11 +1,12 @@
 """README.md's code block runs as pasted, so it cannot rot; its links point at files."""
 
 import re
-from pathlib import Path
 
 import numpy as np
+import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 
 
 def readme_block(heading: str) -> str:
@@ -15,6 +16,7 @@ def readme_block(heading: str) -> str:
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.e2e
 def test_the_readme_api_block_runs_as_pasted(capsys):
   code = readme_block("## The model in a few lines")
   namespace = {"__name__": "__main__"}

@@ -1,13 +1,13 @@
 """Real NVP specifics: its level map (the factor-out order), squeeze, sizing to a
 parameter count, and the sizes it refuses. The bijection tests it shares with RG-Flow
-are in test_model_registry.py."""
+are in test_registry.py."""
 
 import jax
 import numpy as np
 import pytest
 
 from rgflow_jax import RealNVP
-from rgflow_jax.realnvp import squeeze, unsqueeze
+from rgflow_jax.core.realnvp import squeeze, unsqueeze
 
 
 def test_realnvp_levels_follow_the_factor_out_order():

@@ -10,15 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from rgflow_jax import runlock, storage
+from helpers import ROOT
+from rgflow_jax.io import runlock, storage
 
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
-ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "rgflow-test"
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rgflow_jax import semantic
 from rgflow_jax.data import msds
+from rgflow_jax.paper import semantic
 
 
 @pytest.fixture(scope="module", params=msds.VARIANTS)

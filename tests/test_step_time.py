@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks import step_time as bench
-from rgflow_jax import RGFlow, xla_cpu
+from rgflow_jax import RGFlow
+from rgflow_jax.cli import xla_cpu
 
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 

@@ -1,10 +1,10 @@
-"""Local files through rgflow_jax.storage: atomic, and created with the process umask."""
+"""Local files through rgflow_jax.io.storage: atomic, and created with the process umask."""
 
 import os
 
 import pytest
 
-from rgflow_jax import storage
+from rgflow_jax.io import storage
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 """Training end to end: smoke runs of every config, resume policy,
 multi-device equivalence, the NaN guard and config errors."""
 
-import importlib
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import chex
 import jax
@@ -17,29 +15,12 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from helpers import perturb, step_gradient
-from rgflow_jax import checkpoint, data, evaluation, jit_steps, models, run_config, training
-from rgflow_jax.execution import Execution
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_config(name, variant="smoke"):
-  module = importlib.import_module(f"configs.{name}")
-  return module.get_config(variant)
-
-
-def smoke_config(tmp_path, name="msds1", **overrides):
-  c = load_config(name)
-  c.data.data_dir = str(tmp_path / "data")
-  for key, value in overrides.items():
-    target = c
-    *path, leaf = key.split(".")
-    for p in path:
-      target = target[p]
-    target[leaf] = value
-  return c
-
+from helpers import (ROOT, UNIT_BATCH, load_config, perturb, smoke_config, step_gradient,
+                     tensorboard_events, unit_config)
+from rgflow_jax import data
+from rgflow_jax.core.execution import Execution
+from rgflow_jax.io import checkpoint
+from rgflow_jax.run import compare, evaluation, jit_steps, run_config, training
 
 def _check_run_outputs(workdir):
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -72,15 +53,7 @@ def _check_run_outputs(workdir):
       assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path, oct(path.stat().st_mode))
 
 
-def tensorboard_events(logdir):
-  """TensorBoard's own reader over a logdir (scalars, images, plugin data)."""
-  from tensorboard.backend.event_processing import event_accumulator  # noqa: PLC0415
-  acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"images": 0,
-                                                                      "scalars": 0})
-  acc.Reload()
-  return acc
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["msds1", "msds2"])
 def test_smoke_run_msds(tmp_path, name, capsys):
   summary = training.train_and_evaluate(smoke_config(tmp_path, name), tmp_path / "run")
@@ -94,6 +67,7 @@ def test_smoke_run_msds(tmp_path, name, capsys):
   assert len(compiling) == len(compiled) == 1 and compiling[0] < compiled[0], err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["celeba", "cifar10", "mnist"])
 def test_smoke_run_tfds_mocked(tmp_path, name):
   with tfds.testing.mock_data(num_examples=64):
@@ -102,6 +76,7 @@ def test_smoke_run_tfds_mocked(tmp_path, name):
   _check_run_outputs(tmp_path / "run")
 
 
+@pytest.mark.e2e
 def test_smoke_run_image_folder(tmp_path):
   folder = tmp_path / "chairs"
   folder.mkdir()
@@ -129,6 +104,7 @@ def test_every_config_has_its_variants():
   assert paper.n_layers == (8, 6, 4, 2) and paper.hidden == (512,) * 4
 
 
+@pytest.mark.e2e
 def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
   c = smoke_config(tmp_path, num_steps=2, eval_every=2, ckpt_every=2, sample_every=0)
   training.train_and_evaluate(c, tmp_path / "run")
@@ -161,7 +137,7 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
   c3 = smoke_config(tmp_path, num_steps=4, eval_every=2, ckpt_every=2, sample_every=0,
                     lr=5e-4)
   c3.execution.matmul_dtype = "bfloat16"
-  with caplog.at_level("WARNING", logger="rgflow_jax.run_config"):
+  with caplog.at_level("WARNING", logger="rgflow_jax.run.run_config"):
     assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
   assert "lr 0.001 -> 0.0005" in caplog.text and "num_steps 2 -> 4" in caplog.text
   assert "matmul_dtype" not in caplog.text  # an execution option, not a change of run
@@ -175,12 +151,49 @@ def test_a_run_saved_before_the_layer_order_and_execution_keys_resumes_as_it_was
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
   run_config.check_resume_compatible(tmp_path / "run", smoke_config(tmp_path))
-  old = ml_collections.ConfigDict(saved)
-  assert models.build(old.model) == run_config.build_model(smoke_config(tmp_path))
+  old = ml_collections.ConfigDict(run_config.read_saved_config(tmp_path / "run"))
+  assert run_config.build_model(old) == run_config.build_model(smoke_config(tmp_path))
   assert Execution.from_config(old) == Execution(remat=True, matmul_dtype="bfloat16")
+  assert "execution" not in saved and "remat" in saved["model"]  # the input is unchanged
   authors = smoke_config(tmp_path, **{"model.layer_order": "authors"})
   with pytest.raises(training.TrainingError, match="different config.model.layer_order"):
     run_config.check_resume_compatible(tmp_path / "run", authors)
+
+
+@pytest.mark.e2e
+def test_a_run_saved_by_43cc62e_resumes_and_evaluates(tmp_path):
+  """A run folder as main at 43cc62e (before the layer folders) left it: its config.json
+  and metrics.jsonl verbatim, and a checkpoint with the arrays its checkpoint held
+  (tests/fixtures/run_43cc62e/checkpoint.json lists them; the arrays' values are
+  today's, so no checkpoint is kept in the repository)."""
+  fixture = ROOT / "tests" / "fixtures" / "run_43cc62e"
+  saved = json.loads((fixture / "config.json").read_text())
+  saved["data"]["data_dir"] = str(tmp_path / "data")  # it was made in another folder
+  old = json.loads((fixture / "checkpoint.json").read_text())
+  run = tmp_path / "run"
+  training.train_and_evaluate(ml_collections.ConfigDict(
+      run_config.upgrade_saved_config(saved)), run)
+  state = run / old["checkpoint"]
+  written = json.loads((state / "array_metadatas" / "process_0").read_text())
+  arrays = {a["array_metadata"]["param_name"]: a["array_metadata"]["write_shape"]
+            for a in written["array_metadatas"]}
+  assert arrays == old["arrays"]  # the same tree, names and shapes as 43cc62e saved
+  meta = json.loads((state.parent / "meta" / "metadata").read_text())
+  assert set(meta) == set(old["meta"])
+  (run / "config.json").write_text(json.dumps(saved))
+  (run / "metrics.jsonl").write_text((fixture / "metrics.jsonl").read_text())
+  # The command that resumes it: today's config with the overrides the run was made with.
+  now = smoke_config(tmp_path, num_steps=4, ckpt_every=2, eval_every=2, keep_checkpoints=1,
+                     sample_every=0)
+  summary = training.train_and_evaluate(now, run)
+  assert (summary["step"], summary["steps_this_run"]) == (4, 2)
+  rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+  assert rows[:2] == [json.loads(l) for l in (fixture / "metrics.jsonl").read_text()
+                      .splitlines()]
+  assert {r["step"] for r in rows[2:]} == {4} and any("test_bpd" in r for r in rows[2:])
+  results = evaluation.evaluate(now, run, ["bpd"], which="latest", draws=1, progress=False)
+  assert np.isfinite(results["test_bpd"]["bpd"]) and results["step"] == 4
+  assert compare.load_config(run).model == now.model  # compare reads it as today's
 
 
 # ------------------------------------------------------------- devices
@@ -190,7 +203,7 @@ import jax, numpy as np
 sys.path[:0] = [{root!r}, {root!r} + "/tests"]
 from configs import msds1
 from helpers import perturb, step_gradient
-from rgflow_jax import jit_steps, run_config
+from rgflow_jax.run import jit_steps, run_config
 flow = run_config.build_model(msds1.get_config("smoke"))
 params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
 batch = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
@@ -213,6 +226,7 @@ def _assert_gradients_close(got, want):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.e2e
 def test_four_devices_give_the_gradient_of_one():
   """The data-parallel step (batch sharded over 4 devices, gradients all-reduced) has
   the loss and the gradient of one device, every entry, float32."""
@@ -227,12 +241,12 @@ def test_train_step_uses_the_hand_backward_and_matches_autodiff():
   """The training run's execution turns the hand-written backward pass
   (coupling_fast._mlp_bwd) on, and the step's gradient with it equals plain autodiff's,
   every entry (float32, random parameters)."""
-  c = load_config("msds1")
+  c = unit_config()
   ex = Execution.from_config(c, training=True)
   assert ex.hand_backward and not Execution.from_config(c).hand_backward
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
-  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+  images = np.random.default_rng(0).integers(0, 256, UNIT_BATCH).astype(np.uint8)
   params = perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 0.05)
   hand = step_gradient(flow, params, images, mesh, ex)
   auto = step_gradient(flow, params, images, mesh, Execution(hand_backward=False))
@@ -244,19 +258,20 @@ def test_train_step_uses_the_hand_backward_and_matches_autodiff():
 
 # ------------------------------------------------------------- NaN guard
 def test_nonfinite_batch_skips_the_update():
-  c = load_config("msds1")
+  c = unit_config()
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
   state = jit_steps.init_state(flow, c, jnp.float32)
   before = jax.tree.map(np.asarray, state["params"])
   step = jit_steps.make_train_step(flow, jit_steps.make_optimizer(c), mesh)
-  bad = np.full((8, 32, 32, 3), np.nan, np.float32)
+  bad = np.full(UNIT_BATCH, np.nan, np.float32)
   state, m = step(state, jit_steps.global_batch(bad, mesh))
   assert not bool(m["finite"])
   assert int(state["step"]) == 1
   chex.assert_trees_all_equal(before, state["params"])
 
 
+@pytest.mark.e2e
 def test_nonfinite_steps_in_a_row_stop_the_run_with_the_good_checkpoint(tmp_path, monkeypatch):
   real = data.train_batches
 
@@ -317,6 +332,7 @@ def test_train_script_reports_missing_data_in_one_line(tmp_path):
   assert last.startswith("error: celeba is not prepared") and "Traceback" not in out.stderr
 
 
+@pytest.mark.e2e
 # ------------------------------------------------- dispatch ahead, precision
 def test_the_loop_reads_the_device_once_per_log_row_and_prefetches(tmp_path, monkeypatch):
   """Every device-to-host read goes through ``ArrayImpl._value``; count them per step."""
@@ -360,15 +376,15 @@ def test_the_loop_reads_the_device_once_per_log_row_and_prefetches(tmp_path, mon
 
 
 def test_window_means_match_the_steps_it_folds():
-  c = load_config("msds1")
+  c = unit_config()
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
   opt = jit_steps.make_optimizer(c)
   plain = jit_steps.make_train_step(flow, opt, mesh)
   loop = jit_steps.make_loop_step(flow, opt, mesh)
   rng = np.random.default_rng(0)
-  good = [rng.integers(0, 256, (8, 32, 32, 3)).astype(np.float32) for _ in range(3)]
-  bad = np.full((8, 32, 32, 3), np.nan, np.float32)
+  good = [rng.integers(0, 256, UNIT_BATCH).astype(np.float32) for _ in range(3)]
+  bad = np.full(UNIT_BATCH, np.nan, np.float32)
   batches = [good[0], bad, good[1], bad, bad, good[2], bad]
   s1 = jit_steps.init_state(flow, c, jnp.float32)
   s2 = jax.tree.map(jnp.copy, s1)
@@ -393,17 +409,17 @@ def _dot_precisions(lowered) -> set:
 
 
 def test_matmul_precision_reaches_the_step_and_evaluation_runs_at_highest():
-  c = load_config("msds1")
+  c = unit_config()
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
   opt = jit_steps.make_optimizer(c)
   state = jit_steps.init_state(flow, c, jnp.float32)
-  batch = jit_steps.global_batch(np.zeros((8, 32, 32, 3), np.uint8), mesh)
+  batch = jit_steps.global_batch(np.zeros(UNIT_BATCH, np.uint8), mesh)
   for precision in ("default", "high", "highest"):
     step = jit_steps.make_loop_step(flow, opt, mesh, precision)
     assert _dot_precisions(step.lower(state, jit_steps.new_window(mesh), batch)) == \
         {precision.upper()}
-  weight = jit_steps.global_batch(np.ones(8, np.float32), mesh)
+  weight = jit_steps.global_batch(np.ones(UNIT_BATCH[0], np.float32), mesh)
   ev = jit_steps.make_eval_step(flow, mesh)
   assert _dot_precisions(ev.lower(state["params"], batch, weight,
                                   jax.random.PRNGKey(0)[None], 0)) == {"HIGHEST"}
@@ -431,7 +447,7 @@ def test_an_update_that_overflows_the_parameters_is_skipped():
   """A finite loss and gradient whose update overflows float32 (the old guard let it
   through): the step is counted non-finite and the parameters stay as they were."""
   import optax  # noqa: PLC0415
-  c = load_config("msds1")
+  c = unit_config()
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
   # An optimizer whose update overflows float32 (3e38 * 10), from a finite gradient.
@@ -442,15 +458,16 @@ def test_an_update_that_overflows_the_parameters_is_skipped():
   state["opt_state"] = opt.init(state["params"])
   before = jax.tree.map(np.asarray, state["params"])
   step = jit_steps.make_train_step(flow, opt, mesh)
-  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+  images = np.random.default_rng(0).integers(0, 256, UNIT_BATCH).astype(np.uint8)
   state, m = step(state, jit_steps.global_batch(images, mesh))
   assert np.isfinite(float(m["train_bpd"])) and np.isfinite(float(m["grad_norm"]))
   assert not bool(m["finite"])
   chex.assert_trees_all_equal(before, state["params"])
 
 
+@pytest.mark.e2e
 def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
-  from rgflow_jax import evaluation  # noqa: PLC0415
+  from rgflow_jax.run import evaluation  # noqa: PLC0415
   c = smoke_config(tmp_path, num_steps=6, eval_every=3, ckpt_every=3, sample_every=0)
   good = training.train_and_evaluate(c, tmp_path / "run")
   assert np.isfinite(good["best_test_bpd"])
@@ -508,7 +525,7 @@ def test_train_script_command_line_faults_are_one_line(tmp_path, args, message):
 
 @pytest.mark.e2e
 def test_a_second_trainer_on_one_workdir_is_refused_naming_the_holder(tmp_path):
-  from rgflow_jax import runlock  # noqa: PLC0415
+  from rgflow_jax.io import runlock  # noqa: PLC0415
   workdir = tmp_path / "run"
   workdir.mkdir()
   cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/msds1.py:smoke"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax
 
-from rgflow_jax import xla_cpu
+from rgflow_jax.cli import xla_cpu
 
 
 def test_xla_cpu_defaults_respect_the_user():
@@ -28,7 +28,7 @@ def test_xla_cpu_defaults_respect_the_user():
 
 
 def test_xla_cpu_flag_reaches_the_compiler():
-  code = ("from rgflow_jax import xla_cpu; import os; print(xla_cpu.configure()); "
+  code = ("from rgflow_jax.cli import xla_cpu; import os; print(xla_cpu.configure()); "
           "import jax, jax.numpy as jnp; a = jnp.ones((64, 64)); "
           "print('__ynn_fusion' in jax.jit(jnp.dot).lower(a, a).compile().as_text())")
   root = str(Path(__file__).resolve().parents[1])
@@ -55,7 +55,7 @@ def test_runs_on_cpu_is_decided_without_a_backend():
 
 def test_tuning_happens_only_on_cpu_and_can_be_turned_off():
   code = ("import os, sys; sys.argv = ['x']; before = dict(os.environ); "
-          "from rgflow_jax import xla_cpu; tuned = xla_cpu.tune_cpu_process(); "
+          "from rgflow_jax.cli import xla_cpu; tuned = xla_cpu.tune_cpu_process(); "
           "import jax; print(tuned, dict(os.environ) == before, "
           "jax.config.values['jax_cpu_enable_async_dispatch'])")
   root = str(Path(__file__).resolve().parents[1])
@@ -97,7 +97,7 @@ def test_malloc_restart_prefers_jemalloc_then_huge_pages():
 def test_use_fast_malloc_restarts_once_with_the_same_command():
   env = {k: v for k, v in os.environ.items()
          if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF")}
-  code = ("import os, sys; sys.argv = ['x']; from rgflow_jax import xla_cpu; "
+  code = ("import os, sys; sys.argv = ['x']; from rgflow_jax.cli import xla_cpu; "
           "print('ENV', os.environ.get('GLIBC_TUNABLES'), os.environ.get('LD_PRELOAD')); "
           "xla_cpu.use_fast_malloc()")
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -118,7 +118,7 @@ def test_release_freed_memory_returns_jemallocs_kept_pages():
   jemalloc = xla_cpu.find_jemalloc()
   if not jemalloc:
     return  # nothing more to check on a machine without jemalloc
-  code = ("import numpy as np; from rgflow_jax import xla_cpu\n"
+  code = ("import numpy as np; from rgflow_jax.cli import xla_cpu\n"
           "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**30\n"
           "a = np.ones(2**27); a = None; kept = rss()\n"
           "print(xla_cpu.release_freed_memory(), kept, rss())")
@@ -131,7 +131,7 @@ def test_release_freed_memory_returns_jemallocs_kept_pages():
 
 
 def test_synchronous_dispatch_is_set_before_the_backend_unless_turned_off():
-  code = ("from rgflow_jax import xla_cpu; xla_cpu.synchronous_dispatch(); import jax; "
+  code = ("from rgflow_jax.cli import xla_cpu; xla_cpu.synchronous_dispatch(); import jax; "
           "print(jax.config.values['jax_cpu_enable_async_dispatch'])")
   base = {k: v for k, v in os.environ.items() if k != "RGFLOW_CPU_TUNING"}
   root = str(Path(__file__).resolve().parents[1])

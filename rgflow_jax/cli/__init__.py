@@ -1,5 +1,5 @@
 """The command-line boundary shared by the entry points (``rgflow-train``,
-``rgflow-eval``, ``rgflow-compare``, ``python -m rgflow_jax.convert``, and the
+``rgflow-eval``, ``rgflow-compare``, ``python -m rgflow_jax.cli.convert``, and the
 repository's train.py / eval.py / compare.py): config names resolved, flags and the
 config file parsed into one-line errors, and quiet libraries.
 
@@ -73,13 +73,13 @@ def define_config_flag():
 
 def run_program(main, define_flags, usage: str, tune_cpu: bool = False):
   """Run an entry point: with ``tune_cpu``, the CPU process tuning first (it may restart
-  the process: :func:`rgflow_jax.xla_cpu.tune_cpu_process`); ``--config NAME`` resolved
+  the process: :func:`rgflow_jax.cli.xla_cpu.tune_cpu_process`); ``--config NAME`` resolved
   in ``sys.argv`` (an unknown name is one line); ``define_flags()`` called, its flags
   listed by ``--help`` under ``usage`` (console scripts and ``-m`` have no docstring of
   their own); then absl's ``app.run(main)`` with :func:`parse_flags`."""
   from absl import app  # noqa: PLC0415
   if tune_cpu:
-    from rgflow_jax import xla_cpu  # noqa: PLC0415
+    from rgflow_jax.cli import xla_cpu  # noqa: PLC0415
     xla_cpu.tune_cpu_process()
   try:
     sys.argv = _resolve_config_names(sys.argv)

@@ -47,9 +47,9 @@ def main(argv):
   if not workdirs:
     sys.exit("error: name the run folders to compare, e.g. "
              "rgflow-compare --out runs/cmp runs/a runs/b")
-  from rgflow_jax import compare  # noqa: PLC0415
   from rgflow_jax.data import DataError  # noqa: PLC0415
-  from rgflow_jax.run_config import TrainingError  # noqa: PLC0415
+  from rgflow_jax.run import compare  # noqa: PLC0415
+  from rgflow_jax.run.run_config import TrainingError  # noqa: PLC0415
   f = flags.FLAGS
   try:
     compare.check_workdirs(workdirs)

@@ -24,7 +24,7 @@ Writes <workdir>/eval/eval.json and the figures (PNG, GIF) beside it.
 
 
 def _define_flags():
-  from rgflow_jax.evaluation import MODES  # noqa: PLC0415
+  from rgflow_jax.run.evaluation import MODES  # noqa: PLC0415
   cli.define_config_flag()
   flags.DEFINE_string("workdir", None, "Run folder with checkpoints (local or gs://).")
   flags.DEFINE_string("mode", "all", f"{', '.join(MODES)} or all (comma-separated).")
@@ -52,8 +52,8 @@ def main(argv):
   del argv
   cli.quiet_libraries()
   from rgflow_jax.data import DataError  # noqa: PLC0415
-  from rgflow_jax.evaluation import evaluate, summary_lines  # noqa: PLC0415
-  from rgflow_jax.run_config import TrainingError  # noqa: PLC0415
+  from rgflow_jax.run.evaluation import evaluate, summary_lines  # noqa: PLC0415
+  from rgflow_jax.run.run_config import TrainingError  # noqa: PLC0415
   f = flags.FLAGS
   try:
     results = evaluate(cli.load_config(f["config"]), f.workdir, f.mode.split(","),
@@ -70,7 +70,8 @@ def main(argv):
 
 
 def run():
-  from rgflow_jax import configs, evaluation  # noqa: PLC0415
+  from rgflow_jax import configs  # noqa: PLC0415
+  from rgflow_jax.run import evaluation
   usage = USAGE.format(config_help=configs.help_text(), modes=", ".join(evaluation.MODES))
   cli.run_program(main, _define_flags, usage, tune_cpu=True)
 

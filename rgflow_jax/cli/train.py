@@ -58,7 +58,7 @@ def summary_line(summary: dict) -> str:
 def _fail(message: str):
   """Exit 1 with ``message``; one of several processes leaves at once, past JAX's
   shutdown barrier (where it would wait for a lost peer, then abort)."""
-  from rgflow_jax import multihost  # noqa: PLC0415
+  from rgflow_jax.io import multihost  # noqa: PLC0415
   if multihost.many_processes():
     multihost.exit_now(message, 1)
   sys.exit(message)
@@ -67,9 +67,9 @@ def _fail(message: str):
 def main(argv):
   del argv
   cli.quiet_libraries()
-  from rgflow_jax import multihost  # noqa: PLC0415  (after the CPU tuning and flags)
+  from rgflow_jax.io import multihost  # noqa: PLC0415  (after the CPU tuning and flags)
   from rgflow_jax.data import DataError  # noqa: PLC0415
-  from rgflow_jax.training import TrainingError, train_and_evaluate  # noqa: PLC0415
+  from rgflow_jax.run.training import TrainingError, train_and_evaluate  # noqa: PLC0415
   config_arg = flags.FLAGS["config"].config_filename
   workdir = flags.FLAGS.workdir or default_workdir(config_arg)
   try:

@@ -10,7 +10,7 @@ accelerators ('default': one bfloat16 pass on TPU, TF32 on recent NVIDIA GPUs;
 at 'highest'. ``execution.matmul_dtype='bfloat16'`` goes further: the RG-Flow
 conditioners' matmul inputs in bfloat16 in the training step (float32 accumulation;
 log-dets and loss in float32). ``execution`` holds how the model is computed, never
-what (rgflow_jax/execution.py): it may change when a run resumes.
+what (rgflow_jax/core/execution.py): it may change when a run resumes.
 """
 
 import os
@@ -75,17 +75,16 @@ def base_config() -> ml_collections.ConfigDict:
 def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Minutes on a 2-core CPU: a small model and the schedule tuned on MSDS1.
 
-  Chosen by 150-second trials on a 2-core machine: at a fixed wall-clock budget many
-  small-batch updates beat few large ones (MSDS1 test bits/dim after 150 s with
-  batch 64: 3.95, 32: 3.70, 16: 3.46, 8: 3.26). The cosine schedule is sized to end
-  near the 8-minute time limit (about 32 steps/s), which stops the run (with a
-  checkpoint) on a slower machine.
+  At a fixed wall-clock budget many small-batch updates beat few large ones (the
+  trials: docs/benchmark.md, "Choices in the code"). The cosine schedule is sized to
+  end near the 8-minute time limit, which stops the run (with a checkpoint) on a
+  slower machine.
   """
   c.model.n_layers = (2,)
   c.model.n_res = (1,)
   c.model.hidden = (64,)
   c.model.mlp_depth = (1,)
-  c.data.n_train = 30_000  # MSDS only: generated in about 15 s
+  c.data.n_train = 30_000  # MSDS only
   c.batch_size = 8
   c.lr = 3e-3
   c.schedule = "cosine"
@@ -125,7 +124,7 @@ def smoke(c: ml_collections.ConfigDict, channels: int = 3) -> ml_collections.Con
 def realnvp(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Swap the model for the multi-scale Real NVP baseline sized to the RG-Flow that
   the config held (the paper compares models of about the same parameter count)."""
-  from rgflow_jax.model import RGFlow  # noqa: PLC0415 (keeps config import light)
+  from rgflow_jax.core.rgflow import RGFlow  # noqa: PLC0415 (keeps config import light)
 
   rg = RGFlow.from_config({k: v for k, v in c.model.items() if k != "name"})
   small = max(rg.n_res) <= 1
@@ -189,8 +188,8 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str, channels: int = 3):
   for t in sorted((t for t in tokens if t in MODIFIERS), key=list(MODIFIERS).index):
     c = MODIFIERS[t](c)
   if "cpu" in sizes and "realnvp" in tokens:
-    # Its step takes ~0.063 s on 2 cores against RG-Flow's ~0.022 s (batch 8, same
-    # parameter count): a cosine schedule that ends inside the same 8-minute budget.
+    # Real NVP's step is slower than RG-Flow's at the same parameter count: a cosine
+    # schedule that ends inside the same 8-minute budget.
     c.num_steps = 7_000
   return c
 

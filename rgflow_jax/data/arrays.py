@@ -7,9 +7,9 @@ import io
 
 import numpy as np
 
-from rgflow_jax import storage
 from rgflow_jax.data import msds
 from rgflow_jax.data.errors import DataError
+from rgflow_jax.io import storage
 
 MSDS_SPLITS = {"train": 0, "test": 1}
 

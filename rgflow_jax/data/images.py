@@ -8,9 +8,9 @@ import logging
 import numpy as np
 from PIL import Image
 
-from rgflow_jax import storage
 from rgflow_jax.data.errors import DataError
-from rgflow_jax.progress import bar as progress_bar
+from rgflow_jax.io import storage
+from rgflow_jax.io.progress import bar as progress_bar
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rgflow_jax.progress import bar as progress_bar
+from rgflow_jax.io.progress import bar as progress_bar
 
 IMAGE_SIZE = 32
 GRID = 4

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rgflow_jax import storage
 from rgflow_jax.data.tfds_sources import TFDS_SETS
+from rgflow_jax.io import storage
 
 
 def prepare(name: str, data_dir: str, manual_dir: str | None = None):

@@ -12,9 +12,9 @@ import dataclasses
 
 import numpy as np
 
-from rgflow_jax import storage
 from rgflow_jax.data.errors import DataError
 from rgflow_jax.data.images import center_crop_resize, pad_to
+from rgflow_jax.io import storage
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,344 @@
+"""The RNVP block, arranged for speed: the same arithmetic as :mod:`rgflow_jax.core.coupling`.
+
+Every block of a layer goes through one matrix product per linear layer: the blocks
+are rows of an (N, dim) matrix, and s and t, which read the same input, run as ONE
+batched product over a leading axis of 2. The block's values are reordered once into
+the two checkerboard halves A (m = 1) and B (m = 0), each dim/2 wide and contiguous,
+and the parameters' dim-sized axes are reordered to match. A half-coupling then reads
+only the conditioning half and writes only the free half: the input rows of the first
+linear layer that would multiply masked zeros, and the output columns of the last one
+that the mask would zero, are never computed.
+
+On top of that, optional (an :class:`rgflow_jax.core.execution.Execution` chooses): the
+RNVP layers as one ``lax.scan``, remat, bfloat16 matmul inputs, and a hand-written
+backward pass for the conditioners (:func:`_mlp_bwd`) with its XLA:CPU layout
+choices and its ``shard_map`` cotangent sums. ``tests/test_coupling_fast.py`` checks
+all of it against the definition.
+
+The one entry point is :func:`apply_blocks`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from rgflow_jax.core import conditioner
+from rgflow_jax.core.execution import DEFAULT, Execution
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+# ------------------------------------------------------------ checkerboard halves
+def to_halves(x, block_size: int, channels: int, axis: int = -1):
+  """Reorder a k*k*C axis in (a, b, c) order to [half A | half B] (A: a + b even).
+
+  Within a half the order is (parity of a, a // 2, b // 2, c). Reshapes, one
+  transpose and a concatenation: no gather.
+  """
+  x = jnp.moveaxis(x, axis, -1)
+  k2, lead = block_size // 2, x.shape[:-1]
+  n = len(lead)
+  t = x.reshape(lead + (k2, 2, k2, 2, channels))  # (a', pa, b', pb, c)
+  t = t.transpose(tuple(range(n)) + (n + 1, n + 3, n, n + 2, n + 4))  # (pa, pb, a', b', c)
+  flat = lambda u: u.reshape(lead + (-1,))  # noqa: E731
+  out = jnp.concatenate([flat(t[..., 0, 0, :, :, :]), flat(t[..., 1, 1, :, :, :]),
+                         flat(t[..., 0, 1, :, :, :]), flat(t[..., 1, 0, :, :, :])], axis=-1)
+  return jnp.moveaxis(out, -1, axis)
+
+
+def from_halves(x, block_size: int, channels: int, axis: int = -1):
+  """Inverse of :func:`to_halves`."""
+  x = jnp.moveaxis(x, axis, -1)
+  k2, lead = block_size // 2, x.shape[:-1]
+  n = len(lead)
+  t00, t11, t01, t10 = (u.reshape(lead + (k2, k2, channels))
+                        for u in jnp.split(x, 4, axis=-1))
+  t = jnp.stack([jnp.stack([t00, t01], axis=-4), jnp.stack([t10, t11], axis=-4)],
+                axis=-5)  # (pa, pb, a', b', c)
+  t = t.transpose(tuple(range(n)) + (n + 2, n, n + 3, n + 1, n + 4))  # (a', pa, b', pb, c)
+  return jnp.moveaxis(t.reshape(lead + (-1,)), -1, axis)
+
+
+def prepare(params, block_size: int, channels: int, matmul_dtype=None) -> dict:
+  """A block's parameters ready for the fast path: weight-normalised, dim-sized axes
+  in [A | B] order; each linear layer's w, b and beta become a list over residual
+  blocks of arrays with leading axes (n_layer, 2 = [s, t]).
+
+  Done once per call of a layer (small arrays), outside the loop over RNVP layers.
+  """
+  halves = lambda a, axis: to_halves(a, block_size, channels, axis)  # noqa: E731
+  layers = params["layers"]
+  w = [conditioner.weight_norm(p["v"], p["g"]) for p in layers]
+  w[0] = halves(w[0], -2)
+  w[-1] = halves(w[-1], -1)
+  beta = [p["beta"] for p in layers]
+  beta[0] = halves(beta[0], -1)
+  b = [p["b"] for p in layers]
+  b[-1] = halves(b[-1], -1)
+  if matmul_dtype is not None:
+    w = [a.astype(matmul_dtype) for a in w]
+  # One list entry per residual block (axis 2), split once: the gradient of a split
+  # is one concatenate, where per-block slices would each pad a zero-filled copy of
+  # the whole stack.
+  per_res = lambda arrays: [unstack(a, 2) for a in arrays]  # noqa: E731
+  return {"w": per_res(w), "b": per_res(b), "beta": per_res(beta),
+          "scale": halves(params["scale"], -1)}
+
+
+def unstack(a, axis: int = 0) -> list:
+  """The slices of ``a`` along ``axis``, from one split (cheap to differentiate)."""
+  return [jnp.squeeze(x, axis) for x in jnp.split(a, a.shape[axis], axis=axis)]
+
+
+def unstack_tree(tree, n: int) -> list:
+  """A pytree whose leaves share a leading axis of size n -> n pytrees."""
+  leaves, treedef = jax.tree.flatten(tree)
+  parts = [unstack(leaf, 0) for leaf in leaves]
+  return [jax.tree.unflatten(treedef, [p[i] for p in parts]) for i in range(n)]
+
+
+def _matmul(a, w, out_dtype):
+  """(2, N, i) x (2, i, o) -> (2, N, o), accumulating in ``out_dtype``."""
+  return jax.lax.dot_general(a.astype(w.dtype), w, (((2,), (1,)), ((0,), (0,))),
+                             preferred_element_type=out_dtype)
+
+
+def _weight_grad(a, g, narrow: bool, out_dtype):
+  """dW = a^T g over the rows (and the s/t batch axis) of a (2, N, i) and g (2, N, o).
+
+  For a narrow output (the last layer of a residual block: o = dim or dim/2 against
+  hundreds of inputs) it is computed as the (out, in) product g^T a and transposed
+  after, behind an optimisation barrier so that XLA does not fold it back (XLA:CPU's
+  (in, out) product is the slower one there: docs/benchmark.md, "Choices in the code").
+  tests/test_coupling_fast.py checks the compiled gradient.
+  """
+  dims = (((1,), (1,)), ((0,), (0,)))
+  if not narrow:
+    return jax.lax.dot_general(a, g, dims, preferred_element_type=out_dtype)
+  gt_a = jax.lax.dot_general(g, a, dims, preferred_element_type=out_dtype)
+  return jnp.swapaxes(jax.lax.optimization_barrier(gt_a), 1, 2)
+
+
+# Below this |beta| a hidden Swish's slope gradient is scaled down (see _mlp_bwd).
+_BETA_MIN = 1e-3
+
+
+@jax.custom_vjp
+def _mlp(ws, bs, betas, x):
+  """One residual block's f: h <- Swish_beta(h) @ w + b for each linear layer.
+
+  ``x`` (1 or 2, N, in) -> (2, N, out); ws[i] (2, in_i, out_i), bs[i] (2, out_i),
+  betas[i] (2, in_i); the leading 2 is the s/t batch. The forward pass is the plain
+  composition; the backward pass (:func:`_mlp_bwd`) is written out by hand, which
+  saves a pass over every hidden activation (see there).
+  """
+  return _mlp_fwd(ws, bs, betas, x)[0]
+
+
+def _forward(ws, bs, betas, x, swish):
+  """h <- swish(h) @ w + b over the layers; also each layer's input h and Swish output."""
+  h, hs, acts = x, [], []
+  for w, b, beta in zip(ws, bs, betas, strict=True):
+    hs.append(h)
+    acts.append(swish(h, beta[:, None]))
+    h = _matmul(acts[-1], w, x.dtype) + b[:, None]
+  return h, hs, acts
+
+
+def _mlp_fwd(ws, bs, betas, x):
+  # Saved for the backward pass: each layer's input h and its Swish output a (the
+  # product's input). The backward's sigmoid(beta h) is the forward's expression, so
+  # XLA reuses the forward's value for it.
+  h, hs, acts = _forward(ws, bs, betas, x, conditioner.swish)
+  return h, (ws, bs, betas, hs, acts)
+
+
+def _mlp_bwd(res, g):
+  """Backward pass of :func:`_mlp`: the usual chain rule, except for the slopes.
+
+  Autodiff sums the slope gradient of every Swish over all N rows from an (N, width)
+  product of its own: dbeta = sum_n g_a h^2 s (1 - s), s = sigmoid(beta h), one more
+  pass over the activation and a column sum. For a Swish whose input is the previous
+  layer's output, h = a' W' + b', the same number follows from the weight gradients,
+  which are computed anyway:
+
+    beta * dbeta = sum_n h g_h - sum_n a g_a
+                 = colsum(W' * dW') + b' * db' - rowsum(W * dW)
+
+  (first line: g_h = g_a (s + beta h s (1 - s)) and a = h s; second: h = a' W' + b',
+  dW' = a'^T g_h, db' = sum_n g_h, g_a = g W^T, dW = a^T g), a sum over a weight-sized
+  array instead of over N rows.
+  Exact up to rounding (float64: 1e-15 relative, tested at 1e-11). Where
+  |beta| < _BETA_MIN it divides by +-_BETA_MIN instead, which returns the gradient
+  scaled by |beta| / _BETA_MIN (same sign, finite; no Swish slope comes near that in
+  practice, they start at 1). The first layer's input is the residual stream, not a
+  product's output: its slope gradient is summed directly.
+  """
+  ws, bs, betas, hs, acts = res
+  n = len(ws)
+  dws, dbs, dbetas = [None] * n, [None] * n, [None] * n
+  sum_rows = lambda v: jnp.sum(v, axis=1)  # noqa: E731
+  for i in reversed(range(n)):
+    w, beta, h, a = ws[i], betas[i], hs[i], acts[i]
+    dws[i] = _weight_grad(a.astype(w.dtype), g.astype(w.dtype), i == n - 1, h.dtype)
+    dbs[i] = sum_rows(g)
+    g_a = _matmul_t(g, w, h.dtype)
+    bh = beta[:, None] * h
+    s = jax.nn.sigmoid(bh)
+    g_h = g_a * (s + bh * s * (1.0 - s))
+    if i == 0:
+      dbetas[i] = sum_rows(g_a * h * h * s * (1.0 - s))
+    g = g_h
+  for i in range(1, n):
+    h = hs[i]
+    w_prev, w = ws[i - 1].astype(h.dtype), ws[i].astype(h.dtype)
+    via_weights = (jnp.sum(w_prev * dws[i - 1], axis=1) + bs[i - 1] * dbs[i - 1]
+                   - jnp.sum(w * dws[i], axis=2))
+    beta = betas[i].astype(h.dtype)
+    tiny = jnp.abs(beta) < _BETA_MIN
+    safe_beta = jnp.where(tiny, jnp.where(beta < 0, -_BETA_MIN, _BETA_MIN), beta)
+    dbetas[i] = (via_weights / safe_beta).astype(betas[i].dtype)
+  dws = [d.astype(w.dtype) for d, w in zip(dws, ws, strict=True)]
+  x = hs[0]
+  g_x = jnp.sum(g, axis=0, keepdims=True) if x.shape[0] == 1 else g
+  typed = lambda cts, primals: [_like_primal(c, p) for c, p in zip(cts, primals, strict=True)]  # noqa: E731
+  return (typed(dws, ws), typed(dbs, bs), typed(dbetas, betas),
+          _like_primal(g_x.astype(x.dtype), x))
+
+
+def _like_primal(ct, primal):
+  """Inside ``jax.shard_map``: a cotangent summed over the mesh axes along which it
+  varies but its primal does not (a replicated weight used on per-device rows gets
+  the sum of every device's gradient, as autodiff gives it). Outside: ``ct``."""
+  varying = lambda a: jax.typeof(a).manual_axis_type.varying  # noqa: E731
+  extra = tuple(sorted(varying(ct) - varying(primal)))
+  return jax.lax.psum(ct, extra) if extra else ct
+
+
+_mlp.defvjp(_mlp_fwd, _mlp_bwd)
+
+
+# For autodiff (decode, or hand_backward off): Swish recomputed in the backward pass
+# from its input (kept anyway) instead of storing its sigmoid: one elementwise pass
+# over each hidden activation instead of two in the forward pass, and about half the
+# step's memory at paper size.
+_swish = jax.checkpoint(conditioner.swish)
+
+
+def _mlp_plain(ws, bs, betas, x):
+  """:func:`_mlp` for autodiff of any kind (forward mode included)."""
+  return _forward(ws, bs, betas, x, _swish)[0]
+
+
+def _matmul_t(g, w, out_dtype):
+  """g (2, N, o) x w (2, i, o)^T -> (2, N, i): the input gradient of :func:`_matmul`."""
+  return jax.lax.dot_general(g.astype(w.dtype), w, (((2,), (2,)), ((0,), (0,))),
+                             preferred_element_type=out_dtype)
+
+
+def _shift_and_log_scale(p, x_in, src: slice, dst: slice, hand_backward: bool):
+  """s and t (each (N, dim/2)) on the free half ``dst``, given the conditioning half
+  ``x_in`` (N, dim/2) at ``src``; ``p`` is one RNVP layer of :func:`prepare`'s output.
+
+  The residual stream x <- (x + f(x)) / sqrt(2) starts as x_in on ``src`` and zeros
+  on ``dst``; Swish(0) = 0, so the first linear layer needs only the ``src`` rows, and
+  only the ``dst`` columns of the last one are ever read.
+  """
+  n_res, n_lin = len(p["w"][0]), len(p["w"])
+  mlp = _mlp if hand_backward else _mlp_plain
+  stream = None  # the full-width stream (2, N, dim), once it has been formed
+  for r in range(n_res):
+    ws = [p["w"][i][r] for i in range(n_lin)]
+    bs = [p["b"][i][r] for i in range(n_lin)]
+    betas = [p["beta"][i][r] for i in range(n_lin)]
+    if r == 0:
+      ws[0], betas[0] = ws[0][:, src], betas[0][:, src]
+    if r == n_res - 1:
+      ws[-1], bs[-1] = ws[-1][:, :, dst], bs[-1][:, dst]
+    h = mlp(ws, bs, betas, x_in[None] if r == 0 else stream)
+    if r == 0 and n_res == 1:
+      stream = h  # the stream is zero on dst
+    elif r == 0:
+      pad = [(0, 0), (src.start, h.shape[-1] - src.stop)]
+      stream = h + jnp.pad(x_in, pad)[None]
+    elif r == n_res - 1:
+      stream = stream[..., dst] + h
+    else:
+      stream = stream + h
+    stream = stream * _INV_SQRT2
+  out = stream * p["scale"][:, None, dst]
+  return jnp.tanh(out[0]), out[1]
+
+
+def _layer_encode(p, xa, xb, hand_backward: bool = False):
+  half = xa.shape[-1]
+  a, b = slice(0, half), slice(half, 2 * half)
+  s, t = _shift_and_log_scale(p, xa, a, b, hand_backward)
+  xb = xb * jnp.exp(s) + t
+  log_det = jnp.sum(s, axis=-1)
+  s, t = _shift_and_log_scale(p, xb, b, a, hand_backward)
+  xa = xa * jnp.exp(s) + t
+  return xa, xb, log_det + jnp.sum(s, axis=-1)
+
+
+def _layer_decode(p, xa, xb):
+  half = xa.shape[-1]
+  a, b = slice(0, half), slice(half, 2 * half)
+  s, t = _shift_and_log_scale(p, xb, b, a, False)
+  xa = (xa - t) * jnp.exp(-s)
+  log_det = jnp.sum(s, axis=-1)
+  s, t = _shift_and_log_scale(p, xa, a, b, False)
+  xb = (xb - t) * jnp.exp(-s)
+  return xa, xb, -(log_det + jnp.sum(s, axis=-1))
+
+
+def apply_blocks(params, blocks, *, inverse: bool = False,
+                 execution: Execution = DEFAULT):
+  """Every block of ``blocks`` (N, k, k, C) through one RNVP block.
+
+  Returns (out (N, k, k, C), log|det| (N,)): the RG direction (encode) by default,
+  the generation direction (decode) with ``inverse=True``; equal to
+  :func:`rgflow_jax.core.coupling.encode_block` / ``decode_block`` on each block.
+  ``execution``: scan over the RNVP layers when there are at least
+  ``scan_min_layers``, remat of each layer, bfloat16 matmul inputs, and (encode only)
+  the hand-written backward pass of :func:`_mlp_bwd`: faster reverse-mode gradients,
+  but no forward-mode derivatives (``jax.jvp`` / ``jacfwd`` raise) through it.
+  """
+  k, c = blocks.shape[2], blocks.shape[3]
+  prep = prepare(params, k, c, execution.matmul_jnp_dtype)
+  return apply_prepared(prep, blocks, inverse=inverse, execution=execution)
+
+
+def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution = DEFAULT):
+  """:func:`apply_blocks` with the parameters already through :func:`prepare` (with
+  ``execution``'s matmul dtype): for callers that run one block's parameters on many
+  small batches, e.g. every step of a loop over a cone (rgflow_jax.core.local)."""
+  n, k, _, c = blocks.shape
+  n_layer = prep["scale"].shape[0]
+  x = to_halves(blocks.reshape(n, -1), k, c)
+  half = x.shape[-1] // 2
+  xa, xb = x[:, :half], x[:, half:]
+  if inverse:
+    layer_fn = _layer_decode
+  else:
+    layer_fn = functools.partial(_layer_encode, hand_backward=execution.hand_backward)
+  if execution.remat:
+    layer_fn = jax.checkpoint(layer_fn)
+  log_det = jnp.zeros((n,), blocks.dtype)
+  if n_layer >= execution.scan_min_layers:
+    def body(carry, p):
+      xa, xb, log_det = carry
+      xa, xb, ld = layer_fn(p, xa, xb)
+      return (xa, xb, log_det + ld), None
+    (xa, xb, log_det), _ = jax.lax.scan(body, (xa, xb, log_det), prep, reverse=inverse)
+  else:
+    layers = unstack_tree(prep, n_layer)
+    for p in (reversed(layers) if inverse else layers):
+      xa, xb, ld = layer_fn(p, xa, xb)
+      log_det = log_det + ld
+  out = from_halves(jnp.concatenate([xa, xb], axis=-1), k, c)
+  return out.reshape(blocks.shape), log_det

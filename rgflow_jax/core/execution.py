@@ -1,0 +1,85 @@
+"""How a flow's arithmetic is arranged: never what it computes.
+
+An :class:`Execution` is passed to ``encode`` / ``decode`` (and the densities built on
+them) beside the params; the architecture dataclasses (``RGFlow``, ``RealNVP``) do
+not hold it. Every option gives the same function up to float rounding, bfloat16
+matmul inputs excepted (docs/accelerators.md):
+
+- ``remat``: recompute each RNVP layer (Real NVP: each coupling) in the backward pass:
+  less memory, about a third more time.
+- ``scan_min_layers``: blocks with at least this many RNVP layers run them as one
+  ``lax.scan`` (compile time flat in their number); shorter ones are unrolled, which
+  XLA:CPU runs faster. 1: always scan; a large number: never.
+- ``matmul_dtype``: "bfloat16" gives the conditioners' matrix products bfloat16 inputs
+  (float32 accumulation, log-dets and loss in float32).
+- ``hand_backward``: encode's conditioners get the hand-written backward pass
+  (:func:`rgflow_jax.core.coupling_fast.apply_blocks`): faster reverse-mode gradients, but
+  no forward-mode derivatives through encode. The training step turns it on.
+
+In a config these are ``config.execution.*``; they may change when a run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+MATMUL_DTYPES = ("float32", "bfloat16")
+# config.execution.hand_backward: "auto" is on in the training step, off elsewhere.
+HAND_BACKWARD = {"auto": None, "on": True, "off": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+  """Execution options of a flow; see the module docstring."""
+
+  remat: bool = False
+  scan_min_layers: int = 5
+  matmul_dtype: str = "float32"
+  hand_backward: bool = False
+
+  def __post_init__(self):
+    if not isinstance(self.scan_min_layers, (int, np.integer)) or self.scan_min_layers < 1:
+      raise ValueError(f"execution.scan_min_layers must be an int >= 1, "
+                       f"got {self.scan_min_layers!r}")
+    if self.matmul_dtype not in MATMUL_DTYPES:
+      raise ValueError(f"execution.matmul_dtype must be one of {MATMUL_DTYPES}, "
+                       f"got {self.matmul_dtype!r}")
+    for name in ("remat", "hand_backward"):
+      if not isinstance(getattr(self, name), (bool, np.bool_)):
+        raise ValueError(f"execution.{name} must be true or false, "
+                         f"got {getattr(self, name)!r}")
+
+  @property
+  def matmul_jnp_dtype(self):
+    """The conditioners' matmul input dtype; None: the activations' own."""
+    return None if self.matmul_dtype == "float32" else jnp.bfloat16
+
+  @classmethod
+  def from_config(cls, config, training: bool = False) -> "Execution":
+    """From ``config.execution`` (absent: the defaults). ``training``: the step's
+    options (hand_backward "auto" on)."""
+    values = dict(config.get("execution", None) or {})
+    unknown = set(values) - set(FIELDS)
+    if unknown:
+      raise ValueError(f"unknown config.execution keys {sorted(unknown)}; "
+                       f"valid keys: {list(FIELDS)}")
+    hand = values.pop("hand_backward", "auto")
+    if isinstance(hand, str):
+      if hand not in HAND_BACKWARD:
+        raise ValueError(f"config.execution.hand_backward must be one of "
+                         f"{list(HAND_BACKWARD)}, got {hand!r}")
+      hand = HAND_BACKWARD[hand]
+    return cls(hand_backward=training if hand is None else hand, **values)
+
+  def for_evaluation(self) -> "Execution":
+    """The same, with float32 matmul inputs and autodiff's backward: test bits/dim,
+    samples and round trips run at full precision whatever the training step uses."""
+    return dataclasses.replace(self, matmul_dtype="float32", hand_backward=False)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Execution))
+DEFAULT = Execution()
+TRAINING = Execution(hand_backward=True)  # the training step's, when not configured

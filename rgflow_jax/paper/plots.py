@@ -1,0 +1,186 @@
+"""Figures: image grids, training curves, receptive-field maps (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+from rgflow_jax.io import metrics, storage  # noqa: E402
+
+
+def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
+  """(N, H, W, C) uint8 -> one (rows*(H+pad)+pad, ...) uint8 mosaic on a grey ground."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  ncol = ncol or int(np.ceil(np.sqrt(n)))
+  nrow = -(-n // ncol)
+  grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 128, np.uint8)
+  for i, img in enumerate(images):
+    r, q = divmod(i, ncol)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + q * (w + pad):pad + q * (w + pad) + w] = img
+  return grid
+
+
+def titled(grid: np.ndarray, title: str | None, scale: int = 1) -> Image.Image:
+  """A uint8 mosaic as an RGB image enlarged ``scale`` times (nearest), with ``title``
+  (one or more lines) on a white strip above it."""
+  grid = np.repeat(grid, 3, axis=-1) if grid.shape[-1] == 1 else grid
+  img = Image.fromarray(grid)
+  img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+  if not title:
+    return img
+  font = ImageFont.load_default(size=12)
+  lines = _wrap(title, font, img.width - 8)
+  line_h = 15
+  out = Image.new("RGB", (img.width, img.height + line_h * len(lines) + 6), "white")
+  draw = ImageDraw.Draw(out)
+  for i, line in enumerate(lines):
+    draw.text((4, 3 + i * line_h), line, fill="black", font=font)
+  out.paste(img, (0, out.height - img.height))
+  return out
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+  """``text`` broken at spaces (and its own newlines) into lines that fit ``width``."""
+  lines = []
+  for paragraph in text.split("\n"):
+    line = ""
+    for word in paragraph.split(" "):
+      trial = f"{line} {word}".strip()
+      if line and font.getlength(trial) > width:
+        lines.append(line)
+        line = word
+      else:
+        line = trial
+    lines.append(line)
+  return lines
+
+
+def save_grid(images: np.ndarray, path, ncol: int | None = None, scale: int = 4,
+              title: str | None = None) -> np.ndarray:
+  """Save a mosaic of uint8 images as a PNG, enlarged ``scale`` times (nearest), with a
+  title strip above it; returns the saved picture (H, W, 3) uint8."""
+  img = titled(image_grid(images, ncol), title, scale)
+  storage.save_image(img, path)
+  return np.asarray(img)
+
+
+def save_gif(frames: list, path, ncol: int | None = None, scale: int = 4,
+             duration_ms: int = 250, titles: list[str] | None = None):
+  """An animated GIF: each frame a mosaic of uint8 images (N, H, W, C), with its title."""
+  titles = titles or [None] * len(frames)
+  imgs = [titled(image_grid(frame, ncol), t, scale) for frame, t in zip(frames, titles)]
+  return storage.save_image(imgs[0], path, save_all=True,
+                            append_images=imgs[1:] + imgs[-2:0:-1], duration=duration_ms,
+                            loop=0)
+
+
+def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
+  """Train and test bits/dim against wall-clock minutes (and steps on a top axis).
+
+  ``reference``: an optional {label: ([minutes], [bpd])} curve drawn for comparison.
+  """
+  rows = metrics.read_metrics(metrics_path)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, style in (("train_bpd", "-"), ("test_bpd", "o-")):
+    pts = [(r["minutes"], r[key]) for r in rows if key in r]
+    if pts:
+      ax.plot(*zip(*pts), style, label=key.replace("_", " "), ms=4)
+  for label, (minutes, bpd) in (reference or {}).items():
+    ax.plot(minutes, bpd, "s--", label=label, ms=4)
+  ax.set_xlabel("training time (minutes)")
+  ax.set_ylabel("bits per dimension")
+  ax.set_title("bits/dim during training")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  storage.save_figure(fig, out_path, dpi=120)
+  plt.close(fig)
+  return out_path
+
+
+def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
+              cmap: str = "viridis", suptitle: str | None = None):
+  """A panel of 2-D maps (e.g. receptive fields), each with its own colour scale, under
+  ``suptitle``; returns the path."""
+  n = len(maps)
+  nrow = -(-n // ncol)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(2 * ncol, 2 * nrow + 0.5), squeeze=False)
+  for ax in axes.flat:
+    ax.axis("off")
+  for ax, m, t in zip(axes.flat, maps, titles):
+    ax.imshow(m, cmap=cmap, interpolation="nearest")
+    ax.set_title(t, fontsize=8)
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=10)
+  fig.tight_layout()
+  storage.save_figure(fig, out_path, dpi=100)
+  plt.close(fig)
+  return out_path
+
+
+def plot_histograms(values: dict, out_path, xlabel: str, title: str | None = None):
+  """One histogram per key (log-scaled x), e.g. receptive-field strengths per level."""
+  from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: PLC0415
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, v in values.items():
+    v = np.asarray(v)
+    v = v[v > 0]
+    if len(v):
+      bins = np.logspace(np.log10(v.min()), np.log10(v.max()) + 1e-9, 30)
+      ax.hist(v, bins=bins, histtype="step", label=str(label))
+  ax.set_xscale("log")
+  # Labels at 1, 2, 5 x 10^k only: matplotlib's minor labels over a narrow range overlap.
+  ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+  ax.xaxis.set_minor_formatter(NullFormatter())
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("number of latents")
+  if title:
+    ax.set_title(title)
+  ax.legend()
+  fig.tight_layout()
+  storage.save_figure(fig, out_path, dpi=120)
+  plt.close(fig)
+  return out_path
+
+
+QUADRANT_COLOURS = np.array(["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e"])
+
+
+def plot_pinwheel(shown: dict, data: np.ndarray, labels: np.ndarray, results: dict,
+                  out_path):
+  """Fig. E1: per prior, its density, latent samples by quadrant, the same samples
+  mapped to data space, and the data coloured by arm. ``shown``: prior -> (latent
+  samples z, their images x, the quadrant of each z)."""
+  from rgflow_jax.core import priors  # noqa: PLC0415 (plots stays light)
+
+  fig, axes = plt.subplots(len(shown), 4, figsize=(12, 3.1 * len(shown)), squeeze=False)
+  grid = np.linspace(-3, 3, 200)
+  gx, gy = np.meshgrid(grid.astype(np.float32), grid.astype(np.float32))
+  for row, (prior, (z, x, q)) in zip(axes, shown.items(), strict=True):
+    dens = np.exp(np.asarray(priors.log_density(prior, np.stack([gx, gy], -1))).sum(-1))
+    row[0].contourf(gx, gy, dens, levels=20, cmap="viridis")
+    row[0].set_title(f"{prior} prior density")
+    row[1].scatter(z[:, 0], z[:, 1], c=QUADRANT_COLOURS[q], s=3)
+    row[1].set(xlim=(-3, 3), ylim=(-3, 3), title="prior samples by quadrant")
+    row[2].scatter(x[:, 0], x[:, 1], c=QUADRANT_COLOURS[q], s=3)
+    row[2].set(xlim=(-4, 4), ylim=(-4, 4),
+               title=f"mapped: purity {results[prior]['purity_mean']:.2f}")
+    row[3].scatter(data[:, 0], data[:, 1], c=QUADRANT_COLOURS[labels], s=3)
+    row[3].set(xlim=(-4, 4), ylim=(-4, 4), title="pinwheel data by arm")
+    for ax in row:
+      ax.set_aspect("equal")
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.tight_layout()
+  storage.save_figure(fig, out_path, dpi=90)
+  plt.close(fig)
+  return out_path

@@ -1,0 +1,218 @@
+"""The paper's comparisons side by side, from trained run folders (behind compare.py).
+
+For every workdir: parameters, test bits/dim (Table B1 / G1; the single-draw mean and
+the importance-weighted estimate), FID with Inception weights, MSDS semantic scores of
+samples against real test images (colour and orientation spread per image), inpainting
+PSNR and, with Inception weights, Inception-PSNR (Table F1: cone-constrained RG-Flow,
+randomly constrained and unconstrained Real NVP, on the same images and regions),
+receptive-field maps and strength histograms (Fig. 5c / C1), and a sample grid with a
+row per model (Fig. B2). Writes
+``compare.json``, ``compare.md`` (the tables) and the figures to ``out``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import ml_collections
+import numpy as np
+
+from rgflow_jax import data
+from rgflow_jax.core import pixels
+from rgflow_jax.io import storage
+from rgflow_jax.paper import fid, plots, semantic
+from rgflow_jax.run import evaluation, run_config
+
+# The paper's reported figures to print beside ours: test bits/dim per data set and
+# model (Tables B1, G1; RG-Flow's with its prior), FID likewise, and Table F1's inpainting
+# PSNR and Inception-PSNR (CelebA).
+PAPER_BPD = {
+    "msds1": {"rgflow/laplace": 0.906, "rgflow/gaussian": 1.60, "realnvp/laplace": 1.07},
+    "msds2": {"rgflow/laplace": 1.01, "rgflow/gaussian": 1.53, "realnvp/laplace": 1.14},
+    "celeba": {"rgflow/laplace": 3.47, "realnvp/laplace": 3.36},
+    "cifar10": {"rgflow/laplace": 3.35, "realnvp/laplace": 3.61},
+    "folder": {"rgflow/laplace": 0.930, "realnvp/laplace": 0.933},  # 3D Chairs
+}
+PAPER_FID = {
+    "msds1": {"rgflow/laplace": 1.16, "rgflow/gaussian": 7.42, "realnvp/laplace": 50.4},
+    "msds2": {"rgflow/laplace": 2.61, "rgflow/gaussian": 7.16, "realnvp/laplace": 78.0},
+    "celeba": {"rgflow/laplace": 31.3, "realnvp/laplace": 11.1},
+    "cifar10": {"rgflow/laplace": 98.5, "realnvp/laplace": 126.0},
+    "folder": {"rgflow/laplace": 36.2, "realnvp/laplace": 73.8},
+}
+PAPER_INPAINT_PSNR = {"rgflow/cone": 38.7, "realnvp/random": 23.2, "realnvp/all": 37.0}
+PAPER_INCEPTION_PSNR = {"rgflow/cone": 24.9, "realnvp/random": 15.7, "realnvp/all": 24.8}
+MODEL_NAMES = {"rgflow": "RG-Flow", "realnvp": "Real NVP"}
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  saved = run_config.read_saved_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f"{workdir} has no config.json: is it a run folder written "
+                            "by train.py?")
+  return ml_collections.ConfigDict(saved)
+
+
+def _label(config) -> str:
+  name = config.model.get("name", "rgflow")
+  return f"{MODEL_NAMES.get(name, name)} + {config.model.prior.capitalize()}"
+
+
+def _slug(text: str) -> str:
+  return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _fmt(v, digits=3):
+  if v is None or (isinstance(v, float) and not np.isfinite(v)):
+    return "-"
+  return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
+            n_samples: int = 256, inpaint_images: int = 4, inpaint_starts: int = 200,
+            inpaint_steps: int = 300, rf_samples: int = 8, which: str = "best",
+            progress: bool = True, inception_weights: str | None = None,
+            fid_images: int = 10_000) -> dict:
+  if len(workdirs) < 1:
+    raise ValueError("compare needs at least one run folder")
+  out = storage.check_writable(out, "output folder")
+  configs = [load_config(w) for w in workdirs]
+  data_names = {c.data.name for c in configs}
+  if len(data_names) > 1:
+    raise ValueError(f"the runs were trained on different data sets {sorted(data_names)}: "
+                     "compare runs of one data set at a time")
+  data_name = data_names.pop()
+  labels = [_label(c) for c in configs]
+  if len(set(labels)) < len(labels):  # two runs of one kind: tell them apart
+    labels = [f"{lab} ({storage.as_path(w).name})"
+              for lab, w in zip(labels, workdirs, strict=True)]
+
+  real = None
+  if data_name in ("msds1", "msds2"):
+    src = data.make_source(configs[0].data, "test", 32, progress)
+    real = np.stack([src[i] for i in range(min(n_samples, len(src)))])
+
+  extractor = fid.Extractor.from_file(inception_weights) if inception_weights else None
+  real_stats = None  # the test set's Inception statistics: once, all runs share the set
+  rows, sample_rows, inpaint_cols = [], [], []
+  truth_panels = None
+  for workdir, config, label in zip(workdirs, configs, labels, strict=True):
+    flow, params, step = evaluation.load_params(config, workdir, which)
+    kind = config.model.get("name", "rgflow")
+    rng = jax.random.PRNGKey(config.seed + 777)
+    row = {"label": label, "workdir": str(workdir), "model": kind,
+           "prior": config.model.prior, "params": flow.num_params(params),
+           "target_params": int(config.model.get("target_params", 0)) or None,
+           "step": step, "paper_bpd": PAPER_BPD.get(data_name, {}).get(
+               f"{kind}/{config.model.prior}"),
+           "paper_fid": PAPER_FID.get(data_name, {}).get(f"{kind}/{config.model.prior}")}
+    source = data.make_source(config.data, "test", flow.image_size, progress)
+    row["test_bpd"] = evaluation.test_bpd(flow, params, source, config.eval_batch_size,
+                                          draws, jax.random.fold_in(rng, 1), max_images,
+                                          progress)
+    sample = jax.jit(flow.sample, static_argnums=2)
+    imgs = np.asarray(pixels.to_uint8(sample(params, jax.random.fold_in(rng, 2),
+                                             n_samples, 1.0)))
+    sample_rows.append(imgs[:8])
+    if real is not None:
+      row["semantic"] = semantic.compare(imgs, real)
+    if extractor is not None:  # the samples and key of eval's fid mode
+      real_stats = real_stats or evaluation.test_set_stats(config, flow, extractor,
+                                                           fid_images, progress)
+      row["fid"] = evaluation.fid_score(config, flow, params, jax.random.fold_in(rng, 9),
+                                        extractor, real_stats, 1.0, progress)
+    summary, panels = evaluation.inpaint_table(config, flow, params,
+                                               jax.random.fold_in(rng, 8), inpaint_images,
+                                               inpaint_starts, inpaint_steps, progress,
+                                               extractor=extractor)
+    row["inpaint"] = summary
+    n_cols = len(summary["columns"])
+    panels = panels.reshape((-1, n_cols) + panels.shape[1:])
+    truth_panels = panels[:, :2] if truth_panels is None else truth_panels
+    inpaint_cols.append(panels[:, 2:])
+    row["rf"], _ = evaluation.receptive_field_figures(flow, params, rng, rf_samples, out,
+                                                      prefix=f"{_slug(label)}_",
+                                                      progress=progress)
+    rows.append(row)
+
+  if real is not None:
+    grid = np.concatenate([real[:8][None]] + [s[None] for s in sample_rows])
+    plots.save_grid(grid.reshape((-1,) + grid.shape[2:]), out / "samples.png", ncol=8)
+  else:
+    plots.save_grid(np.concatenate(sample_rows), out / "samples.png", ncol=8)
+  panels = np.concatenate([truth_panels] + inpaint_cols, axis=1)
+  plots.save_grid(np.asarray(pixels.to_uint8(panels.reshape((-1,) + panels.shape[2:]))),
+                  out / "inpaint.png", ncol=panels.shape[1])
+  result = {"data": data_name, "runs": rows,
+            "figures": {"samples": "samples.png (first row: real test images, then one "
+                                   "row of T = 1 samples per run)",
+                        "inpaint": "inpaint.png (columns: truth, corrupted, then each "
+                                   "run's inpainting modes in order)",
+                        "receptive_fields": [f"{_slug(r['label'])}_receptive_fields.png"
+                                             for r in rows]}}
+  storage.write_json_atomic(out / "compare.json", result)
+  storage.write_text_atomic(out / "compare.md", tables_markdown(result))
+  return result
+
+
+def tables_markdown(result: dict) -> str:
+  rows, lines = result["runs"], []
+  lines += [f"## Test bits/dim, FID and MSDS semantic scores ({result['data']})", "",
+            "| run | parameters | steps | test BPD | importance-weighted BPD | paper BPD "
+            "| FID | paper FID | colour spread, median (real) | share in real band | "
+            "orientation spread, median (real) | share in real band |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    sem, fid_row = r.get("semantic"), r.get("fid")
+    cells = [r["label"], f"{r['params']:,}", str(r["step"]),
+             f"{r['test_bpd']['bpd']:.3f}", f"{r['test_bpd']['iw_bpd']:.3f}",
+             _fmt(r["paper_bpd"]), _fmt(fid_row["fid"] if fid_row else None, 2),
+             _fmt(r.get("paper_fid"), 2)]
+    if sem:
+      c, a = sem["colour_spread"], sem["angle_spread"]
+      cells += [f"{c['median_generated']:.1f} ({c['median_real']:.1f})",
+                f"{c['share_in_band']:.2f}",
+                f"{a['median_generated']:.1f} deg ({a['median_real']:.1f})",
+                f"{a['share_in_band']:.2f}"]
+    else:
+      cells += ["-"] * 4
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Spreads are per image over its 16 ovals (colour: mean over channels of "
+            "the standard deviation, 0-255; orientation: circular standard deviation of "
+            "the axes). The band is the real test images' 95th percentile. FID (with "
+            "--inception_weights): samples at T = 1 against as many test images; the "
+            "importance-weighted BPD is over the dequantisation draws.", "",
+            "## Inpainting a 10 x 10 region (Table F1)", "",
+            "| run | latents freed | mean number freed | PSNR (dB) | paper PSNR (CelebA) | "
+            "Inception-PSNR (dB) | paper Inception-PSNR |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    inp = r["inpaint"]
+    for how in inp["modes"]:
+      key = r["model"] + "/" + how
+      lines.append(f"| {r['label']} | {how} | {inp[f'mean_free_latents_{how}']:.0f} | "
+                   f"{inp[f'mean_psnr_{how}']:.2f} | {_fmt(PAPER_INPAINT_PSNR.get(key), 1)} | "
+                   f"{_fmt(inp.get(f'mean_inception_psnr_{how}'), 2)} | "
+                   f"{_fmt(PAPER_INCEPTION_PSNR.get(key), 1)} |")
+  if rows:
+    inp = rows[0]["inpaint"]
+    lines.append(f"| corrupted input | - | - | {inp['mean_psnr_corrupted']:.2f} | - | "
+                 f"{_fmt(inp.get('mean_inception_psnr_corrupted'), 2)} | - |")
+  lines += ["", "## Receptive fields (Fig. 5c, C1)", "",
+            "| run | level | median strength | max strength | pixels holding half of the "
+            "strongest map |", "|---|---|---|---|---|"]
+  for r in rows:
+    for level, v in r["rf"].items():
+      lines.append(f"| {r['label']} | {level[5:]} | {v['median_strength']:.3f} | "
+                   f"{v['max_strength']:.3f} | {v['top_map_pixels_for_half_mass']} |")
+  return "\n".join(lines) + "\n"
+
+
+def check_workdirs(workdirs) -> list:
+  paths = [storage.as_path(w) for w in workdirs]
+  missing = [str(p) for p in paths if not (p / "checkpoints").is_dir()]
+  if missing:
+    raise FileNotFoundError(f"no trained run in {', '.join(missing)}: train first "
+                            "(python train.py --config ... --workdir DIR)")
+  return paths
+

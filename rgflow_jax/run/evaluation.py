@@ -1,0 +1,517 @@
+"""Evaluation of a trained run: ``evaluate(config, workdir, modes)``, behind eval.py.
+
+Every mode is a small function ``mode(ctx) -> dict`` in :data:`MODES` (registered with
+:func:`mode`), run in the order given, its dict merged into the results; ``ctx`` (a
+:class:`Context`) holds the run's flow and params, the output folder, the options and
+what an earlier mode left for a later one. The modes:
+
+- ``bpd``: test bits/dim over several dequantisation draws (mean and standard error),
+  and the importance-weighted estimate over the draws;
+- ``samples``: grids at several temperatures, and one per-level temperature (App. D);
+- ``progressive``: coarse-to-fine decoding (Fig. 5a);
+- ``rf``: receptive-field maps of the strongest latents per level and the strength
+  histograms (Fig. 5c);
+- ``traverse``: the strongest latent of each level varied, PNG rows and a GIF (Fig. 6);
+- ``mix``: level mixing of test images (Fig. 7);
+- ``inpaint``: 10 x 10 regions of test images: cone-constrained for RG-Flow, randomly
+  constrained and unconstrained for Real NVP; PSNR table (Fig. 8);
+- ``fid``: FID of samples against the test set (Tables B1, G1), with the Inception
+  weights given (:mod:`rgflow_jax.paper.fid`); they also add Inception-PSNR to ``inpaint``;
+- ``curve``: the run's bits/dim curve.
+
+``all`` runs every mode (``fid`` only with Inception weights). Every number goes to
+``<workdir>/eval/eval.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rgflow_jax import data
+from rgflow_jax.core import pixels, registry
+from rgflow_jax.io import checkpoint, metrics, storage
+from rgflow_jax.io.progress import bar as progress_bar
+from rgflow_jax.paper import fid, inpainting, latents, plots, receptive
+from rgflow_jax.run import jit_steps, run_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Context:
+  """What a mode reads: the run, where to write, the options, and ``shared`` (results an
+  earlier mode left for a later one, e.g. the strongest latents)."""
+
+  config: object
+  workdir: object
+  out_dir: object
+  flow: object
+  params: object
+  rng: jax.Array
+  options: dict
+  step: int = 0  # of the checkpoint evaluated
+  extractor: object = None  # fid.Extractor of --inception_weights, if given
+  shared: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def dtype(self):
+    return jax.tree.leaves(self.params)[0].dtype
+
+  def key(self, i: int) -> jax.Array:
+    return jax.random.fold_in(self.rng, i)
+
+  def figure(self, name: str):
+    """The path to write the figure ``name`` to; it is also shown in TensorBoard."""
+    self.shared.setdefault("figures", []).append(name)
+    return self.out_dir / name
+
+
+MODES: dict[str, Callable[[Context], dict]] = {}
+# mode name -> ``describe(results) -> str``: the one line eval prints for the mode.
+SUMMARIES: dict[str, Callable[[dict], str]] = {}
+
+
+def mode(name: str, describe: Callable[[dict], str]):
+  """Register ``fn(ctx) -> dict`` as the evaluation mode ``name``, and ``describe``,
+  which turns the results into the one line the command prints for it."""
+  def register(fn):
+    MODES[name] = fn
+    SUMMARIES[name] = describe
+    return fn
+  return register
+
+
+def summary_lines(results: dict) -> list[str]:
+  """One line per mode that ran (in the order run), then where the files are."""
+  return [SUMMARIES[name](results) for name in results["modes"]] + [
+      f"eval: step {results['step']} ({results['checkpoint']} checkpoint); every number "
+      f"in {results['out_dir']}/eval.json"]
+
+
+def plus_minus(stderr: float | None, draws: int) -> str:
+  """``+- 0.0012 (4 draws)``, or ``+- n/a (1 draw)``: one draw has no spread (None)."""
+  spread = "n/a" if stderr is None else f"{stderr:.4f}"
+  return f"+- {spread} ({draws} draw{'s' if draws != 1 else ''})"
+
+
+# ------------------------------------------------------------------ loading
+def load_params(config, workdir, which: str = "best"):
+  """(flow, params, step) from the run's best (default) or latest checkpoint."""
+  if which not in ("best", "latest"):
+    raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
+  workdir = storage.as_path(workdir)
+  if not (workdir / "checkpoints").is_dir():
+    raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
+                            f"(rgflow-train --config ... --workdir {workdir})")
+  run_config.check_resume_compatible(workdir, config, run_config.EVAL_KEYS_THAT_MATTER,
+                                     use="evaluate")
+  flow = run_config.build_model(config)
+  state = jit_steps.init_state(flow, config, run_config.param_dtype(config))
+  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  try:
+    restored = None
+    if which == "best" and ckpts.best.best_step() is not None:
+      try:
+        restored = ckpts.restore_newest_intact(state, best=True)
+      except FileNotFoundError as e:
+        log.warning("%s; evaluating the latest intact checkpoint instead", e)
+    state, meta, _ = restored or ckpts.restore_newest_intact(state)
+  finally:
+    ckpts.close()
+  return flow, state["params"], int(meta["step"])
+
+
+def _to_uint8(x):
+  return np.asarray(pixels.to_uint8(x))
+
+
+def _test_images(config, flow, n, progress):
+  source = data.make_source(config.data, "test", flow.image_size, progress)
+  return np.stack([source[i] for i in range(min(n, len(source)))])
+
+
+# ---------------------------------------------------------- reusable pieces
+def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
+             max_images: int | None = None, progress: bool = True):
+  """Test bits/dim over ``draws`` dequantisation draws, in one pass over the set: the
+  mean of the per-draw means (each an upper bound) with their standard error, and the
+  tighter importance-weighted estimate over the draws (per image) with its standard
+  error over images. Draw d is the same as ``draws=1`` with ``fold_in(rng, d)``."""
+  mesh = jit_steps.make_mesh()
+  eval_step = jit_steps.make_eval_step(flow, mesh)
+  batch = jit_steps.eval_batch_size(batch_size)
+  n = len(images_source) if max_images is None else min(max_images, len(images_source))
+  batches = progress_bar(data.eval_batches(images_source, batch, max_images), progress,
+                         total=-(-n // batch), desc=f"test bits/dim ({draws} draws)",
+                         unit="batch")
+  draw_rngs = jnp.stack([jax.random.fold_in(rng, d) for d in range(draws)])
+  result = jit_steps.evaluate_draws(flow, params, batches, mesh, draw_rngs, eval_step)
+  per_draw = np.asarray(result["per_draw"])
+  # One draw has no spread: None (null in eval.json), shown as "+- n/a (1 draw)".
+  stderr = float(per_draw.std(ddof=1) / np.sqrt(draws)) if draws > 1 else None
+  return {"bpd": float(per_draw.mean()), "stderr": stderr, "draws": per_draw.tolist(),
+          "images": result["images"], "iw_bpd": result["iw"],
+          "iw_stderr": result["iw_stderr"]}
+
+
+def strongest_latents(flow, params, rng, n_samples):
+  """The latent (i, j, c) with the largest receptive field at each level."""
+  top = []
+  for level in range(flow.num_levels):
+    latents, s = receptive.receptive_field_strengths(flow, params, level, rng, n_samples)
+    top.append(tuple(int(v) for v in latents[np.argmax(s)]))
+  return top
+
+
+def inpaint_modes(flow) -> tuple[str, ...]:
+  """Which latents inpainting frees for this model (App. F, Table F1).
+
+  RG-Flow: its inference cone only (latents outside it cannot reach the region, so
+  freeing all of them gives the same result exactly). Other models: a random set as
+  large as RG-Flow's cone ("constrained"), and every latent.
+  """
+  return ("cone",) if registry.is_rgflow(flow) else ("random", "all")
+
+
+def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progress,
+                  frees=None, extractor=None):
+  """PSNR rows and panels (truth, corrupted, one per mode) for 10 x 10 regions, and with
+  an Inception ``extractor`` (:class:`rgflow_jax.paper.fid.Extractor`) the Inception-PSNR too.
+
+  Images and regions depend only on ``config.seed`` and the test set, so two models
+  evaluated with the same config seed inpaint the same images.
+  """
+  frees = tuple(frees or inpaint_modes(flow))
+  L = flow.image_size
+  size = max(2, round(10 * L / 32))  # the paper's 10 x 10 region on 32 x 32 images
+  truth_u8 = _test_images(config, flow, n_images, progress)
+  gen = np.random.default_rng(config.seed)
+  rows, panels = [], []
+  items = progress_bar(enumerate(truth_u8), progress, total=len(truth_u8),
+                       desc="inpainting", unit="img")
+  for k, truth_u8_k in items:
+    truth = (truth_u8_k.astype(np.float32) + 0.5) / 256.0
+    top, left = gen.integers(0, L - size + 1, size=2)
+    region = np.zeros((L, L), bool)
+    region[top:top + size, left:left + size] = True
+    corrupted = np.where(region[..., None], gen.uniform(size=truth.shape), truth)
+    row = {"image": k, "region": [int(top), int(left), size],
+           "psnr_corrupted": inpainting.psnr(corrupted, truth, region[..., None])}
+    panel = [truth, corrupted]
+    for how in frees:
+      t0 = time.perf_counter()
+      x, info = inpainting.inpaint(flow, params, corrupted, region, jax.random.fold_in(rng, k),
+                                 n_starts, n_steps, free=how, truth=truth)
+      x = np.asarray(x)  # (waits for the result)
+      row[f"seconds_{how}"] = time.perf_counter() - t0  # the first image's includes compiling
+      row[f"psnr_{how}"] = info["psnr"]
+      row[f"free_latents_{how}"] = info["free_latents"]
+      row[f"local_{how}"] = info["local"]
+      panel.append(x)
+    if extractor is not None:  # features of truth, corrupted and each inpainting
+      feats = extractor.features(np.stack([_to_uint8(p) for p in panel]))
+      row["inception_psnr_corrupted"] = fid.inception_psnr(feats[1], feats[0])
+      for how, f in zip(frees, feats[2:], strict=True):
+        row[f"inception_psnr_{how}"] = fid.inception_psnr(f, feats[0])
+    rows.append(row)
+    panels.extend(panel)
+  summary = {"columns": ["truth", "corrupted"] + [f"free: {h}" for h in frees],
+             "rows": rows, "modes": list(frees)}
+  for key in ["psnr"] + (["inception_psnr"] if extractor is not None else []):
+    for how in ("corrupted",) + frees:
+      summary[f"mean_{key}_{how}"] = float(np.mean([r[f"{key}_{how}"] for r in rows]))
+  for how in frees:
+    seconds = [r[f"seconds_{how}"] for r in rows]
+    # The median leaves out the first image's compile time (with 3 or more images).
+    summary[f"median_seconds_{how}"] = float(np.median(seconds))
+    summary[f"mean_free_latents_{how}"] = float(np.mean([r[f"free_latents_{how}"]
+                                                         for r in rows]))
+  return summary, np.stack(panels)
+
+
+def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
+                            progress=False):
+  """Maps of the 6 strongest latents per level and the strength histograms (Fig. 5c,
+  C1); returns (summary per level, the strongest latent of each level)."""
+  strongest, strengths, maps, titles, summary = [], {}, [], [], {}
+  for level in progress_bar(range(flow.num_levels), progress, desc="receptive fields",
+                            unit="level"):
+    # One pass over every latent of the level: strengths, and the maps of the top 6.
+    latents, s, rfs = receptive.receptive_field_strengths(
+        flow, params, level, jax.random.fold_in(rng, 3), n_samples=rf_samples,
+        return_maps=True)
+    strengths[f"level {level}"] = s
+    order = np.argsort(-s)[:6]
+    top, rfs = latents[order], rfs[order]
+    strongest.append(tuple(int(v) for v in top[0]))
+    maps.extend(rfs)
+    titles.extend(f"h={level} ({i},{j},{c})" for i, j, c in top)
+    summary[f"level{level}"] = {
+        "median_strength": float(np.median(s)), "max_strength": float(s.max()),
+        "count_strength_above_1": int((s > 1).sum()), "top": top.tolist(),
+        # how spread out the strongest map is: pixels holding half its mass
+        "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
+  out_dir = storage.as_path(out_dir)
+  plots.plot_maps(np.stack(maps), titles, out_dir / f"{prefix}receptive_fields.png", ncol=6,
+                  suptitle=f"{prefix}receptive fields of the 6 strongest latents of each "
+                  "level, a row per level (h = level, (i, j, c) = the latent)")
+  plots.plot_histograms(strengths, out_dir / f"{prefix}rf_strengths.png",
+                        "receptive-field strength (sum of the map)",
+                        f"{prefix}receptive-field strengths per level")
+  return summary, strongest
+
+
+def _pixels_for_half(rf_map) -> int:
+  v = np.sort(np.asarray(rf_map).reshape(-1))[::-1]
+  return int(np.searchsorted(np.cumsum(v), 0.5 * v.sum()) + 1)
+
+
+# -------------------------------------------------------------------- modes
+def _describe_bpd(results: dict) -> str:
+  r = results["test_bpd"]
+  iw_spread = "n/a" if r["iw_stderr"] is None else f"{r['iw_stderr']:.4f}"
+  return (f"test bits/dim: {r['bpd']:.4f} {plus_minus(r['stderr'], len(r['draws']))}, "
+          f"importance-weighted over the draws {r['iw_bpd']:.4f} +- {iw_spread} (over "
+          f"images), {r['images']} images")
+
+
+@mode("bpd", _describe_bpd)
+def _bpd(ctx: Context) -> dict:
+  npz = ctx.options["images_npz"]
+  if npz:
+    source = data.ArraySource(data.load_npz(npz), npz)
+  else:
+    source = data.make_source(ctx.config.data, "test", ctx.flow.image_size,
+                              ctx.options["progress"])
+  data.check_source_shape(source, ctx.flow.image_size, ctx.flow.channels)
+  return {"test_bpd": test_bpd(ctx.flow, ctx.params, source, ctx.config.eval_batch_size,
+                               ctx.options["draws"], ctx.key(1), ctx.options["max_images"],
+                               ctx.options["progress"])}
+
+
+SAMPLE_TEMPERATURES = (1.0, 0.8, 0.5, 0.0)
+
+
+@mode("samples", lambda r: (
+    f"samples: {', '.join(r['samples'])} and samples_mixed_T.png (per-level "
+    f"temperatures {', '.join(f'{t:.2f}' for t in r['samples_mixed_temperatures'])})"))
+def _samples(ctx: Context) -> dict:
+  sample = jax.jit(ctx.flow.sample, static_argnums=2)
+  for t in SAMPLE_TEMPERATURES:
+    imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, t))
+    plots.save_grid(np.asarray(imgs), ctx.figure(f"samples_T{t:.1f}.png"), ncol=8,
+                    title=f"samples at temperature T = {t} (step {ctx.step})")
+  # App. D: warm high levels, cooler low levels.
+  mixed_t = np.linspace(0.6, 1.0, ctx.flow.num_levels).tolist()
+  imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, jnp.asarray(mixed_t)))
+  plots.save_grid(np.asarray(imgs), ctx.figure("samples_mixed_T.png"), ncol=8,
+                  title="samples, temperature per level (0 = finest): "
+                  + ", ".join(f"{t:.2f}" for t in mixed_t))
+  return {"samples": [f"samples_T{t:.1f}.png" for t in SAMPLE_TEMPERATURES],
+          "samples_mixed_temperatures": mixed_t}
+
+
+@mode("progressive", lambda r: "progressive decoding, coarse to fine: progressive.png")
+def _progressive(ctx: Context) -> dict:
+  flow = ctx.flow
+  z = flow.sample_latents(ctx.key(5), 8, ctx.config.sample_temperature, ctx.dtype)
+  images = jax.jit(lambda p, zz: latents.progressive(flow, p, zz))(ctx.params, z)
+  plots.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
+                  ctx.figure("progressive.png"), ncol=8,
+                  title="coarse to fine: row r decodes only the latents of levels >= "
+                  f"{flow.num_levels - 1} - r (finer ones at 0); 8 samples")
+  return {"progressive": {"rows": "levels >= h, h from the top level down to 0"}}
+
+
+@mode("rf", lambda r: (
+    "receptive fields: receptive_fields.png, rf_strengths.png; median strength by level "
+    + ", ".join(f"{v['median_strength']:.3g}" for v in r["rf"].values())))
+def _rf(ctx: Context) -> dict:
+  summary, ctx.shared["strongest"] = receptive_field_figures(
+      ctx.flow, ctx.params, ctx.rng, ctx.options["rf_samples"], ctx.out_dir,
+      progress=ctx.options["progress"])
+  for name in ("receptive_fields.png", "rf_strengths.png"):
+    ctx.figure(name)
+  return {"rf": summary}
+
+
+@mode("traverse", lambda r: (
+    f"traversals of the strongest latent per level {r['traverse']['latents']}: "
+    "traverse_level*.png, traverse.gif"))
+def _traverse(ctx: Context) -> dict:
+  flow = ctx.flow
+  z = flow.sample_latents(ctx.key(6), 4, 0.8, ctx.dtype)
+  values = np.linspace(-3.0, 3.0, 9)
+  tops = ctx.shared.get("strongest") or strongest_latents(flow, ctx.params, ctx.key(3),
+                                                          ctx.options["rf_samples"])
+  traverse = jax.jit(lambda p, zz, lat, v: latents.traverse(flow, p, zz, lat, v))
+  frames_per_level = []
+  for level, latent in enumerate(tops):
+    rows = np.asarray(traverse(ctx.params, z, jnp.asarray(latent), jnp.asarray(values)))
+    grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
+    plots.save_grid(_to_uint8(grid), ctx.figure(f"traverse_level{level}.png"),
+                    ncol=len(values),
+                    title=f"level {level}: latent (i, j, c) = {latent} set to "
+                    f"{values[0]:g} ... {values[-1]:g} (columns); a row per sample")
+    frames_per_level.append(rows)
+  plots.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
+                  for v in range(len(values))], ctx.figure("traverse.gif"), ncol=4,
+                 titles=[f"strongest latent of each level (a row per level) = {v:+.2f}"
+                         for v in values])
+  return {"traverse": {"latents": tops, "values": values.tolist()}}
+
+
+@mode("mix", lambda r: f"level mixing ({r['mix']['columns']}): mix.png")
+def _mix(ctx: Context) -> dict:
+  flow = ctx.flow
+  imgs = _test_images(ctx.config, flow, 4, ctx.options["progress"])
+  y, _ = pixels.to_flow((imgs.astype(np.float32) + 0.5) / 256.0)
+  z, _ = latents.encode_jit(flow, ctx.params, y)
+  n = len(imgs) - len(imgs) % 2
+  pairs = [(a, a + 1) for a in range(0, n, 2)] + [(a + 1, a) for a in range(0, n, 2)]
+  zm = jnp.stack([latents.mix_levels(flow, z[a], z[b], theta)
+                  for a, b in pairs for theta in range(flow.num_levels + 1)])
+  panels = pixels.from_flow(latents.decode_jit(flow, ctx.params, zm)[0])
+  plots.save_grid(_to_uint8(panels), ctx.figure("mix.png"), ncol=flow.num_levels + 1,
+                  title="level mixing of test images A and B: column theta takes levels "
+                  f">= theta from A, the rest from B (theta = 0 .. {flow.num_levels})")
+  return {"mix": {"columns": f"theta = 0 (all of A) .. {flow.num_levels} (all of B)"}}
+
+
+def _describe_inpaint(results: dict) -> str:
+  r = results["inpaint"]
+  parts = []
+  for how in r["modes"]:
+    where = "the cone's blocks only" if r["rows"][0][f"local_{how}"] else "the whole image"
+    inception = (f", Inception-PSNR {r[f'mean_inception_psnr_{how}']:.2f} dB (corrupted "
+                 f"{r['mean_inception_psnr_corrupted']:.2f})"
+                 if "mean_inception_psnr_corrupted" in r else "")
+    parts.append(f"inpainting (free: {how}; each step computes {where}): PSNR "
+                 f"{r[f'mean_psnr_{how}']:.2f} dB (corrupted {r['mean_psnr_corrupted']:.2f})"
+                 f"{inception}, {r[f'median_seconds_{how}']:.2f} s per image (median)")
+  return "; ".join(parts) + " -> inpaint.png"
+
+
+@mode("inpaint", _describe_inpaint)
+def _inpaint(ctx: Context) -> dict:
+  o = ctx.options
+  summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key(8),
+                                  o["inpaint_images"], o["inpaint_starts"],
+                                  o["inpaint_steps"], o["progress"],
+                                  extractor=ctx.extractor)
+  plots.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
+                  ncol=len(summary["columns"]),
+                  title="inpainting: " + " | ".join(summary["columns"]))
+  return {"inpaint": summary}
+
+
+def draw_samples(flow, params, rng, n: int, temperature: float, batch_size: int,
+                 progress: bool = False) -> np.ndarray:
+  """n uint8 samples at ``temperature``, in batches of one shape (one compile)."""
+  sample = jax.jit(flow.sample, static_argnums=2)
+  out = []
+  for b in progress_bar(range(-(-n // batch_size)), progress, desc="samples", unit="batch"):
+    imgs = sample(params, jax.random.fold_in(rng, b), batch_size, temperature)
+    out.append(_to_uint8(imgs))
+  return np.concatenate(out)[:n]
+
+
+def test_set_stats(config, flow, extractor, n_images: int, progress: bool = False):
+  """Inception statistics of the first ``n_images`` test images (all of them if the set
+  is smaller): FID's reference, the same for every model of one data set."""
+  real = _test_images(config, flow, n_images, progress)
+  return extractor.stats(real, progress, "Inception: test images")
+
+
+def fid_score(config, flow, params, rng, extractor, real_stats, temperature: float,
+              progress: bool = False) -> dict:
+  """FID of as many samples at ``temperature`` as ``real_stats`` has test images."""
+  fake = draw_samples(flow, params, rng, real_stats.n, temperature, config.eval_batch_size,
+                      progress)
+  fake_stats = extractor.stats(fake, progress, "Inception: samples")
+  return {"fid": fid.fid_from_stats(fake_stats, real_stats), "images": real_stats.n,
+          "temperature": temperature}
+
+
+@mode("fid", lambda r: (
+    f"FID: {r['fid']['fid']:.2f} ({r['fid']['images']} samples at T = "
+    f"{r['fid']['temperature']:g} against {r['fid']['images']} test images; Inception "
+    f"weights {r['fid']['weights']})"))
+def _fid(ctx: Context) -> dict:
+  o = ctx.options
+  real = test_set_stats(ctx.config, ctx.flow, ctx.extractor, o["fid_images"], o["progress"])
+  result = fid_score(ctx.config, ctx.flow, ctx.params, ctx.key(9), ctx.extractor, real,
+                     o["fid_temperature"], o["progress"])
+  return {"fid": dict(result, weights=str(o["inception_weights"]))}
+
+
+@mode("curve", lambda r: "bits/dim against training time: bpd_curve.png")
+def _curve(ctx: Context) -> dict:
+  plots.plot_bpd_curve(ctx.workdir / "metrics.jsonl", ctx.figure("bpd_curve.png"),
+                       run_config.reference_curves(ctx.config))
+  return {"curve": "bpd_curve.png"}
+
+
+# --------------------------------------------------------------------- main
+def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
+             which: str = "best", draws: int = 4, max_images: int | None = None,
+             rf_samples: int = 8, progress: bool = True, inpaint_images: int = 4,
+             inpaint_starts: int = 200, inpaint_steps: int = 300,
+             inception_weights: str | None = None, fid_images: int = 10_000,
+             fid_temperature: float = 1.0) -> dict:
+  """Run ``modes`` on the run in ``workdir`` (local or ``gs://``), every computation at
+  full float32 matmul precision whatever the run trained with. ``all``: every mode,
+  ``fid`` only when ``inception_weights`` is given (a file, or "download")."""
+  if "all" in modes:
+    modes = tuple(m for m in MODES if m != "fid" or inception_weights)
+  modes = tuple(modes)
+  unknown = sorted(set(modes) - set(MODES))
+  if unknown:
+    raise ValueError(f"unknown eval mode(s) {unknown}; choose from "
+                     f"{tuple(MODES) + ('all',)}")
+  if "fid" in modes and not inception_weights:
+    raise ValueError("mode fid needs the Inception weights: --inception_weights PATH (or "
+                     "download); docs/evaluation.md says how to get them")
+  options = dict(images_npz=images_npz, draws=draws, max_images=max_images,
+                 rf_samples=rf_samples, progress=progress, inpaint_images=inpaint_images,
+                 inpaint_starts=inpaint_starts, inpaint_steps=inpaint_steps,
+                 inception_weights=inception_weights, fid_images=fid_images,
+                 fid_temperature=fid_temperature)
+  with jax.default_matmul_precision(jit_steps.EVAL_PRECISION):
+    workdir = storage.as_path(workdir)
+    out_dir = storage.check_writable(workdir / "eval", "eval output folder")
+    # The weights first: a wrong file is refused before any other work.
+    needs_inception = inception_weights and {"fid", "inpaint"} & set(modes)
+    extractor = fid.Extractor.from_file(inception_weights) if needs_inception else None
+    flow, params, step = load_params(config, workdir, which)
+    ctx = Context(config, workdir, out_dir, flow, params,
+                  jax.random.PRNGKey(config.seed + 777), options, step, extractor)
+    results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params),
+               "modes": list(modes), "out_dir": str(out_dir)}
+    for name in modes:
+      results.update(MODES[name](ctx))
+  storage.write_json_atomic(out_dir / "eval.json", results)
+  if jax.process_index() == 0:
+    _figures_to_tensorboard(workdir / "tensorboard", out_dir, ctx.shared.get("figures", []),
+                            step)
+  return results
+
+
+def _figures_to_tensorboard(logdir, out_dir, names, step: int):
+  """The evaluation's PNG figures in the run's TensorBoard (Images, ``eval/<name>``)."""
+  names = [n for n in names if n.endswith(".png")]
+  tb = metrics.TensorBoardLog.create(logdir) if names else None
+  if tb is None:
+    return
+  try:
+    for name in names:
+      tb.image(f"eval/{name.removesuffix('.png')}", (out_dir / name).read_bytes(), step)
+  finally:
+    tb.close()

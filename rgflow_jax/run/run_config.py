@@ -1,0 +1,155 @@
+"""A run's config: checked before anything starts, and compared with the run it resumes.
+
+- :func:`validate_config`: one-line errors for values that would otherwise fail deep
+  inside JAX; :func:`build_model`, :func:`param_dtype`.
+- :func:`check_resume_compatible`: a resumed run must share the saved run's model, seed,
+  batch, schedule and data (else it would silently be another run); how the model is
+  executed and where the data live may change, and other changes are logged.
+- :func:`upgrade_saved_config`: a config.json written by an earlier version, in today's
+  layout; every reader of a saved config goes through it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import jax
+import jax.numpy as jnp
+
+from rgflow_jax.configs import base
+from rgflow_jax.core import execution, registry
+from rgflow_jax.io import metrics, storage
+from rgflow_jax.run import jit_steps
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+  """The run cannot go on; the message says why and what to do."""
+
+
+# ------------------------------------------------------------------- building
+def build_model(config):
+  """The flow named by ``config.model.name`` ('rgflow' or 'realnvp')."""
+  return registry.build(config.model)
+
+
+def param_dtype(config):
+  if config.dtype not in ("float32", "float64"):
+    raise ValueError(f"config.dtype must be 'float32' or 'float64', got {config.dtype!r}")
+  if config.dtype == "float64" and not jax.config.jax_enable_x64:
+    jax.config.update("jax_enable_x64", True)
+  return jnp.dtype(config.dtype)
+
+
+def validate_config(config):
+  """Plain one-line errors for values that would otherwise fail deep inside JAX."""
+  checks = [
+      (config.batch_size >= 1, "config.batch_size must be >= 1"),
+      (config.num_steps >= 1, "config.num_steps must be >= 1"),
+      (config.lr > 0 and math.isfinite(config.lr), "config.lr must be a positive number"),
+      (config.weight_decay >= 0, "config.weight_decay must be >= 0"),
+      (config.grad_clip > 0, "config.grad_clip must be > 0"),
+      (config.warmup_steps >= 0, "config.warmup_steps must be >= 0"),
+      (config.ckpt_every >= 1, "config.ckpt_every must be >= 1"),
+      (config.eval_every >= 1, "config.eval_every must be >= 1"),
+      (config.log_every >= 1, "config.log_every must be >= 1"),
+      (config.eval_batch_size >= 1, "config.eval_batch_size must be >= 1"),
+      (config.max_nonfinite >= 1, "config.max_nonfinite must be >= 1"),
+      (config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1 (the run "
+       "resumes from its latest checkpoint)"),
+      (config.eval_images >= 1, "config.eval_images must be >= 1 (test bits/dim of no "
+       "image would rank as the best)"),
+      (config.sample_every >= 0, "config.sample_every must be >= 0 (0: no sample grids)"),
+      (config.num_samples >= 1 or not config.sample_every,
+       "config.num_samples must be >= 1, or set config.sample_every=0"),
+      (config.time_limit_s >= 0 and math.isfinite(config.time_limit_s),
+       "config.time_limit_s must be >= 0 (0: no limit)"),
+      (config.heartbeat_timeout_s >= 1 and config.init_timeout_s >= 1,
+       "config.heartbeat_timeout_s and config.init_timeout_s must be >= 1 (seconds)"),
+      (config.lock_lease_s >= 1 and math.isfinite(config.lock_lease_s),
+       "config.lock_lease_s must be >= 1 (seconds a remote run lock lasts unrenewed)"),
+      (config.matmul_precision in jit_steps.MATMUL_PRECISIONS,
+       f"config.matmul_precision must be one of {jit_steps.MATMUL_PRECISIONS}"),
+  ]
+  for ok, msg in checks:
+    if not ok:
+      raise ValueError(msg)
+  execution.Execution.from_config(config)  # its own one-line errors
+
+
+# What a resumed run must share with the run in its workdir. Everything else may change
+# on resume (learning rate, num_steps, intervals, time limit, ...) and is logged.
+MODEL_KEYS_THAT_MATTER = ("model", "dtype")
+# What evaluating a run needs of the config given: its model, and the data set it was
+# trained on (other images: eval --images).
+EVAL_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + ("data.name", "data.channels")
+RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
+    "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
+# Free to differ even under those: how the model is executed, and where the data live.
+EXECUTION_KEYS = ("data.data_dir", "data.path", "data.test_path")
+# Keys added after runs existed, and the value those runs had.
+VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+  """A saved config.json (as a dict) in today's layout: the execution options, once
+  keys of ``model``, in their own ``execution`` section; a key the run's version did
+  not have, at the value the run had (``VALUES_BEFORE_KEY_EXISTED``), else at today's
+  default (:func:`rgflow_jax.configs.base.base_config`). The input is not changed."""
+  saved = json.loads(json.dumps(saved))
+  model = saved.get("model", {})
+  if "execution" not in saved:
+    saved["execution"] = {k: model.pop(k) for k in execution.FIELDS if k in model}
+  for key, value in VALUES_BEFORE_KEY_EXISTED.items():
+    section, leaf = key.split(".")
+    saved.setdefault(section, {}).setdefault(leaf, value)
+  defaults = json.loads(base.base_config().to_json())
+  for key, value in defaults.items():
+    if isinstance(value, dict) and key in ("execution", "data"):
+      saved.setdefault(key, {})
+      for leaf, v in value.items():
+        saved[key].setdefault(leaf, v)
+    elif not isinstance(value, dict):
+      saved.setdefault(key, value)
+  return saved
+
+
+def read_saved_config(workdir) -> dict | None:
+  """The run's config.json in today's layout, or None where the folder has none."""
+  path = storage.as_path(workdir) / "config.json"
+  return upgrade_saved_config(storage.read_json(path)) if path.exists() else None
+
+
+def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
+                            use: str = "resume"):
+  """Refuse, in one line, a config that differs from the saved run's in ``keys`` (a
+  top-level name like ``model`` or a dotted one like ``data.name``: the model, and for
+  training also the seed, batch, schedule and data: a resumed run with another of these
+  would silently be a different run). When resuming, log the other changes."""
+  saved_path = storage.as_path(workdir) / "config.json"
+  saved = read_saved_config(workdir)
+  if saved is None:
+    return
+  saved = metrics.flatten(saved)
+  now = metrics.flatten(json.loads(config.to_json()))
+  changed = sorted(k for k in set(saved) | set(now)
+                   if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS
+                   and not k.startswith("execution."))
+  for key in changed:
+    if key in keys or key.split(".")[0] in keys:
+      fix = ("train in a new --workdir" if use == "resume" else
+             "pass --images FILE.npz (with its own config) for other images")
+      raise TrainingError(
+          f"{workdir} holds a run with a different config.{key} ({saved.get(key)} there, "
+          f"{now.get(key)} now): {use} it with its own config ({saved_path}) or {fix}")
+  if changed and use == "resume":
+    log.warning("resuming %s with changed settings: %s", workdir,
+                ", ".join(f"{k} {saved.get(k)} -> {now.get(k)}" for k in changed))
+
+
+def reference_curves(config) -> dict:
+  refs = config.reference_curve or {}
+  return {label: (list(c["minutes"]), list(c["bpd"])) for label, c in refs.items()}

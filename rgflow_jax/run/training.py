@@ -1,0 +1,365 @@
+"""Training: ``train_and_evaluate(config, workdir)``, the library behind rgflow-train (train.py).
+
+The loop around the jitted step of :mod:`rgflow_jax.run.jit_steps`: resume from the newest
+intact Orbax checkpoint (with the data pipeline's position), then step, and at the
+sync points log, evaluate, sample and save; SIGTERM/SIGINT, a time limit or
+``max_nonfinite`` non-finite steps in a row stop it with a checkpoint (the last good
+one, for the last). It runs the same with one process or many (every decision that
+could differ between processes is agreed: :mod:`rgflow_jax.io.multihost`).
+
+The loop never waits on the device between its sync points: each step's metrics are
+folded on the device into one small vector (``jit_steps.WINDOW``) that is read back
+only when the loop logs, evaluates, samples, saves or stops, and the next batches are
+already on the device when a step is dispatched (:class:`DevicePrefetch`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections import deque
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from rgflow_jax import data
+from rgflow_jax.core import execution, pixels
+
+from rgflow_jax.io import checkpoint, multihost, progress, runlock, storage
+from rgflow_jax.paper import plots
+
+from rgflow_jax.io.metrics import MetricsLog
+from rgflow_jax.run import jit_steps
+from rgflow_jax.run.run_config import (TrainingError, build_model, check_resume_compatible,
+                                   param_dtype, reference_curves, validate_config)
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ helpers
+class DevicePrefetch:
+  """The next ``depth`` global batches, already on the device, with the data
+  pipeline's position after each (what a checkpoint must record is the position of
+  the batches consumed, not of those read ahead)."""
+
+  def __init__(self, batches, mesh, depth: int = 2):
+    self.batches, self.mesh, self.depth = batches, mesh, depth
+    self.queue = deque()
+    self.consumed_state = batches.get_state()
+    self.fill()
+
+  def fill(self):
+    while len(self.queue) < self.depth:
+      local = np.asarray(next(self.batches))
+      self.queue.append((jit_steps.global_batch(local, self.mesh), self.batches.get_state()))
+
+  def next(self) -> jax.Array:
+    if not self.queue:
+      self.fill()
+    batch, self.consumed_state = self.queue.popleft()
+    return batch
+
+
+class StopSignal:
+  """Turns SIGTERM / SIGINT into a flag the loop checks after each step.
+
+  With several processes SIGTERM is left to JAX's preemption notifier (it tells every
+  process, which then stop together: :func:`multihost.preempted`), and Ctrl-C is passed
+  on to it as a SIGTERM."""
+
+  def __init__(self):
+    self.received = None
+    self._old = {}
+    if threading.current_thread() is not threading.main_thread():
+      return
+    if jax.distributed.is_initialized():
+      self._old = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward)}
+    else:
+      self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+  def _handle(self, signum, frame):
+    self.received = signal.Signals(signum).name
+
+  @staticmethod
+  def _forward(signum, frame):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  def restore(self):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+
+
+class _WindowReader:
+  """Host side of ``jit_steps.WINDOW``: reads it at the loop's sync points, keeps the
+  skipped count and the rows' means, and starts a new window after each log row."""
+
+  def __init__(self, mesh, skipped: int):
+    self.mesh, self.skipped_before = mesh, skipped
+    self.values = dict.fromkeys(jit_steps.WINDOW, 0.0)
+
+  def read(self, window) -> dict:
+    self.values = dict(zip(jit_steps.WINDOW, (float(v) for v in jax.device_get(window)),
+                           strict=True))
+    return self.values
+
+  @property
+  def skipped(self) -> int:
+    return self.skipped_before + int(self.values["steps"] - self.values["finite_steps"])
+
+  def row(self) -> dict:
+    v = self.values
+    n = v["finite_steps"]
+    return {"train_bpd": v["bpd_sum"] / n if n else float("nan"),
+            "grad_norm": v["grad_norm_sum"] / n if n else float("nan"),
+            "skipped_steps": self.skipped}
+
+  def restart(self):
+    """A fresh window on the device that carries the current non-finite run on."""
+    self.skipped_before = self.skipped
+    run, start = self.values["nonfinite_run"], self.values["run_start"]
+    self.values = dict.fromkeys(jit_steps.WINDOW, 0.0)
+    self.values.update(nonfinite_run=run, run_start=start)
+    return jit_steps.new_window(self.mesh, run, start)
+
+  def check(self, window, step: int, config, ckpts, workdir):
+    """Read ``window`` at ``step``: warn about skipped updates; stop the run after
+    ``config.max_nonfinite`` non-finite steps in a row (the last good checkpoint is
+    intact)."""
+    before = self.skipped
+    w = self.read(window)
+    if self.skipped > before:
+      log.warning("steps %d-%d: %d non-finite losses or gradients, updates skipped",
+                  step - int(w["steps"]) + 1, step, self.skipped - before)
+    if w["nonfinite_run"] >= config.max_nonfinite:
+      raise TrainingError(
+          f"stopped at step {int(w['run_start']) + config.max_nonfinite - 1}: "
+          f"{config.max_nonfinite} non-finite losses or gradients in a row; the last "
+          f"good checkpoint (step {ckpts.latest_step()}) is intact in "
+          f"{workdir}/checkpoints. Lower config.lr or check the data.")
+
+
+def use_compilation_cache(config):
+  """JAX's persistent compilation cache in ``config.compilation_cache_dir`` (local or
+  gs://), if set: a restarted run or a second run of one config skips compiling."""
+  cache_dir = config.compilation_cache_dir
+  if cache_dir and jax.config.jax_compilation_cache_dir != cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+
+
+def _restore(ckpts, state, workdir, batches):
+  """(state, meta, resume step or None): the newest intact checkpoint (damaged ones are
+  set aside), the best a kill cut off written, and the data position set. The config
+  was compared with the run's before any data was made (:func:`_train`)."""
+  meta = {"skipped_steps": 0, "best_test_bpd": None}
+  if ckpts.latest_step() is None:
+    return state, meta, None
+  try:
+    state, meta, resume_step = ckpts.restore_newest_intact(state)
+  except FileNotFoundError as e:
+    raise TrainingError(f"{e}: train in a new --workdir, or move a checkpoint back "
+                        "from there if you know it is good") from None
+  ckpts.complete_best(resume_step, state, meta)
+  data_state = meta.pop("data_state", None)
+  if data_state is not None:  # None: an imported model, trained elsewhere
+    batches.set_state(data_state)
+  log.info("resumed from step %d in %s", resume_step, workdir)
+  return state, meta, resume_step
+
+
+def _record_test(meta: dict, test: float, step: int, minutes: float, metrics_log, bar):
+  """Log a test bits/dim and keep the best; a NaN evaluation is never the best."""
+  best = meta.get("best_test_bpd")
+  if math.isfinite(test):
+    meta["best_test_bpd"] = test if best is None else min(best, test)
+  else:
+    log.warning("step %d: test bits/dim is %s; not a candidate for best/", step, test)
+  metrics_log.write({"step": step, "minutes": round(minutes, 4), "test_bpd": test})
+  progress.note(bar, f"step {step}: test bits/dim {test:.4f}")
+
+
+# --------------------------------------------------------------------- main
+def train_and_evaluate(config, workdir) -> dict:
+  """Train ``config`` in ``workdir``, resuming from its latest checkpoint if any.
+
+  ``workdir`` may be local or an object-store URL (``gs://bucket/run``). Returns a
+  summary dict (final step, last train and test bits/dim, skipped steps, why it
+  stopped).
+  """
+  validate_config(config)
+  try:
+    multihost.initialize(config)
+    multihost.agree_on_settings(config, workdir)
+  except multihost.DistributedError as e:
+    raise TrainingError(str(e)) from None
+  workdir = storage.check_writable(workdir, "workdir")
+  with contextlib.ExitStack() as stack:
+    lock, refused = None, None
+    if jax.process_index() == 0:  # one lock for the run; the others learn the outcome
+      try:
+        lock = stack.enter_context(runlock.RunLock(
+            workdir, config.lock_lease_s))
+      except runlock.RunLocked as e:
+        refused = str(e)
+    if multihost.any_process(refused is not None):
+      raise TrainingError(refused or "process 0 could not lock the workdir (see its log)")
+    try:
+      return _train(config, workdir, lock)
+    except runlock.RunLocked as e:
+      raise TrainingError(str(e)) from None
+
+
+def _train(config, workdir, lock=None) -> dict:
+  use_compilation_cache(config)
+  dtype = param_dtype(config)
+  flow = build_model(config)
+  mesh = jit_steps.make_mesh()
+  n_proc, proc = jax.process_count(), jax.process_index()
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the "
+                     f"{jax.device_count()} devices")
+
+  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  if ckpts.latest_step() is not None:  # refuse another run's config before making data
+    check_resume_compatible(workdir, config)
+  train_src = data.make_source(config.data, "train", flow.image_size, config.progress)
+  test_src = data.make_source(config.data, "test", flow.image_size, config.progress)
+  for src in (train_src, test_src):
+    data.check_source_shape(src, flow.image_size, flow.channels)
+  batches = data.train_batches(train_src, config.batch_size // n_proc,
+                               config.data.seed + config.seed, config.data.flip, proc, n_proc)
+
+  # Replicated over every device of every process before a restore, which then reads
+  # straight into that layout (a restored array is committed to one device, and moving
+  # it across hosts afterwards is a transfer CPU and GPU clients cannot make).
+  state = jax.device_put(jit_steps.init_state(flow, config, dtype), NamedSharding(mesh, P()))
+  state, meta, resume_step = _restore(ckpts, state, workdir, batches)
+  config_dict = json.loads(config.to_json())
+  if proc == 0:
+    storage.write_json_atomic(workdir / "config.json", config_dict)
+  metrics_log = MetricsLog(workdir, resume_step)
+  metrics_log.hparams(config_dict)
+  schedule = jit_steps.make_schedule(config)  # a number, for a constant rate
+  lr_at = schedule if callable(schedule) else lambda _: schedule
+
+  ex = execution.Execution.from_config(config, training=True)
+  loop_step = jit_steps.make_loop_step(flow, jit_steps.make_optimizer(config), mesh,
+                                       config.matmul_precision, ex)
+  eval_step = jit_steps.make_eval_step(flow, mesh, ex)
+  sample_fn = jax.jit(jit_steps.with_precision(
+      lambda p, r: flow.sample(p, r, config.num_samples, config.sample_temperature,
+                               ex.for_evaluation()), jit_steps.EVAL_PRECISION))
+  eval_rng = jax.random.PRNGKey(config.seed + 12345)
+
+  def test_bpd(params):
+    ev = data.eval_batches(test_src, jit_steps.eval_batch_size(config.eval_batch_size),
+                           config.eval_images, proc, n_proc)
+    return jit_steps.evaluate_bpd(flow, params, ev, mesh, eval_rng, eval_step)[0]
+
+  def write_samples(params, step):  # every process computes; process 0 writes the file
+    imgs = pixels.to_uint8(sample_fn(params, jax.random.fold_in(eval_rng, step)))
+    if proc == 0:
+      grid = plots.save_grid(np.asarray(jax.device_get(imgs)),
+                             workdir / "samples" / f"step{step:07d}.png",
+                             title=f"samples at step {step}, T = {config.sample_temperature}")
+      metrics_log.image("samples", grid, step)
+
+  step = int(state["step"])
+  prefetch = DevicePrefetch(batches, mesh)
+  reader = _WindowReader(mesh, meta.get("skipped_steps", 0))
+  window = jit_steps.new_window(mesh)
+
+  def save(step, test=None):
+    if multihost.any_process(lock is not None and lock.lost):  # every process stops
+      raise runlock.RunLocked(f"the lease on {workdir} was taken over by another trainer "
+                              "while this run could not renew it: stopping, so that one "
+                              "writer remains")
+    meta_out = dict(meta, data_state=prefetch.consumed_state, step=step,
+                    skipped_steps=reader.skipped)
+    ckpts.save(step, state, meta_out, test)
+
+  start_step, start_time = step, time.perf_counter()
+  minutes0 = metrics_log.offset_minutes
+  stop = StopSignal()
+  # The bar starts after the first step, which compiles: its rate and ETA are training's.
+  bar = progress.bar(None, enabled=False)
+  reason, last = "num_steps", {}
+  window_start, window_steps = time.perf_counter(), 0
+  try:
+    while step < config.num_steps:
+      if step == start_step:
+        progress.say(f"compiling the training step ({flow.num_params(state['params']):,} "
+                     f"parameters, batch {config.batch_size}); the first step waits for it",
+                     proc == 0)
+      state, window = loop_step(state, window, prefetch.next())
+      prefetch.fill()  # the host reads ahead while the device runs the step
+      step += 1
+      window_steps += 1
+      if step == start_step + 1:
+        jax.block_until_ready(window)
+        progress.say(f"compiled and ran step {step} in "
+                     f"{time.perf_counter() - start_time:.1f} s; training", proc == 0)
+        bar = progress.bar(None, config.progress and proc == 0, total=config.num_steps,
+                           initial=step, desc="train", unit="step")
+      else:
+        bar.update(1)
+      log_now = step % config.log_every == 0 or step == config.num_steps
+      # With several processes the clocks are compared at log steps only, which every
+      # process visits, and agreed: one process alone must never take another branch.
+      out_of_time = bool(config.time_limit_s) and (n_proc == 1 or log_now) and \
+          multihost.any_process(time.perf_counter() - start_time > config.time_limit_s)
+      if multihost.preempted(step):  # SIGTERM to any process: all stop at this step
+        stop.received = "SIGTERM"
+      eval_now = step % config.eval_every == 0 or step == config.num_steps or out_of_time
+      sample_now = bool(config.sample_every) and step % config.sample_every == 0
+      save_now = step % config.ckpt_every == 0 or eval_now or stop.received or out_of_time
+      if not (log_now or sample_now or save_now):
+        continue  # no read-back: the next step is dispatched while this one runs
+
+      reader.check(window, step, config, ckpts, workdir)  # raises after too many NaNs
+      minutes = minutes0 + (time.perf_counter() - start_time) / 60.0
+      if log_now:
+        dt = time.perf_counter() - window_start
+        last = {"step": step, "minutes": round(minutes, 4), **reader.row(),
+                "lr": float(lr_at(step)),
+                "steps_per_s": window_steps / dt,
+                "images_per_s": window_steps * config.batch_size / dt}
+        window = reader.restart()
+        window_start, window_steps = time.perf_counter(), 0
+        metrics_log.write(last)
+        bar.set_postfix(bpd=f"{last['train_bpd']:.3f}", refresh=False)
+        if config.time_limit_s:  # the bar ends where the run will: num_steps or the limit
+          time_left = config.time_limit_s - (time.perf_counter() - start_time)
+          bar.total = min(config.num_steps, step + max(1, int(last["steps_per_s"] * time_left)))
+      test = test_bpd(state["params"]) if eval_now else None
+      if eval_now:
+        _record_test(meta, test, step, minutes, metrics_log, bar)
+      if sample_now:
+        write_samples(state["params"], step)
+      if save_now:
+        save(step, test)
+      if stop.received or out_of_time:
+        reason = stop.received or "time_limit"
+        break
+    if step == config.num_steps and ckpts.latest_step() != step:
+      save(step)
+  finally:
+    ckpts.wait()
+    ckpts.close()
+    metrics_log.close()
+    stop.restore()
+    bar.close()
+  if proc == 0:
+    plots.plot_bpd_curve(workdir / "metrics.jsonl", workdir / "bpd_curve.png",
+                         reference_curves(config))
+  summary = {"step": step, "steps_this_run": step - start_step, "stopped_by": reason,
+             "train_bpd": last.get("train_bpd"), "best_test_bpd": meta.get("best_test_bpd"),
+             "skipped_steps": reader.skipped}
+  log.debug("finished: %s", summary)
+  return summary

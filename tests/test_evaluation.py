@@ -1,0 +1,72 @@
+"""evaluate(), eval.py's library function: every mode on a smoke run, its outputs and errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import smoke_config, tensorboard_events
+from rgflow_jax.run import evaluation, training
+
+
+@pytest.mark.e2e
+def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
+  c = smoke_config(tmp_path)
+  training.train_and_evaluate(c, tmp_path / "run")
+  results = evaluation.evaluate(c, tmp_path / "run", ["all"], draws=2, rf_samples=2,
+                                progress=False, inpaint_images=2, inpaint_starts=4,
+                                inpaint_steps=5)
+  out = tmp_path / "run" / "eval"
+  for name in ["samples_T1.0.png", "samples_T0.0.png", "samples_mixed_T.png",
+               "progressive.png", "receptive_fields.png", "rf_strengths.png",
+               "traverse_level0.png", "traverse_level3.png", "traverse.gif", "mix.png",
+               "inpaint.png", "bpd_curve.png", "eval.json"]:
+    assert (out / name).exists(), name
+  saved = json.loads((out / "eval.json").read_text())
+  assert saved["test_bpd"]["images"] == c.data.n_test
+  assert np.isfinite(saved["test_bpd"]["bpd"]) and len(saved["test_bpd"]["draws"]) == 2
+  assert set(saved["rf"]) == {f"level{h}" for h in range(4)}
+  assert results["step"] == c.num_steps
+  rows = saved["inpaint"]["rows"]
+  assert len(rows) == 2 and all(np.isfinite(r["psnr_cone"]) for r in rows)
+  assert all(0 < r["free_latents_cone"] < 32 * 32 * 3 for r in rows)
+  # RG-Flow inpaints on its cone's blocks, and the time of each image is reported.
+  assert all(r["local_cone"] and r["seconds_cone"] > 0 for r in rows)
+  assert saved["inpaint"]["median_seconds_cone"] > 0
+  # What the command prints: one line per mode, in order, then where eval.json is.
+  lines = evaluation.summary_lines(results)
+  starts = {"bpd": "test bits/dim: ", "samples": "samples: ", "progressive": "progressive ",
+            "rf": "receptive fields: ", "traverse": "traversals ", "mix": "level mixing ",
+            "inpaint": "inpainting (free: cone; ", "curve": "bits/dim against "}
+  ran = [m for m in evaluation.MODES if m != "fid"]  # fid needs Inception weights
+  assert saved["modes"] == ran
+  assert [l.split()[0] for l in lines[:-1]] == [starts[m].split()[0] for m in ran]
+  for line, name in zip(lines, ran):
+    assert line.startswith(starts[name]) and "\n" not in line, line
+  iw = saved["test_bpd"]["iw_bpd"]
+  assert iw <= saved["test_bpd"]["bpd"] and saved["test_bpd"]["iw_stderr"] > 0
+  assert (f"+- {saved['test_bpd']['stderr']:.4f} (2 draws), importance-weighted over the "
+          f"draws {iw:.4f} +- {saved['test_bpd']['iw_stderr']:.4f} (over images), "
+          f"{c.data.n_test} images") in lines[0]
+  assert lines[-1] == f"eval: step {c.num_steps} (best checkpoint); every number in {out}/eval.json"
+  # The figures went to the run's TensorBoard too, at the evaluated step.
+  tb = tensorboard_events(tmp_path / "run" / "tensorboard")
+  assert {"eval/receptive_fields", "eval/samples_T1.0", "eval/inpaint"} <= \
+      set(tb.Tags()["images"])
+  assert [e.step for e in tb.Images("eval/receptive_fields")] == [c.num_steps]
+  # bits/dim on a user's .npz, and a clear error for a wrong shape.
+  imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+  np.savez(tmp_path / "mine.npz", images=imgs)
+  r = evaluation.evaluate(c, tmp_path / "run", ["bpd"], str(tmp_path / "mine.npz"), draws=1,
+                          progress=False)
+  assert r["test_bpd"]["images"] == 10
+  np.savez(tmp_path / "small.npz", images=imgs[:, :16, :16])
+  with pytest.raises(ValueError, match="model expects"):
+    evaluation.evaluate(c, tmp_path / "run", ["bpd"], str(tmp_path / "small.npz"),
+                        progress=False)
+  with pytest.raises(ValueError, match="unknown eval mode"):
+    evaluation.evaluate(c, tmp_path / "run", ["fidd"], progress=False)
+  with pytest.raises(ValueError, match="mode fid needs the Inception weights"):
+    evaluation.evaluate(c, tmp_path / "run", ["fid"], progress=False)
+  with pytest.raises(FileNotFoundError, match="train first"):
+    evaluation.evaluate(c, tmp_path / "nothing", ["bpd"], progress=False)
