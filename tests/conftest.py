@@ -12,6 +12,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # An allocator choice (huge pages for glibc's malloc), so that train.py and eval.py run
 # as subprocesses do not restart themselves with one (rgflow_jax.cli.xla_cpu.use_fast_malloc).
 os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+# The XLA flag the commands set on CPU (rgflow_jax.cli.xla_cpu), set here too: tests in
+# this process then compile what train.py and eval.py run as subprocesses compile, with
+# the same flags, so the persistent cache serves both.
+from rgflow_jax.cli import xla_cpu  # noqa: E402
+
+xla_cpu.configure()
 
 import jax
 import jax.numpy as jnp

@@ -32,7 +32,7 @@ def test_xla_cpu_flag_reaches_the_compiler():
           "import jax, jax.numpy as jnp; a = jnp.ones((64, 64)); "
           "print('__ynn_fusion' in jax.jit(jnp.dot).lower(a, a).compile().as_text())")
   root = str(Path(__file__).resolve().parents[1])
-  env = {k: v for k, v in os.environ.items() if k != "RGFLOW_CPU_TUNING"}
+  env = {k: v for k, v in os.environ.items() if k not in ("RGFLOW_CPU_TUNING", "XLA_FLAGS")}
   results = {}
   for tuning in ("1", "0"):
     out = subprocess.run([sys.executable, "-c", code], env={**env, "RGFLOW_CPU_TUNING": tuning},

@@ -187,6 +187,10 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str, channels: int = 3):
     c = smoke(c, channels) if t == "smoke" else SIZES[t](c)
   for t in sorted((t for t in tokens if t in MODIFIERS), key=list(MODIFIERS).index):
     c = MODIFIERS[t](c)
+  if "smoke" in sizes and "realnvp" in tokens:
+    # One checkerboard and one channel-wise coupling per scale: XLA's compile time
+    # grows faster than linearly in the unrolled couplings (docs/benchmark.md).
+    c.model.n_checker = c.model.n_channel = 1
   if "cpu" in sizes and "realnvp" in tokens:
     # Real NVP's step is slower than RG-Flow's at the same parameter count: a cosine
     # schedule that ends inside the same 8-minute budget.

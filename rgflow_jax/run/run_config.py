@@ -90,7 +90,7 @@ RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
     "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
 # Free to differ even under those: how the model is executed, and where the data live.
 EXECUTION_KEYS = ("data.data_dir", "data.path", "data.test_path")
-# Keys added after runs existed, and the value those runs had.
+# Keys added after runs existed, and the value those runs had (model keys: RG-Flow's).
 VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
 
 
@@ -105,7 +105,8 @@ def upgrade_saved_config(saved: dict) -> dict:
     saved["execution"] = {k: model.pop(k) for k in execution.FIELDS if k in model}
   for key, value in VALUES_BEFORE_KEY_EXISTED.items():
     section, leaf = key.split(".")
-    saved.setdefault(section, {}).setdefault(leaf, value)
+    if section != "model" or model.get("name", "rgflow") == "rgflow":
+      saved.setdefault(section, {}).setdefault(leaf, value)
   defaults = json.loads(base.base_config().to_json())
   for key, value in defaults.items():
     if isinstance(value, dict) and key in ("execution", "data"):
