@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -89,8 +90,8 @@ EVAL_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + ("data.name", "data.channels")
 RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
     "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
 # Free to differ even under those: how the model is executed, and where the data live.
-EXECUTION_KEYS = ("data.data_dir", "data.path", "data.test_path")
-# Keys added after runs existed, and the value those runs had (model keys: RG-Flow's).
+DATA_LOCATION_KEYS = ("data.data_dir", "data.path", "data.test_path")
+# Keys added after runs existed, and the value those runs had.
 VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
 
 
@@ -103,9 +104,11 @@ def upgrade_saved_config(saved: dict) -> dict:
   model = saved.get("model", {})
   if "execution" not in saved:
     saved["execution"] = {k: model.pop(k) for k in execution.FIELDS if k in model}
+  model_fields = {f.name for f in dataclasses.fields(
+      registry.MODELS.get(model.get("name", "rgflow"), registry.RGFlow))}
   for key, value in VALUES_BEFORE_KEY_EXISTED.items():
     section, leaf = key.split(".")
-    if section != "model" or model.get("name", "rgflow") == "rgflow":
+    if section != "model" or leaf in model_fields:  # a field of the saved run's model
       saved.setdefault(section, {}).setdefault(leaf, value)
   defaults = json.loads(base.base_config().to_json())
   for key, value in defaults.items():
@@ -137,7 +140,7 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
   saved = metrics.flatten(saved)
   now = metrics.flatten(json.loads(config.to_json()))
   changed = sorted(k for k in set(saved) | set(now)
-                   if saved.get(k) != now.get(k) and k not in EXECUTION_KEYS
+                   if saved.get(k) != now.get(k) and k not in DATA_LOCATION_KEYS
                    and not k.startswith("execution."))
   for key in changed:
     if key in keys or key.split(".")[0] in keys:

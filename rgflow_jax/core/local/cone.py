@@ -108,8 +108,9 @@ class Cone:
 
   @property
   def n_latents(self) -> int:
-    """Latent sites in this cone (not counting padding)."""
-    return int((self.cone_sites < self.plan.geometry.image_size ** 2).sum())
+    """Latent sites in this cone (not counting padding): those its decimators hold."""
+    return int(sum((np.asarray(t.holds_latent) & np.asarray(t.real)[:, None]).sum()
+                   for t in self.stages))
 
 
 for _cls, _data in ((StageIndex, [f.name for f in dataclasses.fields(StageIndex)]),
