@@ -284,21 +284,21 @@ CKPT_EVERY = 2
 
 @pytest.mark.e2e
 def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
-  """Six SIGKILLs at random moments of a run that saves every 2 steps and evaluates
-  every 3 (every other one while it starts up and restores, the others while it
-  trains, evaluates or saves), and a SIGTERM: the run ends bitwise equal to an
-  uninterrupted one, each kill loses at most one interval, every step and evaluation
-  is logged once, and best/ holds the true best evaluation with its very parameters."""
+  """Four SIGKILLs at random moments of a run that saves every 2 steps and evaluates
+  every 3 (two while it starts up and restores, two while it trains, evaluates or
+  saves), and a SIGTERM: the run ends bitwise equal to an uninterrupted one, each kill
+  loses at most one interval, every step and evaluation is logged once, and best/ holds
+  the true best evaluation with its very parameters."""
   steps, env = 27, dict(os.environ, PYTHONPATH=str(ROOT))
   data_dir, ref, work = tmp_path / "data", tmp_path / "ref", tmp_path / "killed"
   subprocess.run(_train_cmd(ref, data_dir, steps), env=env, check=True, capture_output=True)
   rng = random.Random(0)
-  for life in range(7):
+  for when in ("start-up", "training", "SIGTERM", "start-up", "training"):
     logged = _rows(work, "train_bpd")
     top = logged[-1][0] if logged else 0
     proc = subprocess.Popen(_train_cmd(work, data_dir, steps), env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if life % 2:  # once this life has trained a step of its own
+    if when != "start-up":  # once this life has trained a step of its own
       _wait_for(lambda: _rows(work, "train_bpd")[-1:] not in ([], logged[-1:]), proc)
       deadline = time.time() + rng.uniform(0.0, 1.2)
     else:  # from the start
@@ -306,7 +306,7 @@ def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
     # ...and at most 2 steps past the furthest any life got, so that it never finishes.
     _wait_for(lambda: time.time() > deadline or  # noqa: B023
               max(s for s, _ in _rows(work, "train_bpd") or [(0, 0)]) >= top + 2, proc)
-    if life == 3:  # one polite stop: it saves exactly where it stands, exit 128 + 15
+    if when == "SIGTERM":  # one polite stop: it saves exactly where it stands, exit 128 + 15
       proc.send_signal(signal.SIGTERM)
       out, _ = proc.communicate(timeout=120)
       assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]

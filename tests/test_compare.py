@@ -92,7 +92,7 @@ def test_compare_py_writes_every_table_and_figure(runs):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   proc = subprocess.run(
       [sys.executable, str(ROOT / "compare.py"), f"--out={out}", "--draws=1", "--samples=16",
-       "--inpaint_images=1", "--inpaint_starts=4", "--inpaint_steps=2", "--rf_samples=2",
+       "--inpaint_images=1", "--inpaint_starts=2", "--inpaint_steps=1", "--rf_samples=2",
        f"--inception_weights={base / 'inception.npz'}", "--fid_images=6",
        str(r["smoke"][1]), str(r["smoke,realnvp"][1])],
       env=env, capture_output=True, text=True, cwd=base)

@@ -19,7 +19,7 @@ def test_inpainting_an_identity_flow_recovers_the_prior_mode():
   region = square_region(16, 6, 5, size=4)
   corrupted = np.where(region[..., None], 0.05, truth)
   x, info = inpainting.inpaint(flow, params, corrupted, region, jax.random.PRNGKey(1),
-                               n_starts=8, steps=300, lr=0.1, truth=truth)
+                               n_starts=8, steps=100, lr=0.1, truth=truth)
   assert info["psnr"] > 40
   np.testing.assert_array_equal(np.asarray(x)[~region], truth[~region])
   # The optimiser never changed a latent outside the cone: there z is the encoding
@@ -38,7 +38,7 @@ def test_inpainting_with_random_parameters_improves_on_the_corruption():
   corrupted = np.where(region[..., None], 1.0, truth)
   # the previous test's settings: its compiled program serves this one too
   x, info = inpainting.inpaint(flow, params, corrupted, region, jax.random.PRNGKey(2),
-                               n_starts=8, steps=300, lr=0.1, truth=truth)
+                               n_starts=8, steps=100, lr=0.1, truth=truth)
   assert info["psnr"] > inpainting.psnr(corrupted, truth, region[..., None])
   with pytest.raises(ValueError, match="inpaint expects"):
     inpainting.inpaint(flow, params, corrupted[:8], region, jax.random.PRNGKey(2))

@@ -14,11 +14,10 @@ from rgflow_jax.core import pixels, registry
 from rgflow_jax.core.execution import Execution
 
 # (model, image size, channels, extra model fields)
+# (L = 16 adds nothing that 8 and 32 do not hold: one level more than 8, one less than 32.)
 ROUND_TRIP = [
-    ("rgflow", 8, 1, {}), ("rgflow", 16, 3, {}), ("rgflow", 32, 3, {}),
-    ("rgflow", 16, 2, {"block_size": 2}),
-    ("realnvp", 8, 1, {}), ("realnvp", 16, 3, {}), ("realnvp", 32, 3, {}),
-    ("realnvp", 8, 2, {"num_scales": 2}),
+    ("rgflow", 8, 1, {}), ("rgflow", 32, 3, {}), ("rgflow", 16, 2, {"block_size": 2}),
+    ("realnvp", 8, 1, {}), ("realnvp", 32, 3, {}), ("realnvp", 8, 2, {"num_scales": 2}),
 ]
 JACOBIAN = [
     ("rgflow", 8, 1, {}), ("rgflow", 8, 2, {"block_size": 2}),
