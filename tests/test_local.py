@@ -77,7 +77,8 @@ def _paste(image, pixel_sites, new_pixels):
   return flat.at[:, pixel_sites].set(new_pixels).reshape(-1, L, L, C)
 
 
-@pytest.mark.parametrize("L,C,order,size,positions", [CASES[0], CASES[3]])
+# One case per layer order; the decode test above takes L = 32 in both.
+@pytest.mark.parametrize("L,C,order,size,positions", [CASES[0], CASES[1]])
 def test_local_change_of_log_likelihood_and_its_gradient_equal_the_full(
     x64_module, L, C, order, size, positions):
   flow, params, image = _setup(L, C, order)

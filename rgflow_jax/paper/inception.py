@@ -318,7 +318,12 @@ def features(params, images_uint8, blocks: int | None = None, dtype=jnp.float32)
   if len(shape) != 4 or shape[-1] not in (1, 3):
     raise ValueError(f"Inception features expect uint8 images (N, H, W, 1 or 3), got "
                      f"shape {shape}")
-  x = preprocess(images_uint8, dtype)
+  return network(params, preprocess(images_uint8, dtype), blocks)
+
+
+def network(params, x, blocks: int | None = None):
+  """The network on preprocessed images x (N, 299, 299, 3) in [-1, 1], in x's dtype:
+  pool3 features (N, 2048), or the feature map after ``blocks`` Inception blocks."""
   for op in STEM:
     x = _apply(op, params, x)
   for _, branches in BLOCKS[:blocks]:
