@@ -124,6 +124,10 @@ def tensorboard_events(logdir):
 # jitted steps, which compile in seconds at this size.
 UNIT_BATCH = (8, 8, 8, 1)
 
+# Inpainting settings of the smoke evaluations: eval.py's (test_compare) and evaluate()'s
+# (test_evaluation) then compile one program, which the persistent cache serves to both.
+SMOKE_INPAINT = {"inpaint_starts": 2, "inpaint_steps": 1}
+
 
 def unit_config():
   c = load_config("msds1")

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import ROOT, load_config, perturb, random_inception_weights
+from helpers import ROOT, SMOKE_INPAINT, load_config, perturb, random_inception_weights
 from rgflow_jax.io import checkpoint, storage
 from rgflow_jax.paper import inpainting
 from rgflow_jax.run import evaluation, jit_steps, run_config, training
@@ -134,7 +134,7 @@ def test_eval_py_fid_and_inception_psnr(runs):
        f"--config.data.data_dir={c.data.data_dir}", "--config.sample_every=0",
        "--mode=fid,inpaint", f"--inception_weights={base / 'inception.npz'}",
        "--fid_images=6", "--fid_temperature=0.8", "--inpaint_images=1",
-       "--inpaint_starts=2", "--inpaint_steps=1"],
+       *(f"--{k}={v}" for k, v in SMOKE_INPAINT.items())],
       env=env, capture_output=True, text=True, cwd=base)
   assert proc.returncode == 0, proc.stderr[-3000:]
   saved = json.loads((workdir / "eval" / "eval.json").read_text())

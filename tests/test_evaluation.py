@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import smoke_config, tensorboard_events
+from helpers import SMOKE_INPAINT, smoke_config, tensorboard_events
 from rgflow_jax.run import evaluation, training
 
 
@@ -14,8 +14,7 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   c = smoke_config(tmp_path)
   training.train_and_evaluate(c, tmp_path / "run")
   results = evaluation.evaluate(c, tmp_path / "run", ["all"], draws=2, rf_samples=2,
-                                progress=False, inpaint_images=2, inpaint_starts=2,
-                                inpaint_steps=1)
+                                progress=False, inpaint_images=2, **SMOKE_INPAINT)
   out = tmp_path / "run" / "eval"
   for name in ["samples_T1.0.png", "samples_T0.0.png", "samples_mixed_T.png",
                "progressive.png", "receptive_fields.png", "rf_strengths.png",

@@ -49,9 +49,9 @@ def test_feature_map_shapes(reference, blocks, shape):
 def test_features_equal_pytorchs_float64(x64, reference):
   """Every kind of input (32 x 32 colour, 17 x 23 gray, 299 x 299), one image of each,
   through one compiled network (the float32 test below takes the three colour images).
-  The suite compiles at XLA's lowest backend optimisation level (conftest.py), at which
-  float64 convolutions run several times slower than they compile faster: this program
-  is compiled at the default level."""
+  The suite compiles at XLA's lowest backend optimisation level (conftest.py); there
+  float64 convolutions run several times slower, so this program is compiled at the
+  default level."""
   kinds = ["square", "gray", "full"]
   x = jnp.concatenate([inception.preprocess(reference[k][:1], jnp.float64) for k in kinds])
   network = jax.jit(inception.network,
