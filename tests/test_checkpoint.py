@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import pytest
 
 from helpers import ROOT, load_config, smoke_config
-from rgflow_jax.io import checkpoint
+from rgflow_jax.io import checkpoint, storage
 from rgflow_jax.run import evaluation, jit_steps, run_config, training
 
 
@@ -87,7 +87,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, ca
   c = smoke_config(runs)
   # Evaluation (read-only) skips the damaged one and reads step 4, moving nothing.
   with caplog.at_level(logging.WARNING, logger="rgflow_jax.io.checkpoint"):
-    _, params, step = evaluation.load_params(c, work, "latest")
+    _, params, step, *_ = evaluation.load_params(c, work, "latest")
   assert step == 4 and "checkpoint damaged, skipped" in caplog.text
   assert "checkpoints/6" in caplog.text
   assert (work / "checkpoints" / "6").is_dir() and not (work / "damaged").exists()
@@ -207,7 +207,7 @@ def test_evaluation_opens_a_training_run_read_only(runs, tmp_path, caplog):
   c = smoke_config(runs)
   for which in ("latest", "best"):
     with caplog.at_level(logging.INFO):
-      _, _, step = evaluation.load_params(c, work, which)
+      step = evaluation.load_params(c, work, which).step
     assert step == 6
   assert "checkpoint_manager" in {r.module for r in caplog.records}  # Orbax did log ...
   for note in checkpoint._ReadOnlyNotes.NOTES:  # ... but not its read-only notes
@@ -385,3 +385,29 @@ def test_a_full_disk_stops_the_run_in_one_line_before_a_partial_checkpoint(tmp_p
   assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == sorted(map(str, saved))
   ckpts.close()
   _final_params(copy)  # the newest one restores intact (digest checked)
+
+
+# -------------------------------------------------------------- metadata checks
+GOOD_META = {"step": 6, "skipped_steps": 0, "best_test_bpd": 9.5, "test_bpd": float("nan"),
+             "data_state": {"next_index": 6}, "state_sha256": "ab"}
+
+
+@pytest.mark.parametrize("changes,damage,words", [
+    ({"step": 5}, True, "records step 5 in the folder of step 6"),
+    ({"best_test_bpd": -1.0}, True, "best test bits/dim of -1.0"),
+    ({"best_test_bpd": float("nan")}, True, "best test bits/dim of nan"),
+    ({"test_bpd": -0.5}, True, "test bits/dim of -0.5"),
+    ({"step": "6"}, False, "\"step\" is '6', not an integer"),
+    ({"skipped_steps": -2}, False, "\"skipped_steps\" is -2, not >= 0"),
+    ({"best_test_bpd": "9.5"}, False, "\"best_test_bpd\" is '9.5', not a number"),
+    ({"data_state": [6]}, False, "\"data_state\" is [6], not a JSON object"),
+])
+def test_checkpoint_metadata_that_cannot_be_true_is_damage_and_malformed_is_one_line(
+    changes, damage, words):
+  checkpoint.check_meta(GOOD_META, 6, "run/checkpoints/6/meta/metadata")  # NaN test: fine
+  kind = checkpoint.DamagedCheckpoint if damage else storage.RunFileError
+  with pytest.raises(kind) as err:
+    checkpoint.check_meta(dict(GOOD_META, **changes), 6, "run/checkpoints/6/meta/metadata")
+  assert words in str(err.value) and "run/checkpoints/6/meta/metadata" in str(err.value)
+  with pytest.raises(storage.RunFileError, match="not a JSON object but a list"):
+    checkpoint.check_meta([GOOD_META], 6, "m")

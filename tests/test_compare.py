@@ -66,12 +66,12 @@ def test_realnvp_config_is_sized_to_the_rgflow_of_the_same_config():
 def test_realnvp_has_no_cone_but_a_random_set_of_the_cone_size(runs):
   _, r = runs
   c, workdir = r["smoke,realnvp"]
-  flow, _, _ = evaluation.load_params(c, workdir)
+  flow = evaluation.load_params(c, workdir).flow
   region = np.zeros((32, 32), bool)
   region[5:15, 7:17] = True
   with pytest.raises(ValueError, match="no causal cone"):
     inpainting.free_latents(flow, region, "cone")
-  rg_flow, _, _ = evaluation.load_params(*r["smoke"])
+  rg_flow = evaluation.load_params(*r["smoke"]).flow
   n_cone = inpainting.free_latents(rg_flow, region, "cone").sum()
   rnd = inpainting.free_latents(flow, region, "random", 0)
   assert rnd.sum() == n_cone and rnd.shape == (32, 32, 3)

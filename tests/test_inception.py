@@ -97,7 +97,11 @@ def test_weights_errors_are_one_line(tmp_path):
 
   assert "--inception_weights" in error(tmp_path / "missing.npz")
   (tmp_path / "garbage.npz").write_bytes(b"not a zip")
-  assert "cannot read" in error(tmp_path / "garbage.npz")
+  assert "is not an .npz archive (a zip of .npy arrays)" in error(tmp_path / "garbage.npz")
+  (tmp_path / "pickle.npz").write_bytes(b"\x80\x04K\x01.")  # what np.load takes for a pickle
+  assert "is not an .npz archive" in error(tmp_path / "pickle.npz")
+  (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04 torn")  # a zip cut short
+  assert "cannot read" in error(tmp_path / "torn.npz")
   state = inception.random_state(0)
   wrong = dict(state, **{"Mixed_5b.branch1x1.conv.weight": np.zeros((64, 192, 3, 3))})
   np.savez(tmp_path / "shape.npz", **wrong)

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from rgflow_jax.io import metrics
+from rgflow_jax.io import metrics, storage
 
 
 def _events(logdir):
@@ -60,3 +60,24 @@ def test_images_are_logged_as_rgb(tmp_path, shape):
   tb.close()
   (image,) = _events(tmp_path).Images("grid")
   assert (image.step, image.width, image.height) == (3, 5, 6)
+
+
+@pytest.mark.parametrize("line,words", [
+    ('{"minutes": 1.0}', 'line 2: no "step" (an integer >= 0)'),
+    ("[3]", "line 2: not a JSON object but a list"),
+    ('{"step": "3"}', "line 2: \"step\" is '3', not an integer >= 0"),
+    ('{"step": -1}', "line 2: \"step\" is -1, not an integer >= 0"),
+    ('{"step": true}', "line 2: \"step\" is True, not an integer >= 0"),
+    ('{"step": 3, "test_bpd": "abc"}', "line 2: \"test_bpd\" is 'abc', not a number"),
+    ('{"step": 3, "train_bpd": ', "line 2: not valid JSON"),
+])
+def test_a_malformed_row_is_one_line_naming_the_file_the_line_and_the_key(tmp_path, line,
+                                                                         words):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "train_bpd": NaN, "test_bpd": null}\n' + line + "\n")
+  with pytest.raises(storage.RunFileError) as err:
+    metrics.read_metrics(path)
+  assert str(err.value).startswith(f"{path}, line 2: ") and words in str(err.value)
+  assert "\n" not in str(err.value)
+  path.write_text('{"step": 1, "train_bpd": NaN, "test_bpd": null}\n')  # NaN is a number
+  assert metrics.read_metrics(path)[0]["step"] == 1

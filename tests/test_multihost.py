@@ -6,6 +6,7 @@ them, a SIGKILL of one, and the restarts."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,11 +46,11 @@ def _env(**extra):
 class Launch:
   """scripts/launch_local.py -n 2 running train.py; its output collected as it comes."""
 
-  def __init__(self, workdir, data_dir):
+  def __init__(self, workdir, data_dir, *extra):
     self.workdir = workdir
     self.proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts/launch_local.py"), "-n", "2", "--grace_s", "60",
-         "--", *_flags(workdir, data_dir)], cwd=ROOT, env=_env(), text=True,
+         "--", *_flags(workdir, data_dir), *extra], cwd=ROOT, env=_env(), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     self.lines, self.pids = [], {}
     threading.Thread(target=self._read, daemon=True).start()
@@ -182,6 +183,30 @@ def test_a_sigterm_to_one_process_stops_both_and_a_sigkill_ends_the_other(runs, 
   assert got_meta["step"] == want_meta["step"] and got_meta["data_state"] == want_meta["data_state"]
   chex.assert_trees_all_equal(want, got)
   assert _logged(work) == list(range(1, STEPS + 1))
+
+
+def test_every_process_takes_one_decision_on_an_earlier_run(runs, tmp_path):
+  """checkpoints/ deleted: both processes refuse in one line each with every file as it
+  was; with --start_over process 0 moves the earlier run aside whole while the other
+  waits, and both train from step 0."""
+  base, _ = runs
+  work = tmp_path / "run"
+  shutil.copytree(base / "two", work)
+  shutil.rmtree(work / "checkpoints")
+  files = lambda folder: {p.relative_to(folder): p.read_bytes()  # noqa: E731
+                          for p in sorted(folder.rglob("*"))
+                          if p.is_file() and p.name != ".train.lock"}
+  before = files(work)
+  run = Launch(work, base / "data")
+  assert run.finish() == 1, run.text[-4000:]
+  refusals = [l for l in run.lines if "holds an earlier run but no checkpoint" in l]
+  assert sorted(l[:4] for l in refusals) == ["[p0]", "[p1]"], run.text[-4000:]
+  assert "Traceback" not in run.text and files(work) == before
+  run = Launch(work, base / "data", "--start_over", "--config.num_steps=4")
+  assert run.finish() == 0, run.text[-4000:]
+  (earlier,) = (work / "earlier-runs").iterdir()
+  assert files(earlier) == before
+  assert _logged(work) == [1, 2, 3, 4]
 
 
 def _free_port() -> int:
@@ -321,6 +346,9 @@ def test_configs_listed_here_are_all_the_config_files():
 @pytest.mark.parametrize("settings,env,message", [
     ({"num_processes": 2, "process_id": 2}, {}, "process id 2 is not in 0..1"),
     ({}, {"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}, "must be integers"),
+    ({"coordinator_address": "127.0.0.1:99999"}, {}, "port 99999 of 127.0.0.1:99999 is not "
+     r"in 1\.\.65535"),
+    ({"coordinator_address": "127.0.0.1:0"}, {}, r"port 0 of 127.0.0.1:0 is not in"),
 ])
 def test_bad_process_settings_are_refused_before_anything_starts(monkeypatch, settings, env,
                                                                  message):

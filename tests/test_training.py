@@ -19,7 +19,7 @@ from helpers import (ROOT, UNIT_BATCH, load_config, perturb, smoke_config, step_
                      tensorboard_events, unit_config)
 from rgflow_jax import data
 from rgflow_jax.core.execution import Execution
-from rgflow_jax.io import checkpoint
+from rgflow_jax.io import checkpoint, storage
 from rgflow_jax.run import compare, evaluation, jit_steps, run_config, training
 
 def _check_run_outputs(workdir):
@@ -141,6 +141,21 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
     assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
   assert "lr 0.001 -> 0.0005" in caplog.text and "num_steps 2 -> 4" in caplog.text
   assert "matmul_dtype" not in caplog.text  # an execution option, not a change of run
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[1, 2]", "not a JSON object but a list"),
+    ('{"model": [8]}', "\"model\" is [8], not a JSON object"),
+    ('{"model": {"name": "glow"}}', "\"model.name\" is 'glow', not one of"),
+    ('{"num_steps": "10"}', "\"num_steps\" is '10', not an integer"),
+    ('{"model": ', "not valid JSON"),
+])
+def test_a_malformed_saved_config_is_one_line_naming_it(tmp_path, text, words):
+  (tmp_path / "config.json").write_text(text)
+  with pytest.raises(storage.RunFileError) as err:
+    run_config.read_saved_config(tmp_path)
+  assert str(err.value).startswith(f"{tmp_path / 'config.json'}: ") and words in str(err.value)
+  assert "\n" not in str(err.value)
 
 
 def test_a_run_saved_before_the_layer_order_and_execution_keys_resumes_as_it_was(tmp_path):
@@ -318,12 +333,17 @@ def test_nonfinite_steps_in_a_row_stop_the_run_with_the_good_checkpoint(tmp_path
     ("keep_checkpoints", 0, "config.keep_checkpoints"), ("eval_images", 0, "config.eval_images"),
     ("num_samples", 0, "config.num_samples"), ("time_limit_s", -1.0, "config.time_limit_s"),
     ("matmul_precision", "fast", "config.matmul_precision"),
+    ("coordinator_address", "127.0.0.1:99999", "config.coordinator_address: the coordinator "
+     r"port 99999 of 127.0.0.1:99999 is not in 1\.\.65535"),
+    ("coordinator_address", "localhost", "config.coordinator_address: the coordinator "
+     "address 'localhost' is not HOST:PORT"),
 ])
 def test_invalid_config_values_are_one_line_errors(tmp_path, key, value, msg):
   c = smoke_config(tmp_path, **{key: value})
   with pytest.raises(ValueError, match=msg) as err:
     training.train_and_evaluate(c, tmp_path / "run")
   assert "\n" not in str(err.value)
+  assert isinstance(err.value, run_config.ConfigError)  # the commands exit 2 for it
 
 
 @pytest.mark.e2e
@@ -486,7 +506,7 @@ def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
   best_step = ckpts.best.best_step()
   ckpts.close()
   assert best_step in (3, 6) and np.isfinite(tests[best_step])
-  flow, params, step = evaluation.load_params(c, tmp_path / "run", "best")
+  flow, params, step, *_ = evaluation.load_params(c, tmp_path / "run", "best")
   assert step == best_step
   assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(params))
 

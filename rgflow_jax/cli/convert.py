@@ -104,7 +104,7 @@ def export_run(config, workdir, path) -> int:
 
   from rgflow_jax.io import authors_weights, storage  # noqa: PLC0415
   from rgflow_jax.run import evaluation
-  flow, params, step = evaluation.load_params(config, workdir, "latest")
+  flow, params, step, *_ = evaluation.load_params(config, workdir, "latest")
   buffers = {}
   saved = storage.as_path(workdir) / BUFFERS
   if saved.exists():

@@ -2,7 +2,8 @@
 ``python train.py``): train a config in a run folder, resuming from its last checkpoint.
 
 Exit status: 0 when the run reached num_steps or its time limit; 1 with a one-line
-``error:`` for bad input or a stopped run; 2 for a bad command line; 128 + the signal
+``error:`` for bad input or a stopped run; 2 for a bad command line or config value;
+128 + the signal
 number (143 for SIGTERM, 130 for Ctrl-C) after saving a checkpoint on a signal, so a
 scheduler sees that the run did not finish.
 """
@@ -25,8 +26,9 @@ USAGE = """Train RG-Flow (or the Real NVP baseline), resuming from the run's las
 --config is {config_help}
 Any config value can be overridden: --config.batch_size=32, --config.model.hidden='(64,)'.
 The run folder (local or gs://) gets checkpoints/, best/, metrics.jsonl, tensorboard/,
-samples/ and config.json; a rerun with the same folder resumes. Evaluate it with
-rgflow-eval.
+samples/ and config.json; a rerun with the same folder resumes. A folder that holds an
+earlier run but no checkpoint to resume is refused unless --resume_from_best or
+--start_over says what to do with it. Evaluate a run with rgflow-eval.
 """
 
 
@@ -34,7 +36,16 @@ def _define_flags():
   cli.define_config_flag()
   flags.DEFINE_string("workdir", None, "Run folder, local or gs:// (default "
                       "runs/<config name>[-<variant>]).")
+  flags.DEFINE_boolean("resume_from_best", False, "Where the run folder holds an earlier "
+                       "run but no intact checkpoint to resume: go on from its best/ "
+                       "checkpoint (the steps after it are trained again).")
+  flags.DEFINE_boolean("start_over", False, "Move the earlier run's files in the run "
+                       "folder whole to earlier-runs/<date>-<time>/ and train from step 0.")
   flags.mark_flags_as_required(["config"])
+  flags.register_multi_flags_validator(
+      ["resume_from_best", "start_over"], lambda f: not (f["resume_from_best"] and
+                                                         f["start_over"]),
+      message="--resume_from_best and --start_over exclude each other: give one")
 
 
 def default_workdir(config_arg: str) -> str:
@@ -69,11 +80,17 @@ def main(argv):
   cli.quiet_libraries()
   from rgflow_jax.io import multihost  # noqa: PLC0415  (after the CPU tuning and flags)
   from rgflow_jax.data import DataError  # noqa: PLC0415
+  from rgflow_jax.run.run_config import ConfigError  # noqa: PLC0415
   from rgflow_jax.run.training import TrainingError, train_and_evaluate  # noqa: PLC0415
-  config_arg = flags.FLAGS["config"].config_filename
-  workdir = flags.FLAGS.workdir or default_workdir(config_arg)
+  f = flags.FLAGS
+  workdir = f.workdir or default_workdir(f["config"].config_filename)
+  earlier_run = ("resume_from_best" if f.resume_from_best else
+                 "start_over" if f.start_over else None)
   try:
-    summary = train_and_evaluate(cli.load_config(flags.FLAGS["config"]), workdir)
+    summary = train_and_evaluate(cli.load_config(f["config"]), workdir, earlier_run)
+  except ConfigError as e:
+    sys.stderr.write(f"error: bad config: {e}\n")
+    sys.exit(2)
   except OSError as e:
     if e.errno == errno.ENOSPC:  # a log or figure write that found the disk full
       _fail(f"error: the disk is full ({e}); free some space and rerun to resume from the "

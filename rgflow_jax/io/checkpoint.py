@@ -50,6 +50,15 @@ class CheckpointWriteError(OSError):
   """A checkpoint that could not be written (full disk, lost rights); one line."""
 
 
+class NoIntactCheckpoint(FileNotFoundError):
+  """Checkpoints there, none of them intact; ``damaged`` lists (step, why) of each, and
+  none of them has been moved."""
+
+  def __init__(self, message: str, damaged: list[tuple[int, str]]):
+    super().__init__(message)
+    self.damaged = damaged
+
+
 class IncompatibleCheckpoint(ValueError):
   """An intact checkpoint of another model (other parameter names or shapes): not
   damage, so nothing is moved; the message names the first differences."""
@@ -133,6 +142,43 @@ def _saved_param_shapes(state_dir) -> dict | None:
             jax.tree_util.tree_flatten_with_path(tree["params"])[0]}
   except Exception:  # noqa: BLE001  (any unreadable metadata: left to the restore)
     return None
+
+
+# The keys of a checkpoint's JSON item: their types, in words for a message.
+_META_TYPES = {"step": (int, "an integer"), "skipped_steps": (int, "an integer"),
+               "best_test_bpd": ((int, float), "a number"),
+               "test_bpd": ((int, float), "a number"),
+               "data_state": (dict, "a JSON object"), "state_sha256": (str, "a string")}
+
+
+def check_meta(meta, step: int, path) -> None:
+  """A checkpoint's JSON item, checked where it is read. Values that cannot be true (a
+  step other than its folder's, a negative or non-finite best bits/dim, a negative test
+  bits/dim) are damage (:class:`DamagedCheckpoint`: the caller falls back as for damaged
+  files); a malformed item (not an object, a value of the wrong type) is a one-line
+  :class:`~rgflow_jax.io.storage.RunFileError` naming the file and the key."""
+  def malformed(what):
+    raise storage.RunFileError(f"{path}: {what}; restore the file from a copy, or move "
+                               f"checkpoint {step} out of the run folder")
+
+  if not isinstance(meta, dict):
+    malformed(f"not a JSON object but a {type(meta).__name__}")
+  for key, (kinds, words) in _META_TYPES.items():
+    value = meta.get(key)
+    if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+      malformed(f"\"{key}\" is {value!r}, not {words}")
+  if meta.get("step") is not None and meta["step"] != step:
+    raise DamagedCheckpoint(f"{path} records step {meta['step']} in the folder of step {step}")
+  if (meta.get("skipped_steps") or 0) < 0:
+    malformed(f"\"skipped_steps\" is {meta['skipped_steps']}, not >= 0")
+  best = meta.get("best_test_bpd")
+  if best is not None and not (math.isfinite(best) and best >= 0):
+    raise DamagedCheckpoint(f"{path} records a best test bits/dim of {best}, which no "
+                            "evaluation gives")
+  test = meta.get("test_bpd")
+  if test is not None and math.isfinite(test) and test < 0:
+    raise DamagedCheckpoint(f"{path} records a test bits/dim of {test}, which no "
+                            "evaluation gives")
 
 
 def state_digest(state) -> str:
@@ -267,37 +313,61 @@ class Checkpoints:
     try:
       out = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-      meta = dict(out["meta"])
     except Exception as e:  # noqa: BLE001  (tensorstore, JSON and Orbax raise many types)
       raise DamagedCheckpoint(f"{mngr.directory / str(step)} cannot be read "
                               f"({_root_cause(e)})") from None
+    meta = out["meta"]
+    check_meta(meta, step, mngr.directory / str(step) / "meta" / "metadata")
+    meta = dict(meta)
     want = meta.pop("state_sha256", None)  # checkpoints from before digests: trusted
     if want is not None and state_digest(out["state"]) != want:
       raise DamagedCheckpoint(f"{mngr.directory / str(step)} does not match the digest "
                               "saved with it")
     return out["state"], meta
 
-  def restore_newest_intact(self, state_like, best: bool = False):
-    """(state, meta, step) of the newest checkpoint that restores intact (for
-    ``best=True``: the best one, else None). Damaged ones are named in the log and, unless
-    read-only, moved to ``<workdir>/damaged/``; FileNotFoundError if there is none."""
+  def find_newest_intact(self, state_like, best: bool = False):
+    """(state, meta, step, damaged) of the newest checkpoint that restores intact (for
+    ``best=True``: the best one), where ``damaged`` lists (step, why) of the newer ones
+    that did not. Nothing is moved. FileNotFoundError if there is no checkpoint,
+    :class:`NoIntactCheckpoint` if none is intact."""
     mngr = self.best if best else self.last
     steps = [mngr.best_step()] if best else sorted(mngr.all_steps(), reverse=True)
     steps = [s for s in steps if s is not None]
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    damaged = []
     for step in steps:
       self.check_shapes(state_like, step, best)  # another model is refused, not set aside
       try:
-        return (*self.restore(state_like, step, best), step)
+        return (*self.restore(state_like, step, best), step, damaged)
       except DamagedCheckpoint as e:
-        if self.read_only:
-          log.warning("checkpoint damaged, skipped: %s", e)
-        else:
-          aside = self._set_aside(mngr, step)
-          log.warning("checkpoint damaged, set aside as %s: %s", aside, e)
-    where = "skipped" if self.read_only else f"moved to {self.damaged}"
-    raise FileNotFoundError(f"no intact checkpoint in {mngr.directory} (damaged ones {where})")
+        damaged.append((step, str(e)))
+    raise NoIntactCheckpoint(f"no intact checkpoint in {mngr.directory} ("
+                             + "; ".join(why for _, why in damaged) + ")", damaged)
+
+  def restore_newest_intact(self, state_like, best: bool = False):
+    """(state, meta, step) of :meth:`find_newest_intact`; the damaged newer ones are
+    named in the log and, unless read-only, moved to ``<workdir>/damaged/``. Where
+    none is intact, nothing is moved (:class:`NoIntactCheckpoint`)."""
+    try:
+      state, meta, step, damaged = self.find_newest_intact(state_like, best)
+    except NoIntactCheckpoint as e:
+      if self.read_only:  # named in the log, as a reader names those it skips
+        self.set_aside(e.damaged, best)
+      raise
+    self.set_aside(damaged, best)
+    return state, meta, step
+
+  def set_aside(self, damaged: list[tuple[int, str]], best: bool = False) -> None:
+    """Move the damaged checkpoints ``damaged`` ((step, why) pairs) to
+    ``<workdir>/damaged/``, a log line each; read-only, only log that they are skipped."""
+    mngr = self.best if best else self.last
+    for step, why in damaged:
+      if self.read_only:
+        log.warning("checkpoint damaged, skipped: %s", why)
+      else:
+        log.warning("checkpoint damaged, set aside as %s: %s", self._set_aside(mngr, step),
+                    why)
 
   def check_shapes(self, state_like, step: int, best: bool = False) -> None:
     """Raise :class:`IncompatibleCheckpoint` if checkpoint ``step``'s parameters, as its
@@ -307,7 +377,7 @@ class Checkpoints:
     saved = _saved_param_shapes(directory / "state")
     if saved is None:
       return
-    want = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in
+    want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
             jax.tree_util.tree_flatten_with_path(state_like["params"])[0]}
     diffs = [f"{k} {saved.get(k, 'absent')} saved, {want.get(k, 'absent')} now"
              for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)]
@@ -337,5 +407,11 @@ class Checkpoints:
     self.best.wait_until_finished()
 
   def close(self):
-    self.last.close()
-    self.best.close()
+    for mngr in (self.last, self.best):
+      # A manager removes unfinished saves in a thread of its own that close() does not
+      # wait for (its next save does): a run that stops before saving must, or that
+      # thread dies at interpreter exit with a traceback.
+      await_cleanup = getattr(mngr, "_maybe_await_cleanup_tmp_directory", None)
+      if await_cleanup is not None:
+        await_cleanup()
+      mngr.close()

@@ -18,6 +18,9 @@ from rgflow_jax.io import progress, storage
 
 
 def read_metrics(path) -> list[dict]:
+  """The rows of a metrics.jsonl, each checked: a JSON object with an integer ``step``
+  >= 0 and numbers (or null) for every other key. A row that is not is a one-line
+  :class:`~rgflow_jax.io.storage.RunFileError` naming the file, the line and the key."""
   path = storage.as_path(path)
   if not path.exists():
     return []
@@ -26,10 +29,33 @@ def read_metrics(path) -> list[dict]:
     if not line.strip():
       continue
     try:
-      rows.append(json.loads(line))
+      row = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}, line {n}: not valid JSON ({e})") from None
+      raise storage.RunFileError(f"{path}, line {n}: not valid JSON ({e}); fix or delete "
+                                 "that line") from None
+    problem = _row_problem(row)
+    if problem:
+      raise storage.RunFileError(f"{path}, line {n}: {problem}; fix or delete that line")
+    rows.append(row)
   return rows
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _row_problem(row) -> str | None:
+  """What makes ``row`` not a metrics row, in words (None if it is one)."""
+  if not isinstance(row, dict):
+    return f"not a JSON object but a {type(row).__name__}"
+  step = row.get("step")
+  if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+    return "no \"step\" (an integer >= 0)" if step is None else \
+        f"\"step\" is {step!r}, not an integer >= 0"
+  for key, value in row.items():
+    if value is not None and not _is_number(value):
+      return f"\"{key}\" is {value!r}, not a number"
+  return None
 
 
 class TensorBoardLog:
@@ -61,12 +87,17 @@ class TensorBoardLog:
 
   @classmethod
   def create(cls, logdir, purge_step: int | None = None):
+    """The log, or None after one line on stderr where tensorboardX is missing or the
+    folder takes no file (the run's other outputs do not depend on it)."""
     try:
       return cls(logdir, purge_step)
     except ImportError:
       progress.say("note: no TensorBoard logs (tensorboardX is not installed: "
                    "pip install tensorboardX); metrics.jsonl has every number")
-      return None
+    except OSError as e:
+      progress.say(f"warning: no TensorBoard events: cannot write to {logdir} "
+                   f"({storage.error_line(e)}); every other output is written")
+    return None
 
   def scalars(self, step: int, values: dict):
     for tag, value in values.items():

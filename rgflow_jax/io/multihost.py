@@ -110,17 +110,25 @@ def initialize(config) -> bool:
   return True
 
 
-def check_coordinator(address: str, coordinator: bool) -> None:
-  """One-line DistributedError for a coordinator address that cannot work: not
-  HOST:PORT, a host that does not resolve, or (on process 0, which serves it) a port
-  another program holds. JAX itself would abort in C++ after its timeout."""
+def parse_address(address: str) -> tuple[str, int]:
+  """(host, port) of ``HOST:PORT`` (``[v6]:PORT`` too); a one-line DistributedError for
+  anything else, a port out of 1..65535 included."""
   host, sep, port = address.rpartition(":")
   if not sep or not port.isdigit() or not host:
     raise DistributedError(f"the coordinator address {address!r} is not HOST:PORT "
                            "(process 0's host and a free port, e.g. 10.0.0.1:8476)")
-  host = host.strip("[]")
+  if not 1 <= int(port) <= 65535:
+    raise DistributedError(f"the coordinator port {port} of {address} is not in 1..65535")
+  return host.strip("[]"), int(port)
+
+
+def check_coordinator(address: str, coordinator: bool) -> None:
+  """One-line DistributedError for a coordinator address that cannot work: not
+  HOST:PORT, a host that does not resolve, or (on process 0, which serves it) a port
+  another program holds. JAX itself would abort in C++ after its timeout."""
+  host, port = parse_address(address)
   try:
-    socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
   except OSError as e:
     raise DistributedError(f"the coordinator host {host!r} of {address} does not resolve "
                            f"({e.strerror or e}); give process 0's address") from None
@@ -130,7 +138,7 @@ def check_coordinator(address: str, coordinator: bool) -> None:
     # As gRPC binds: a port a finished run left in TIME_WAIT is free to take again.
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-      probe.bind(("", int(port)))
+      probe.bind(("", port))
     except OSError as e:
       raise DistributedError(f"the coordinator port {port} is in use on this host ({e.strerror}"
                              f"): another run's coordinator? Pick a free port in "
@@ -143,9 +151,10 @@ PER_PROCESS_KEYS = ("process_id", "coordinator_address", "data.data_dir", "data.
                     "data.test_path", "compilation_cache_dir", "progress")
 
 
-def agree_on_settings(config, workdir) -> None:
-  """Every process of the run must have the same config (but :data:`PER_PROCESS_KEYS`)
-  and workdir, or they would run different programs and wait for each other forever.
+def agree_on_settings(config, workdir, choices: dict | None = None) -> None:
+  """Every process of the run must have the same config (but :data:`PER_PROCESS_KEYS`),
+  workdir and ``choices`` (the command's other options that decide what the run does),
+  or they would run different programs and wait for each other forever.
   A collective at start-up compares them; a mismatch is a one-line DistributedError on
   every process, naming the first keys that differ. No-op with one process."""
   if jax.process_count() == 1:
@@ -154,7 +163,8 @@ def agree_on_settings(config, workdir) -> None:
   from rgflow_jax.io import metrics  # noqa: PLC0415
   flat = {k: v for k, v in metrics.flatten(json.loads(config.to_json())).items()
           if k not in PER_PROCESS_KEYS}
-  text = json.dumps({"workdir": str(workdir), **flat}, sort_keys=True, default=str)
+  text = json.dumps({"workdir": str(workdir), **(choices or {}), **flat}, sort_keys=True,
+                    default=str)
   digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
   digests = np.asarray(multihost_utils.process_allgather(digest))
   if (digests == digests[0]).all():

@@ -32,6 +32,12 @@ class StorageError(OSError):
   """A path that cannot be reached or written; the message names it and the fix."""
 
 
+class RunFileError(ValueError):
+  """A file of a run folder (config.json, a metrics row, checkpoint metadata) that is
+  there but does not hold what it must; the message names the file, the line or key,
+  and what is wrong. Nothing is moved or rewritten because of it."""
+
+
 def as_path(path) -> epath.Path:
   """Any str / os.PathLike / epath.Path as an ``epath.Path`` (``gs://`` kept as a URL)."""
   return path if isinstance(path, epath.Path) else epath.Path(os.fspath(path))
@@ -105,12 +111,29 @@ def write_json_atomic(path, obj) -> epath.Path:
 
 
 def read_json(path):
-  """The JSON in ``path``; a malformed file is a ValueError that names it."""
+  """The JSON in ``path``; a malformed file is a :class:`RunFileError` that names it."""
   path = as_path(path)
   try:
     return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RunFileError(f"{path}: not valid JSON ({e})") from None
+
+
+def move(src, dst) -> epath.Path:
+  """Move a file or a whole folder to ``dst`` (its parent folders made); refuses to
+  replace anything at ``dst``. Locally a rename; on an object store a copy of every
+  object, then the deletion of the originals (what ``gsutil mv`` does)."""
+  src, dst = as_path(src), as_path(dst)
+  if dst.exists():
+    raise FileExistsError(f"cannot move {src} to {dst}: it exists")
+  if is_remote(src):
+    import fsspec  # noqa: PLC0415  (installed with gcsfs / s3fs)
+    fs, _ = fsspec.core.url_to_fs(os.fspath(src))
+    fs.mv(os.fspath(src), os.fspath(dst), recursive=True)
+  else:
+    os.makedirs(os.fspath(dst.parent), exist_ok=True)
+    os.rename(os.fspath(src), os.fspath(dst))
+  return dst
 
 
 def save_npy(path, array) -> epath.Path:

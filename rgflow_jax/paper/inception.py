@@ -227,6 +227,11 @@ def load_weights(path) -> dict:
       state = _read_torch(path)
     else:
       with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+          raise InceptionWeightsError(
+              f"{path} is not an .npz archive (a zip of .npy arrays): give pytorch-fid's "
+              ".pth or an .npz of its tensors (docs/evaluation.md)")
+        f.seek(0)
         with np.load(f) as z:
           state = {k: z[k] for k in z.files}
   except InceptionWeightsError:

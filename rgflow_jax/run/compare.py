@@ -98,13 +98,13 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
   rows, sample_rows, inpaint_cols = [], [], []
   truth_panels = None
   for workdir, config, label in zip(workdirs, configs, labels, strict=True):
-    flow, params, step = evaluation.load_params(config, workdir, which)
+    flow, params, step, used, _ = evaluation.load_params(config, workdir, which)
     kind = config.model.get("name", "rgflow")
     rng = jax.random.PRNGKey(config.seed + 777)
     row = {"label": label, "workdir": str(workdir), "model": kind,
            "prior": config.model.prior, "params": flow.num_params(params),
            "target_params": int(config.model.get("target_params", 0)) or None,
-           "step": step, "paper_bpd": PAPER_BPD.get(data_name, {}).get(
+           "step": step, "checkpoint": used, "paper_bpd": PAPER_BPD.get(data_name, {}).get(
                f"{kind}/{config.model.prior}"),
            "paper_fid": PAPER_FID.get(data_name, {}).get(f"{kind}/{config.model.prior}")}
     source = data.make_source(config.data, "test", flow.image_size, progress)

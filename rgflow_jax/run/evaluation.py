@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,7 @@ import numpy as np
 from rgflow_jax import data
 from rgflow_jax.core import pixels, registry
 from rgflow_jax.io import checkpoint, metrics, storage
-from rgflow_jax.io.progress import bar as progress_bar
+from rgflow_jax.io.progress import bar as progress_bar, say as progress_say
 from rgflow_jax.paper import fid, inpainting, latents, plots, receptive
 from rgflow_jax.run import jit_steps, run_config
 
@@ -90,9 +91,12 @@ def mode(name: str, describe: Callable[[dict], str]):
 
 def summary_lines(results: dict) -> list[str]:
   """One line per mode that ran (in the order run), then where the files are."""
+  fallback = results.get("checkpoint_fallback")
+  which = f"{results['checkpoint']} checkpoint" + (
+      f", as the best one could not be read: {fallback}" if fallback else "")
   return [SUMMARIES[name](results) for name in results["modes"]] + [
-      f"eval: step {results['step']} ({results['checkpoint']} checkpoint); every number "
-      f"in {results['out_dir']}/eval.json"]
+      f"eval: step {results['step']} ({which}); every number in "
+      f"{results['out_dir']}/eval.json"]
 
 
 def plus_minus(stderr: float | None, draws: int) -> str:
@@ -102,8 +106,21 @@ def plus_minus(stderr: float | None, draws: int) -> str:
 
 
 # ------------------------------------------------------------------ loading
-def load_params(config, workdir, which: str = "best"):
-  """(flow, params, step) from the run's best (default) or latest checkpoint."""
+class Loaded(NamedTuple):
+  """A run's model as evaluated: ``checkpoint`` says which one was read ('best' or
+  'latest') and ``fallback`` why, where the best was asked for and not read."""
+
+  flow: object
+  params: object
+  step: int
+  checkpoint: str
+  fallback: str | None = None
+
+
+def load_params(config, workdir, which: str = "best") -> Loaded:
+  """The run's best (default) or latest intact checkpoint's parameters, as a
+  :class:`Loaded` (which unpacks as ``flow, params, step, checkpoint, fallback``). A run
+  without an intact best checkpoint falls back to the latest, saying so."""
   if which not in ("best", "latest"):
     raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
   workdir = storage.as_path(workdir)
@@ -116,16 +133,22 @@ def load_params(config, workdir, which: str = "best"):
   state = jit_steps.init_state(flow, config, run_config.param_dtype(config))
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
   try:
-    restored = None
-    if which == "best" and ckpts.best.best_step() is not None:
-      try:
-        restored = ckpts.restore_newest_intact(state, best=True)
-      except FileNotFoundError as e:
-        log.warning("%s; evaluating the latest intact checkpoint instead", e)
+    restored, fallback = None, None
+    if which == "best":
+      if ckpts.best.best_step() is None:
+        fallback = f"{workdir}/best holds no checkpoint (no evaluation was saved)"
+      else:
+        try:
+          restored = ckpts.restore_newest_intact(state, best=True)
+        except FileNotFoundError as e:
+          fallback = str(e)
+      if fallback:
+        log.warning("%s; evaluating the latest intact checkpoint instead", fallback)
     state, meta, _ = restored or ckpts.restore_newest_intact(state)
   finally:
     ckpts.close()
-  return flow, state["params"], int(meta["step"])
+  return Loaded(flow, state["params"], int(meta["step"]),
+                "best" if restored else "latest", fallback)
 
 
 def _to_uint8(x):
@@ -490,11 +513,12 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     # The weights first: a wrong file is refused before any other work.
     needs_inception = inception_weights and {"fid", "inpaint"} & set(modes)
     extractor = fid.Extractor.from_file(inception_weights) if needs_inception else None
-    flow, params, step = load_params(config, workdir, which)
+    flow, params, step, used, fallback = load_params(config, workdir, which)
     ctx = Context(config, workdir, out_dir, flow, params,
                   jax.random.PRNGKey(config.seed + 777), options, step, extractor)
-    results = {"step": step, "checkpoint": which, "num_params": flow.num_params(params),
-               "modes": list(modes), "out_dir": str(out_dir)}
+    results = {"step": step, "checkpoint": used, "checkpoint_fallback": fallback,
+               "num_params": flow.num_params(params), "modes": list(modes),
+               "out_dir": str(out_dir)}
     for name in modes:
       results.update(MODES[name](ctx))
   storage.write_json_atomic(out_dir / "eval.json", results)
@@ -513,5 +537,7 @@ def _figures_to_tensorboard(logdir, out_dir, names, step: int):
   try:
     for name in names:
       tb.image(f"eval/{name.removesuffix('.png')}", (out_dir / name).read_bytes(), step)
-  finally:
     tb.close()
+  except OSError as e:  # the figures are written; only their copy in TensorBoard is lost
+    progress_say(f"warning: the figures are not in TensorBoard: cannot write to {logdir} "
+                 f"({storage.error_line(e)})")

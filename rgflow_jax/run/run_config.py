@@ -19,9 +19,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rgflow_jax import data
 from rgflow_jax.configs import base
 from rgflow_jax.core import execution, registry
-from rgflow_jax.io import metrics, storage
+from rgflow_jax.io import metrics, multihost, storage
 from rgflow_jax.run import jit_steps
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
   """The run cannot go on; the message says why and what to do."""
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and the values allowed
+  (the commands exit with status 2, as for a bad command line)."""
 
 
 # ------------------------------------------------------------------- building
@@ -74,11 +80,26 @@ def validate_config(config):
        "config.lock_lease_s must be >= 1 (seconds a remote run lock lasts unrenewed)"),
       (config.matmul_precision in jit_steps.MATMUL_PRECISIONS,
        f"config.matmul_precision must be one of {jit_steps.MATMUL_PRECISIONS}"),
+      (config.dtype in ("float32", "float64"),
+       f"config.dtype must be 'float32' or 'float64', got {config.dtype!r}"),
+      (config.schedule in ("constant", "cosine"),
+       f"config.schedule must be 'constant' or 'cosine', got {config.schedule!r}"),
+      (config.data.name in data.DATASETS,
+       f"config.data.name must be one of {data.DATASETS}, got {config.data.name!r}"),
   ]
   for ok, msg in checks:
     if not ok:
-      raise ValueError(msg)
-  execution.Execution.from_config(config)  # its own one-line errors
+      raise ConfigError(msg)
+  if config.coordinator_address:
+    try:
+      multihost.parse_address(config.coordinator_address)
+    except multihost.DistributedError as e:
+      raise ConfigError(f"config.coordinator_address: {e}") from None
+  try:  # their own one-line errors
+    execution.Execution.from_config(config)
+    build_model(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 # What a resumed run must share with the run in its workdir. Everything else may change
@@ -122,9 +143,34 @@ def upgrade_saved_config(saved: dict) -> dict:
 
 
 def read_saved_config(workdir) -> dict | None:
-  """The run's config.json in today's layout, or None where the folder has none."""
+  """The run's config.json in today's layout, or None where the folder has none; a
+  file that is not a saved config is a one-line :class:`~rgflow_jax.io.storage.RunFileError`."""
   path = storage.as_path(workdir) / "config.json"
-  return upgrade_saved_config(storage.read_json(path)) if path.exists() else None
+  if not path.exists():
+    return None
+  saved = storage.read_json(path)
+  problem = _saved_config_problem(saved)
+  if problem:
+    raise storage.RunFileError(f"{path}: {problem}; restore it from a copy, or delete it "
+                               "and give the run's config on the command line")
+  return upgrade_saved_config(saved)
+
+
+def _saved_config_problem(saved) -> str | None:
+  """What makes ``saved`` not a config.json that training writes (None if nothing)."""
+  if not isinstance(saved, dict):
+    return f"not a JSON object but a {type(saved).__name__}"
+  for section in ("model", "data", "execution"):
+    if section in saved and not isinstance(saved[section], dict):
+      return f"\"{section}\" is {saved[section]!r}, not a JSON object"
+  name = saved.get("model", {}).get("name", "rgflow")
+  if name not in registry.MODELS:
+    return f"\"model.name\" is {name!r}, not one of {sorted(registry.MODELS)}"
+  for key in ("ckpt_every", "eval_every", "num_steps", "batch_size", "seed"):
+    value = saved.get(key)
+    if key in saved and (not isinstance(value, int) or isinstance(value, bool)):
+      return f"\"{key}\" is {value!r}, not an integer"
+  return None
 
 
 def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,

@@ -36,9 +36,10 @@ from rgflow_jax.io import checkpoint, multihost, progress, runlock, storage
 from rgflow_jax.paper import plots
 
 from rgflow_jax.io.metrics import MetricsLog
-from rgflow_jax.run import jit_steps
+from rgflow_jax.run import jit_steps, run_folder
 from rgflow_jax.run.run_config import (TrainingError, build_model, check_resume_compatible,
-                                   param_dtype, reference_curves, validate_config)
+                                       param_dtype, read_saved_config, reference_curves,
+                                       validate_config)
 
 log = logging.getLogger(__name__)
 
@@ -153,23 +154,141 @@ def use_compilation_cache(config):
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
 
 
-def _restore(ckpts, state, workdir, batches):
-  """(state, meta, resume step or None): the newest intact checkpoint (damaged ones are
-  set aside), the best a kill cut off written, and the data position set. The config
-  was compared with the run's before any data was made (:func:`_train`)."""
-  meta = {"skipped_steps": 0, "best_test_bpd": None}
-  if ckpts.latest_step() is None:
-    return state, meta, None
+def _first_save(config) -> int:
+  """The step of the first checkpoint a run of ``config`` (a ConfigDict or a saved
+  config.json's dict) saves when nothing stops it early."""
+  return min(config["ckpt_every"], config["eval_every"], config["num_steps"])
+
+
+def _settle_history(config, workdir, earlier_run, abstract_state) -> bool:
+  """Before any data is made: what the run folder holds, and the caller's choice for an
+  earlier run there without a checkpoint to resume (:mod:`rgflow_jax.run.run_folder`).
+  Refuses in one line, changing nothing, where no choice was given; with
+  ``start_over`` moves the earlier run's files aside. Returns whether the run resumes
+  from ``best/``. Every process takes the same decision. ``abstract_state()``: the
+  train state's shapes, to try the checkpoints where a choice was given."""
+  if earlier_run not in (None,) + run_folder.CHOICES:
+    raise ValueError(f"earlier_run must be one of {run_folder.CHOICES} or None, got "
+                     f"{earlier_run!r}")
+  saved = read_saved_config(workdir) if (workdir / "config.json").is_file() else None
+  survey = run_folder.survey(workdir, _first_save(saved or config))
+  wrong = [n for n in survey.wrong_kind if n != "checkpoints"]  # that one is evidence
+  intact, evidence = None, survey.evidence
+  if survey.checkpoint_steps and earlier_run and not wrong:
+    intact = _newest_intact_step(workdir, abstract_state())
+    if intact is None:
+      evidence += (f"checkpoints/ (steps {', '.join(map(str, survey.checkpoint_steps))}, "
+                   "none intact)",)
+  refusal = None
+  if wrong:
+    kinds = ", ".join(f"{n} is a {'file' if n in run_folder.RUN_FOLDERS else 'folder'}"
+                      for n in wrong)
+    refusal = (f"{workdir} is not a run folder as training leaves it ({kinds}); move "
+               f"{'it' if len(wrong) == 1 else 'them'} away, or rerun with --start_over "
+               "to move the earlier run's files aside whole")
+    if earlier_run == "start_over":
+      refusal = None
+  elif intact is not None or (survey.checkpoint_steps and not earlier_run):
+    if earlier_run:  # the choices answer a refusal; a run that can resume does
+      progress.say(f"--{earlier_run}: nothing to do, {workdir} has a checkpoint to resume "
+                   f"(step {intact}); resuming from it", jax.process_index() == 0)
+    earlier_run = None
+  elif not evidence:
+    earlier_run = None  # nothing to keep: a new run, or one cut off before a checkpoint
+  elif earlier_run is None:
+    refusal = _refusal(workdir, ["no checkpoint to resume", *evidence], survey.best_steps)
+  elif earlier_run == "resume_from_best" and not survey.best_steps:
+    refusal = (f"--resume_from_best: {workdir}/best holds no checkpoint; rerun with "
+               "--start_over to move the earlier run's files aside")
+  multihost.barrier("surveyed the run folder")  # nobody moves a file another still reads
+  if multihost.any_process(refusal is not None):
+    raise TrainingError(refusal or f"another process refused to train in {workdir}")
+  if earlier_run == "start_over":
+    if jax.process_index() == 0:
+      aside = run_folder.move_aside(workdir, survey.present)
+      progress.say(f"started over: the earlier run's files are in {aside}")
+    multihost.barrier("moved the earlier run aside")
+  elif earlier_run == "resume_from_best" and "checkpoints" in survey.wrong_kind:
+    if jax.process_index() == 0:  # a file in the place of checkpoints/: damage
+      aside = storage.move(workdir / "checkpoints",
+                           workdir / "damaged" / f"checkpoints-{run_folder.stamp()}")
+      progress.say(f"{workdir}/checkpoints was a file: set aside as {aside}")
+    multihost.barrier("set the checkpoints file aside")
+  return earlier_run == "resume_from_best"
+
+
+def _newest_intact_step(workdir, abstract_state) -> int | None:
+  """The step of the newest intact checkpoint in ``workdir/checkpoints`` (None if none
+  is), read without changing anything."""
+  probe = checkpoint.Checkpoints(workdir, read_only=True)
   try:
-    state, meta, resume_step = ckpts.restore_newest_intact(state)
-  except FileNotFoundError as e:
-    raise TrainingError(f"{e}: train in a new --workdir, or move a checkpoint back "
-                        "from there if you know it is good") from None
-  ckpts.complete_best(resume_step, state, meta)
+    return probe.find_newest_intact(abstract_state)[2]
+  except checkpoint.NoIntactCheckpoint:
+    return None
+  finally:
+    probe.close()
+
+
+def _refusal(workdir, found: list[str], best_steps) -> str:
+  """The one line that refuses to train over an earlier run: what was ``found`` (the
+  first item says why it cannot be resumed) and the two choices."""
+  choices = []
+  if best_steps:
+    choices.append(f"--resume_from_best to go on from best/ step {best_steps[0]} "
+                   "(a whole checkpoint: parameters, optimizer state and data position; "
+                   "the steps after it are trained again)")
+  choices.append(f"--start_over to move the earlier run's files whole to {workdir}/"
+                 f"{run_folder.EARLIER_RUNS}/<date>-<time>/ and train from step 0")
+  why, *rest = found
+  return (f"{workdir} holds an earlier run but {why}" + (f" ({'; '.join(rest)})" if rest
+                                                         else "")
+          + f"; nothing was changed: rerun with {', or '.join(choices)}")
+
+
+def _restore(ckpts, state, workdir, batches, from_best: bool):
+  """(state, meta, resume step or None): the newest intact checkpoint (damaged newer
+  ones set aside), or with ``from_best`` the best one (every checkpoint of
+  ``checkpoints/`` is damaged, and set aside); the best a kill cut off written, and
+  the data position set. The config was compared with the run's before any data was
+  made (:func:`_train`)."""
+  meta = {"skipped_steps": 0, "best_test_bpd": None}
+  damaged = []
+  try:
+    if ckpts.latest_step() is None and not from_best:
+      return state, meta, None
+    if ckpts.latest_step() is None:
+      raise checkpoint.NoIntactCheckpoint("no checkpoint", [])
+    state, meta, resume_step, damaged = ckpts.find_newest_intact(state)
+    from_best = False  # one turned up intact after all: it is newer than the best
+  except checkpoint.NoIntactCheckpoint as e:
+    if not from_best:
+      steps = ", ".join(str(step) for step, _ in e.damaged)
+      survey = run_folder.survey(workdir, 0)
+      raise TrainingError(_refusal(
+          workdir, [f"none of its checkpoints is intact (steps {steps}; the newest: "
+                    f"{e.damaged[0][1]})", *survey.evidence], survey.best_steps)) from None
+    try:
+      state, meta, resume_step, _ = ckpts.find_newest_intact(state, best=True)
+    except checkpoint.NoIntactCheckpoint as e_best:
+      raise TrainingError(f"--resume_from_best: {e_best}; rerun with --start_over to move "
+                          "the earlier run aside") from None
+    damaged = e.damaged
   data_state = meta.pop("data_state", None)
   if data_state is not None:  # None: an imported model, trained elsewhere
-    batches.set_state(data_state)
-  log.info("resumed from step %d in %s", resume_step, workdir)
+    try:
+      batches.set_state(data_state)
+    except Exception as e:  # noqa: BLE001  (grain raises many types for a bad position)
+      folder = ckpts.best.directory if from_best else ckpts.last.directory
+      raise storage.RunFileError(
+          f"{folder / str(resume_step) / 'meta' / 'metadata'}: \"data_state\" is not a "
+          f"position of this run's data ({storage.error_line(e)}); restore the file from a "
+          "copy") from None
+  ckpts.set_aside(damaged)
+  ckpts.complete_best(resume_step, state, meta)
+  log.info("resumed from %sstep %d in %s", "best/ " if from_best else "", resume_step, workdir)
+  if from_best:
+    progress.say(f"resumed from best/ step {resume_step}; the steps after it are trained "
+                 "again", jax.process_index() == 0)
   return state, meta, resume_step
 
 
@@ -185,17 +304,19 @@ def _record_test(meta: dict, test: float, step: int, minutes: float, metrics_log
 
 
 # --------------------------------------------------------------------- main
-def train_and_evaluate(config, workdir) -> dict:
-  """Train ``config`` in ``workdir``, resuming from its latest checkpoint if any.
+def train_and_evaluate(config, workdir, earlier_run: str | None = None) -> dict:
+  """Train ``config`` in ``workdir``, resuming from its latest intact checkpoint if any.
 
-  ``workdir`` may be local or an object-store URL (``gs://bucket/run``). Returns a
-  summary dict (final step, last train and test bits/dim, skipped steps, why it
+  ``workdir`` may be local or an object-store URL (``gs://bucket/run``). Where it holds
+  an earlier run but no checkpoint to resume, nothing happens without ``earlier_run``:
+  ``"resume_from_best"`` or ``"start_over"`` (:mod:`rgflow_jax.run.run_folder`). Returns
+  a summary dict (final step, last train and test bits/dim, skipped steps, why it
   stopped).
   """
   validate_config(config)
   try:
     multihost.initialize(config)
-    multihost.agree_on_settings(config, workdir)
+    multihost.agree_on_settings(config, workdir, {"earlier_run": earlier_run})
   except multihost.DistributedError as e:
     raise TrainingError(str(e)) from None
   workdir = storage.check_writable(workdir, "workdir")
@@ -210,23 +331,34 @@ def train_and_evaluate(config, workdir) -> dict:
     if multihost.any_process(refused is not None):
       raise TrainingError(refused or "process 0 could not lock the workdir (see its log)")
     try:
-      return _train(config, workdir, lock)
+      return _train(config, workdir, lock, earlier_run)
     except runlock.RunLocked as e:
       raise TrainingError(str(e)) from None
 
 
-def _train(config, workdir, lock=None) -> dict:
+def _train(config, workdir, lock=None, earlier_run=None) -> dict:
   use_compilation_cache(config)
   dtype = param_dtype(config)
   flow = build_model(config)
   mesh = jit_steps.make_mesh()
-  n_proc, proc = jax.process_count(), jax.process_index()
   if config.batch_size % jax.device_count():
     raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the "
                      f"{jax.device_count()} devices")
-
+  replicated = NamedSharding(mesh, P())
+  from_best = _settle_history(config, workdir, earlier_run, lambda: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+      jax.eval_shape(lambda: jit_steps.init_state(flow, config, dtype))))
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
-  if ckpts.latest_step() is not None:  # refuse another run's config before making data
+  try:  # Orbax's managers are closed on every way out (their threads outlive an error)
+    return _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype)
+  finally:
+    ckpts.wait()
+    ckpts.close()
+
+
+def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> dict:
+  n_proc, proc = jax.process_count(), jax.process_index()
+  if ckpts.latest_step() is not None or from_best:  # refuse another run's config first
     check_resume_compatible(workdir, config)
   train_src = data.make_source(config.data, "train", flow.image_size, config.progress)
   test_src = data.make_source(config.data, "test", flow.image_size, config.progress)
@@ -239,7 +371,7 @@ def _train(config, workdir, lock=None) -> dict:
   # straight into that layout (a restored array is committed to one device, and moving
   # it across hosts afterwards is a transfer CPU and GPU clients cannot make).
   state = jax.device_put(jit_steps.init_state(flow, config, dtype), NamedSharding(mesh, P()))
-  state, meta, resume_step = _restore(ckpts, state, workdir, batches)
+  state, meta, resume_step = _restore(ckpts, state, workdir, batches, from_best)
   config_dict = json.loads(config.to_json())
   if proc == 0:
     storage.write_json_atomic(workdir / "config.json", config_dict)
@@ -350,8 +482,6 @@ def _train(config, workdir, lock=None) -> dict:
     if step == config.num_steps and ckpts.latest_step() != step:
       save(step)
   finally:
-    ckpts.wait()
-    ckpts.close()
     metrics_log.close()
     stop.restore()
     bar.close()

@@ -1,0 +1,331 @@
+"""A run folder's history: an earlier run without a checkpoint to resume is never
+trained over silently (one line and nothing changed, or an explicit choice: resume
+from best/, or start over with every earlier file moved aside byte for byte), and every
+hand-damaged run file is one line naming it, with nothing changed."""
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import ROOT, smoke_config
+from rgflow_jax.io import checkpoint, storage
+from rgflow_jax.run import evaluation, jit_steps, run_config, run_folder, training
+
+STEPS = dict(ckpt_every=2, eval_every=3, log_every=2, sample_every=3)
+
+
+def _config(base, steps):
+  return smoke_config(base, num_steps=steps, **STEPS)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """A run of 6 steps (checkpoints 2, 3, 4, 6; best/ 6), and the same run to 8."""
+  base = tmp_path_factory.mktemp("history")
+  training.train_and_evaluate(_config(base, 6), base / "at6")
+  training.train_and_evaluate(_config(base, 8), base / "to8")
+  return base
+
+
+def _digests(folder) -> dict:
+  """sha256 of every file under ``folder`` by relative path, the run lock aside (each
+  trainer writes its pid there)."""
+  folder = pathlib.Path(os.fspath(folder))
+  return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".train.lock"}
+
+
+def _flip(step_folder):
+  """Flip bytes in the middle of every file of a checkpoint's state."""
+  for f in (step_folder / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 64:
+      raw = bytearray(f.read_bytes())
+      mid = len(raw) // 2
+      raw[mid:mid + 32] = bytes(b ^ 0xFF for b in raw[mid:mid + 32])
+      f.write_bytes(bytes(raw))
+
+
+def _all_damaged(work):
+  for step in (work / "checkpoints").iterdir():
+    _flip(step)
+
+
+def _deleted(work):
+  shutil.rmtree(work / "checkpoints")
+
+
+def _a_file(work):
+  shutil.rmtree(work / "checkpoints")
+  (work / "checkpoints").write_text("not a folder")
+
+
+LOSSES = {"all_damaged": _all_damaged, "deleted": _deleted, "a_file": _a_file}
+
+
+def _params(workdir, c, best=False):
+  flow = run_config.build_model(c)
+  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  state, meta = ckpts.restore(jit_steps.init_state(flow, c, jnp.float32), best=best)
+  ckpts.close()
+  return state["params"], meta
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("loss", LOSSES)
+def test_an_earlier_run_without_a_checkpoint_is_refused_then_resumed_or_moved_aside(
+    runs, tmp_path, loss):
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  LOSSES[loss](work)
+  before = _digests(work)
+  c = _config(runs, 8)
+  for _ in range(2):  # the same command twice: refused alike, nothing changed
+    with pytest.raises(training.TrainingError) as err:
+      training.train_and_evaluate(c, work)
+    message = str(err.value)
+    assert "\n" not in message and "holds an earlier run" in message, message
+    assert "nothing was changed" in message and "best/ step 6" in message
+    assert "--resume_from_best" in message and "--start_over" in message
+    assert _digests(work) == before
+
+  # Resume from best/ 6: the run goes on as if nothing was lost (bitwise), and what
+  # was damaged is kept, byte for byte, in damaged/.
+  resumed = tmp_path / "resumed"
+  shutil.copytree(work, resumed)
+  summary = training.train_and_evaluate(c, resumed, earlier_run="resume_from_best")
+  assert (summary["step"], summary["steps_this_run"]) == (8, 2)
+  got, meta = _params(resumed, c)
+  want, want_meta = _params(runs / "to8", c)
+  chex.assert_trees_all_equal(want, got)
+  assert meta["data_state"] == want_meta["data_state"]
+  aside = {p.name: p for p in (resumed / "damaged").iterdir()} if loss != "deleted" else {}
+  if loss == "all_damaged":
+    for p in aside.values():  # checkpoints-<step>-<date>-<time>
+      step = p.name.split("-")[1]
+      moved = _digests(p)
+      assert moved == {k.split("/", 2)[2]: v for k, v in before.items()
+                       if k.startswith(f"checkpoints/{step}/")}
+    assert sorted(p.name.split("-")[1] for p in aside.values()) == \
+        sorted({k.split("/")[1] for k in before if k.startswith("checkpoints/")})
+  if loss == "a_file":
+    (moved,) = aside.values()
+    assert moved.read_text() == "not a folder"
+  rows = [json.loads(l) for l in (resumed / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if "train_bpd" in r] == [2, 4, 6, 8]
+
+  # Start over: every earlier file, byte for byte, in earlier-runs/<date>-<time>/.
+  fresh = tmp_path / "fresh"
+  shutil.copytree(work, fresh)
+  summary = training.train_and_evaluate(c, fresh, earlier_run="start_over")
+  assert (summary["step"], summary["steps_this_run"]) == (8, 8)
+  (earlier,) = (fresh / run_folder.EARLIER_RUNS).iterdir()
+  assert _digests(earlier) == before
+  got, _ = _params(fresh, c)
+  chex.assert_trees_all_equal(want, got)  # a new run of the same config
+
+
+@pytest.mark.e2e
+def test_the_choices_change_nothing_where_a_checkpoint_can_be_resumed(runs, tmp_path, capsys):
+  """The flags answer the refusal; a scheduler that restarts a command with one must not
+  move a healthy run aside: it resumes from its newest intact checkpoint."""
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  c = _config(runs, 8)
+  summary = training.train_and_evaluate(c, work, earlier_run="start_over")
+  assert summary["steps_this_run"] == 2 and not (work / run_folder.EARLIER_RUNS).exists()
+  assert "--start_over: nothing to do" in capsys.readouterr().err
+  chex.assert_trees_all_equal(_params(runs / "to8", c)[0], _params(work, c)[0])
+
+
+@pytest.mark.e2e
+def test_a_run_cut_off_before_its_first_checkpoint_restarts_without_asking(runs, tmp_path):
+  """What a run leaves before its first checkpoint (config, the first rows, event files,
+  samples) is written again by a restart: no earlier run to keep."""
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  shutil.rmtree(work / "checkpoints")
+  shutil.rmtree(work / "best")
+  rows = (work / "metrics.jsonl").read_text().splitlines()
+  (work / "metrics.jsonl").write_text(rows[0] + "\n")  # step 2, the first checkpoint's
+  summary = training.train_and_evaluate(_config(runs, 6), work)
+  assert summary["steps_this_run"] == 6
+
+
+# ------------------------------------------------------------ damaged run files
+def _edit_meta(work, folder, **changes):
+  path = work / "checkpoints" / str(folder) / "meta" / "metadata"
+  meta = json.loads(path.read_text())
+  for key, value in changes.items():
+    if key == "next_index":
+      meta["data_state"]["next_index"] = value
+    else:
+      meta[key] = value
+  path.write_text(json.dumps(meta))
+
+
+def _edit_metrics(work, line):
+  with (work / "metrics.jsonl").open("a") as f:
+    f.write(line + "\n")
+
+
+MALFORMED = {
+    "config.json a list": (lambda w: (w / "config.json").write_text("[1, 2]"),
+                           "config.json: not a JSON object but a list"),
+    "a row without step": (lambda w: _edit_metrics(w, '{"minutes": 1.0}'),
+                           'metrics.jsonl, line 6: no "step"'),
+    "a row not an object": (lambda w: _edit_metrics(w, "[7]"),
+                            "metrics.jsonl, line 6: not a JSON object but a list"),
+    "a string step": (lambda w: _edit_metrics(w, '{"step": "7"}'),
+                      "metrics.jsonl, line 6: \"step\" is '7', not an integer >= 0"),
+    "a text test_bpd": (lambda w: _edit_metrics(w, '{"step": 7, "test_bpd": "abc"}'),
+                        "metrics.jsonl, line 6: \"test_bpd\" is 'abc', not a number"),
+    "the data position": (lambda w: _edit_meta(w, 6, next_index=-5),
+                          'checkpoints/6/meta/metadata: "data_state" is not a position of '
+                          "this run's data (IndexError"),
+    "a text skipped count": (lambda w: _edit_meta(w, 6, skipped_steps="2"),
+                             "checkpoints/6/meta/metadata: \"skipped_steps\" is '2', not an "
+                             "integer"),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_run_file_is_one_line_naming_it_and_nothing_changes(runs, tmp_path, case):
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  damage, words = MALFORMED[case]
+  damage(work)
+  before = _digests(work)
+  with pytest.raises(ValueError) as err:
+    training.train_and_evaluate(_config(runs, 8), work)
+  assert words in str(err.value) and "\n" not in str(err.value), str(err.value)
+  assert isinstance(err.value, storage.RunFileError)
+  assert _digests(work) == before
+  if case in ("a text test_bpd", "a row without step"):  # eval's curve reads it too
+    with pytest.raises(storage.RunFileError, match="metrics.jsonl, line 6"):
+      evaluation.evaluate(_config(runs, 8), work, ["curve"], progress=False)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("changes,words", [
+    ({"best_test_bpd": -1.0}, "records a best test bits/dim of -1.0"),
+    ({"best_test_bpd": float("inf")}, "records a best test bits/dim of inf"),
+    ({"step": 5}, "records step 5 in the folder of step 6"),
+])
+def test_metadata_that_cannot_be_true_is_damage(runs, tmp_path, changes, words, caplog):
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  _edit_meta(work, 6, **changes)
+  with caplog.at_level("WARNING", logger="rgflow_jax.io.checkpoint"):
+    summary = training.train_and_evaluate(_config(runs, 8), work)
+  assert summary["steps_this_run"] == 4  # from step 4, the newest intact checkpoint
+  assert words in caplog.text and "set aside" in caplog.text
+  (aside,) = (work / "damaged").iterdir()
+  assert aside.name.startswith("checkpoints-6-")
+  # The run updates best/ again once it is beaten (a -1 would have frozen it).
+  c = _config(runs, 8)
+  chex.assert_trees_all_equal(_params(runs / "to8", c)[0], _params(work, c)[0])
+
+
+# ------------------------------------------------------------------- evaluation
+@pytest.mark.e2e
+def test_evaluation_says_which_checkpoint_it_read(runs, tmp_path):
+  """A damaged best/: the latest is evaluated, and the summary line and eval.json say
+  so; a TensorBoard folder that takes no file costs only the event file."""
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  _flip(work / "best" / "6")
+  shutil.rmtree(work / "tensorboard")
+  (work / "tensorboard").write_text("not a folder")
+  c = _config(runs, 8)
+  results = evaluation.evaluate(c, work, ["curve"], progress=False)
+  assert results["step"] == 6 and results["checkpoint"] == "latest"
+  assert "best/6 cannot be read" in results["checkpoint_fallback"]
+  last = evaluation.summary_lines(results)[-1]
+  assert last.startswith("eval: step 6 (latest checkpoint, as the best one could not be "
+                         "read: "), last
+  saved = json.loads((work / "eval" / "eval.json").read_text())
+  assert saved["checkpoint"] == "latest" and saved["checkpoint_fallback"]
+  assert (work / "eval" / "bpd_curve.png").exists()
+  assert (work / "tensorboard").read_text() == "not a folder"
+  intact = evaluation.evaluate(c, runs / "at6", ["curve"], progress=False)
+  assert (intact["checkpoint"], intact["checkpoint_fallback"]) == ("best", None)
+
+
+# ---------------------------------------------------------------- the commands
+def _train_cmd(work, data_dir, *extra):
+  return [sys.executable, str(ROOT / "train.py"), "--config", "msds1:smoke",
+          f"--workdir={work}", f"--config.data.data_dir={data_dir}", *extra]
+
+
+@pytest.mark.e2e
+def test_the_commands_refuse_in_one_line(runs, tmp_path):
+  """rgflow-train over a lost run: exit 1, one line, nothing changed; an unwritable data
+  folder: one line (no Orbax thread's traceback after it); a coordinator port out of
+  range: exit 2, one line."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  work = tmp_path / "run"
+  shutil.copytree(runs / "at6", work)
+  _deleted(work)
+  before = _digests(work)
+  cases = [(_train_cmd(work, runs / "data"), 1, f"error: {work} holds an earlier run but "
+            "no checkpoint to resume"),
+           (_train_cmd(tmp_path / "new", "/proc/no/such"), 1, "error: cannot write the "
+            "msds1 cache to /proc/no/such"),
+           (_train_cmd(tmp_path / "new2", runs / "data", "--config.distributed=True",
+                       "--config.coordinator_address=127.0.0.1:99999"), 2,
+            "error: bad config: config.coordinator_address: the coordinator port 99999 of "
+            "127.0.0.1:99999 is not in 1..65535")]
+  for cmd, status, words in cases:
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    lines = [l for l in out.stderr.splitlines() if not l.startswith(("I1", "W1"))]
+    assert out.returncode == status and len(lines) == 1, out.stderr[-3000:]
+    assert lines[0].startswith(words), lines
+  assert _digests(work) == before
+
+
+# ---------------------------------------------------------------- the survey alone
+def test_the_survey_tells_an_earlier_run_from_one_cut_off_before_its_first_checkpoint(
+    tmp_path):
+  work = tmp_path / "run"
+  work.mkdir()
+  assert run_folder.survey(work, 2).evidence == ()  # a new folder
+  (work / "config.json").write_text("{}")
+  (work / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+  (work / "tensorboard").mkdir()
+  (work / "tensorboard" / "events.out").write_text("x")
+  (work / "eval").mkdir()
+  s = run_folder.survey(work, 2)
+  assert s.evidence == () and s.present == ("config.json", "metrics.jsonl", "tensorboard",
+                                            "eval")
+  (work / "metrics.jsonl").write_text('{"step": 1}\n{"step": 3}\n')  # past the first save
+  assert run_folder.survey(work, 2).evidence == ("metrics.jsonl (steps 1 to 3)",)
+  (work / "best" / "4").mkdir(parents=True)
+  (work / "checkpoints").write_text("")
+  s = run_folder.survey(work, 4)
+  assert s.evidence == ("checkpoints is a file, not a folder", "best/ (step 4)")
+  assert s.wrong_kind == ("checkpoints",) and s.best_steps == (4,)
+
+
+def test_moving_aside_keeps_every_byte_and_never_replaces(tmp_path):
+  work = tmp_path / "run"
+  (work / "best" / "6").mkdir(parents=True)
+  (work / "best" / "6" / "a").write_bytes(np.arange(100, dtype=np.uint8).tobytes())
+  (work / "metrics.jsonl").write_text('{"step": 1}\n')
+  before = _digests(work)
+  first = run_folder.move_aside(work, ["best", "metrics.jsonl"])
+  assert _digests(first) == before and not (work / "best").exists()
+  (work / "metrics.jsonl").write_text("{}")
+  second = run_folder.move_aside(work, ["metrics.jsonl"])  # within the same second
+  assert second != first and (first / "metrics.jsonl").read_text() == '{"step": 1}\n'
+  with pytest.raises(FileExistsError):
+    storage.move(second / "metrics.jsonl", first / "metrics.jsonl")
