@@ -43,6 +43,16 @@ def _env(**extra):
   return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
 
 
+LAUNCHED = []
+
+
+@pytest.fixture(autouse=True)
+def _no_launch_left_running():
+  yield
+  while LAUNCHED:
+    LAUNCHED.pop().stop()
+
+
 class Launch:
   """scripts/launch_local.py -n 2 running train.py; its output collected as it comes."""
 
@@ -54,6 +64,7 @@ class Launch:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     self.lines, self.pids = [], {}
     threading.Thread(target=self._read, daemon=True).start()
+    LAUNCHED.append(self)
 
   def _read(self):
     for line in self.proc.stdout:
@@ -69,13 +80,23 @@ class Launch:
     start = time.time()
     while max(_logged(self.workdir), default=0) < step:
       assert self.proc.poll() is None, self.text[-4000:]
-      assert time.time() - start < timeout, "timed out"
+      assert time.time() - start < timeout, f"no step {step} in {timeout} s:\n" + \
+          self.text[-4000:]
       time.sleep(0.02)
 
   def finish(self, timeout=300):
-    self.proc.wait(timeout=timeout)
+    try:
+      self.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      raise AssertionError(f"still running after {timeout} s:\n{self.text[-4000:]}") from None
     time.sleep(0.2)  # the reader thread's last lines
     return self.proc.returncode
+
+  def stop(self):
+    """Ends a launch a failed test left running (its processes die with the launcher)."""
+    if self.proc.poll() is None:
+      self.proc.kill()
+      self.proc.wait()
 
   def exits(self):
     """{process: (status, seconds since launch)} from the launcher's report."""

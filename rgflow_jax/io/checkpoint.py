@@ -271,6 +271,8 @@ class Checkpoints:
     try:
       mngr.save(step, args=args, force=True, **kwargs)
     except Exception as e:  # noqa: BLE001  (tensorstore, Orbax and the OS raise many types)
+      if multihost.lost_peer_message(e) is not None:
+        raise  # a peer died during the collective save: the caller says so
       raise CheckpointWriteError(
           f"cannot write checkpoint {step} to {mngr.directory} ({_cause(e)}); the run "
           f"resumes from the last checkpoint once that is fixed") from None
