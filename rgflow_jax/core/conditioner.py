@@ -38,14 +38,19 @@ def init_network(rng, dim: int, hidden: int, depth: int, n_res: int,
   """Parameters of one residual-MLP conditioner, or of a ``stack`` of independent ones.
 
   With ``stack`` = (n_layer, 2), say, every leaf gets those leading axes; each network
-  in the stack is drawn independently (one random call per layer keeps compiles fast).
+  in the stack is drawn independently. Every layer's weights come from one random
+  call (its compile, not its run, is what an init program spends its time on).
   """
   ws = widths(dim, hidden, depth)
-  keys = jax.random.split(rng, len(ws) - 1)
-  layers = []
-  for key, fan_in, fan_out in zip(keys, ws[:-1], ws[1:], strict=True):
-    lead = stack + (n_res,)
-    v, g = init_weight_norm(key, lead + (fan_in, fan_out), fan_in, dtype)
+  lead = stack + (n_res,)
+  shapes = [lead + (fan_in, fan_out) for fan_in, fan_out in zip(ws[:-1], ws[1:], strict=True)]
+  sizes = [math.prod(shape) for shape in shapes]
+  unit = jax.random.uniform(rng, (sum(sizes),), dtype, -1.0, 1.0)
+  layers, start = [], 0
+  for shape, size in zip(shapes, sizes, strict=True):
+    fan_in, fan_out = shape[-2:]
+    v, g = weight_norm_init(unit[start:start + size].reshape(shape), fan_in)
+    start += size
     layers.append({
         "beta": jnp.ones(lead + (fan_in,), dtype),
         "v": v,
@@ -62,8 +67,12 @@ def swish(x, beta):
 def init_weight_norm(rng, shape, fan_in: int, dtype, in_axes=(-2,)):
   """(v, g) of a weight-normalised layer of ``shape`` (outputs on the last axis, inputs
   on ``in_axes``): v uniform in +-sqrt(3 * INIT_GAIN / fan_in), g = |v| so that w = v."""
-  bound = math.sqrt(3.0 * INIT_GAIN / fan_in)
-  v = jax.random.uniform(rng, shape, dtype, -bound, bound)
+  return weight_norm_init(jax.random.uniform(rng, shape, dtype, -1.0, 1.0), fan_in, in_axes)
+
+
+def weight_norm_init(unit, fan_in: int, in_axes=(-2,)):
+  """(v, g) from ``unit``, uniform in [-1, 1): :func:`init_weight_norm`'s, scaled."""
+  v = unit * math.sqrt(3.0 * INIT_GAIN / fan_in)
   return v, jnp.sqrt(jnp.sum(v * v, axis=in_axes))
 
 
@@ -76,7 +85,8 @@ def weight_norm(v, g, in_axes=(-2,)):
 
 def apply_network(params: dict, x: jnp.ndarray) -> jnp.ndarray:
   """Apply one conditioner to ``x`` of shape (..., dim), literally (the fast path in
-  coupling.py computes the same on checkerboard halves, s and t batched)."""
+  coupling_fast.py computes the same with s and t batched and the residual blocks as
+  one loop)."""
   layers = params["layers"]
   n_res = layers[0]["v"].shape[0]
   weights = [weight_norm(p["v"], p["g"]) for p in layers]

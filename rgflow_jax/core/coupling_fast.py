@@ -2,18 +2,21 @@
 
 Every block of a layer goes through one matrix product per linear layer: the blocks
 are rows of an (N, dim) matrix, and s and t, which read the same input, run as ONE
-batched product over a leading axis of 2. The block's values are reordered once into
-the two checkerboard halves A (m = 1) and B (m = 0), each dim/2 wide and contiguous,
-and the parameters' dim-sized axes are reordered to match. A half-coupling then reads
-only the conditioning half and writes only the free half: the input rows of the first
-linear layer that would multiply masked zeros, and the output columns of the last one
-that the mask would zero, are never computed.
+batched product over a leading axis of 2.
 
-On top of that, optional (an :class:`rgflow_jax.core.execution.Execution` chooses): the
-RNVP layers as one ``lax.scan``, remat, bfloat16 matmul inputs, and a hand-written
-backward pass for the conditioners (:func:`_mlp_bwd`) with its XLA:CPU layout
-choices and its ``shard_map`` cotangent sums. ``tests/test_coupling_fast.py`` checks
-all of it against the definition.
+What repeats can be written once into the program, so that it compiles in the time of
+one residual block whatever the depth: the RNVP layers as one ``lax.scan`` over their
+stacked parameters, and the n_res residual blocks of a conditioner as one loop over
+theirs (``Execution.scan_min_layers`` says from how many on: XLA:CPU runs short
+unrolled loops faster). A half-coupling runs the conditioner on the masked input, as
+the definition does (Swish(0) = 0: the masked rows of the first linear layer add
+nothing), and keeps s and t on the free sites; both half-couplings of a layer are the
+same code on other masks.
+
+On top of that, optional (an :class:`rgflow_jax.core.execution.Execution` chooses):
+remat, bfloat16 matmul inputs, and a hand-written backward pass for the conditioners
+(:func:`_mlp_bwd`) with its XLA:CPU layout choices and its ``shard_map`` cotangent sums.
+``tests/test_coupling_fast.py`` checks all of it against the definition.
 
 The one entry point is :func:`apply_blocks`.
 """
@@ -26,67 +29,28 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rgflow_jax.core import conditioner
+from rgflow_jax.core import conditioner, coupling
 from rgflow_jax.core.execution import DEFAULT, Execution
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
-# ------------------------------------------------------------ checkerboard halves
-def to_halves(x, block_size: int, channels: int, axis: int = -1):
-  """Reorder a k*k*C axis in (a, b, c) order to [half A | half B] (A: a + b even).
-
-  Within a half the order is (parity of a, a // 2, b // 2, c). Reshapes, one
-  transpose and a concatenation: no gather.
-  """
-  x = jnp.moveaxis(x, axis, -1)
-  k2, lead = block_size // 2, x.shape[:-1]
-  n = len(lead)
-  t = x.reshape(lead + (k2, 2, k2, 2, channels))  # (a', pa, b', pb, c)
-  t = t.transpose(tuple(range(n)) + (n + 1, n + 3, n, n + 2, n + 4))  # (pa, pb, a', b', c)
-  flat = lambda u: u.reshape(lead + (-1,))  # noqa: E731
-  out = jnp.concatenate([flat(t[..., 0, 0, :, :, :]), flat(t[..., 1, 1, :, :, :]),
-                         flat(t[..., 0, 1, :, :, :]), flat(t[..., 1, 0, :, :, :])], axis=-1)
-  return jnp.moveaxis(out, -1, axis)
-
-
-def from_halves(x, block_size: int, channels: int, axis: int = -1):
-  """Inverse of :func:`to_halves`."""
-  x = jnp.moveaxis(x, axis, -1)
-  k2, lead = block_size // 2, x.shape[:-1]
-  n = len(lead)
-  t00, t11, t01, t10 = (u.reshape(lead + (k2, k2, channels))
-                        for u in jnp.split(x, 4, axis=-1))
-  t = jnp.stack([jnp.stack([t00, t01], axis=-4), jnp.stack([t10, t11], axis=-4)],
-                axis=-5)  # (pa, pb, a', b', c)
-  t = t.transpose(tuple(range(n)) + (n + 2, n, n + 3, n + 1, n + 4))  # (a', pa, b', pb, c)
-  return jnp.moveaxis(t.reshape(lead + (-1,)), -1, axis)
-
-
-def prepare(params, block_size: int, channels: int, matmul_dtype=None) -> dict:
-  """A block's parameters ready for the fast path: weight-normalised, dim-sized axes
-  in [A | B] order; each linear layer's w, b and beta become a list over residual
-  blocks of arrays with leading axes (n_layer, 2 = [s, t]).
+def prepare(params, matmul_dtype=None) -> dict:
+  """A block's parameters ready for the fast path: weight-normalised, each linear
+  layer's w, b and beta with axes (n_layer, n_res, 2 = [s, t], ...) (the order the
+  loops over them slice), ``scale`` (n_layer, 2, dim). Leading axes before these (a
+  stack of blocks) are kept.
 
   Done once per call of a layer (small arrays), outside the loop over RNVP layers.
   """
-  halves = lambda a, axis: to_halves(a, block_size, channels, axis)  # noqa: E731
   layers = params["layers"]
   w = [conditioner.weight_norm(p["v"], p["g"]) for p in layers]
-  w[0] = halves(w[0], -2)
-  w[-1] = halves(w[-1], -1)
-  beta = [p["beta"] for p in layers]
-  beta[0] = halves(beta[0], -1)
-  b = [p["b"] for p in layers]
-  b[-1] = halves(b[-1], -1)
   if matmul_dtype is not None:
     w = [a.astype(matmul_dtype) for a in w]
-  # One list entry per residual block (axis 2), split once: the gradient of a split
-  # is one concatenate, where per-block slices would each pad a zero-filled copy of
-  # the whole stack.
-  per_res = lambda arrays: [unstack(a, 2) for a in arrays]  # noqa: E731
-  return {"w": per_res(w), "b": per_res(b), "beta": per_res(beta),
-          "scale": halves(params["scale"], -1)}
+  res_first = lambda arrays, axis: [jnp.swapaxes(a, axis, axis + 1)  # noqa: E731
+                                    for a in arrays]
+  return {"w": res_first(w, -4), "b": res_first([p["b"] for p in layers], -3),
+          "beta": res_first([p["beta"] for p in layers], -3), "scale": params["scale"]}
 
 
 def unstack(a, axis: int = 0) -> list:
@@ -240,60 +204,55 @@ def _matmul_t(g, w, out_dtype):
                              preferred_element_type=out_dtype)
 
 
-def _shift_and_log_scale(p, x_in, src: slice, dst: slice, hand_backward: bool):
-  """s and t (each (N, dim/2)) on the free half ``dst``, given the conditioning half
-  ``x_in`` (N, dim/2) at ``src``; ``p`` is one RNVP layer of :func:`prepare`'s output.
+def _shift_and_log_scale(p, x, m, ex: Execution, hand_backward: bool):
+  """s and t (each (N, dim), zero where ``m`` is 1) of the half-coupling that
+  conditions on the sites where the mask ``m`` (dim,) is 1; ``p`` is one RNVP layer of
+  :func:`prepare`'s output.
 
-  The residual stream x <- (x + f(x)) / sqrt(2) starts as x_in on ``src`` and zeros
-  on ``dst``; Swish(0) = 0, so the first linear layer needs only the ``src`` rows, and
-  only the ``dst`` columns of the last one are ever read.
+  The residual stream x <- (x + f(x)) / sqrt(2) starts as ``x * m`` for both networks
+  and runs through the n_res residual blocks: one ``lax.scan`` when there are at least
+  ``ex.scan_min_layers`` of them, else unrolled.
   """
-  n_res, n_lin = len(p["w"][0]), len(p["w"])
   mlp = _mlp if hand_backward else _mlp_plain
-  stream = None  # the full-width stream (2, N, dim), once it has been formed
-  for r in range(n_res):
-    ws = [p["w"][i][r] for i in range(n_lin)]
-    bs = [p["b"][i][r] for i in range(n_lin)]
-    betas = [p["beta"][i][r] for i in range(n_lin)]
-    if r == 0:
-      ws[0], betas[0] = ws[0][:, src], betas[0][:, src]
-    if r == n_res - 1:
-      ws[-1], bs[-1] = ws[-1][:, :, dst], bs[-1][:, dst]
-    h = mlp(ws, bs, betas, x_in[None] if r == 0 else stream)
-    if r == 0 and n_res == 1:
-      stream = h  # the stream is zero on dst
-    elif r == 0:
-      pad = [(0, 0), (src.start, h.shape[-1] - src.stop)]
-      stream = h + jnp.pad(x_in, pad)[None]
-    elif r == n_res - 1:
-      stream = stream[..., dst] + h
-    else:
-      stream = stream + h
-    stream = stream * _INV_SQRT2
-  out = stream * p["scale"][:, None, dst]
-  return jnp.tanh(out[0]), out[1]
+  x_in = x * m
+  stream = jnp.broadcast_to(x_in[None], (2,) + x_in.shape)  # s and t streams
+
+  def res_block(stream, r):
+    return (stream + mlp(r["w"], r["b"], r["beta"], stream)) * _INV_SQRT2, None
+
+  blocks = {k: p[k] for k in ("w", "b", "beta")}
+  n_res = p["w"][0].shape[0]
+  if n_res >= ex.scan_min_layers:
+    stream, _ = jax.lax.scan(res_block, stream, blocks)
+  else:
+    for r in unstack_tree(blocks, n_res):
+      stream, _ = res_block(stream, r)
+  out = stream * p["scale"][:, None, :]
+  free = 1.0 - m
+  return jnp.tanh(out[0]) * free, out[1] * free
 
 
-def _layer_encode(p, xa, xb, hand_backward: bool = False):
-  half = xa.shape[-1]
-  a, b = slice(0, half), slice(half, 2 * half)
-  s, t = _shift_and_log_scale(p, xa, a, b, hand_backward)
-  xb = xb * jnp.exp(s) + t
-  log_det = jnp.sum(s, axis=-1)
-  s, t = _shift_and_log_scale(p, xb, b, a, hand_backward)
-  xa = xa * jnp.exp(s) + t
-  return xa, xb, log_det + jnp.sum(s, axis=-1)
+def _layer_encode(p, x, masks, ex: Execution):
+  """One RNVP layer on (N, dim) blocks: its two half-couplings, whose masks are
+  ``masks`` (the checkerboard, then its complement)."""
+  log_det = 0.0
+  for m in masks:
+    s, t = _shift_and_log_scale(p, x, m, ex, ex.hand_backward)
+    x = x * jnp.exp(s) + t
+    log_det = log_det + jnp.sum(s, axis=-1)
+  return x, log_det
 
 
-def _layer_decode(p, xa, xb):
-  half = xa.shape[-1]
-  a, b = slice(0, half), slice(half, 2 * half)
-  s, t = _shift_and_log_scale(p, xb, b, a, False)
-  xa = (xa - t) * jnp.exp(-s)
-  log_det = jnp.sum(s, axis=-1)
-  s, t = _shift_and_log_scale(p, xa, a, b, False)
-  xb = (xb - t) * jnp.exp(-s)
-  return xa, xb, -(log_det + jnp.sum(s, axis=-1))
+def _layer_decode(p, x, masks, ex: Execution):
+  """The inverse of :func:`_layer_encode`: its half-couplings undone last to first (a
+  half-coupling leaves its conditioning sites as they were, so s and t are computed
+  from the same values)."""
+  log_det = 0.0
+  for m in reversed(masks):
+    s, t = _shift_and_log_scale(p, x, m, ex, False)
+    x = (x - t) * jnp.exp(-s)
+    log_det = log_det - jnp.sum(s, axis=-1)
+  return x, log_det
 
 
 def apply_blocks(params, blocks, *, inverse: bool = False,
@@ -303,13 +262,13 @@ def apply_blocks(params, blocks, *, inverse: bool = False,
   Returns (out (N, k, k, C), log|det| (N,)): the RG direction (encode) by default,
   the generation direction (decode) with ``inverse=True``; equal to
   :func:`rgflow_jax.core.coupling.encode_block` / ``decode_block`` on each block.
-  ``execution``: scan over the RNVP layers when there are at least
-  ``scan_min_layers``, remat of each layer, bfloat16 matmul inputs, and (encode only)
-  the hand-written backward pass of :func:`_mlp_bwd`: faster reverse-mode gradients,
-  but no forward-mode derivatives (``jax.jvp`` / ``jacfwd`` raise) through it.
+  ``execution``: the RNVP layers as one loop when there are at least
+  ``scan_min_layers`` (else a copy each), remat of each layer, bfloat16 matmul inputs,
+  and (encode only) the hand-written backward pass of :func:`_mlp_bwd`: faster
+  reverse-mode gradients, but no forward-mode derivatives (``jax.jvp`` / ``jacfwd``
+  raise) through it.
   """
-  k, c = blocks.shape[2], blocks.shape[3]
-  prep = prepare(params, k, c, execution.matmul_jnp_dtype)
+  prep = prepare(params, execution.matmul_jnp_dtype)
   return apply_prepared(prep, blocks, inverse=inverse, execution=execution)
 
 
@@ -319,26 +278,23 @@ def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution 
   small batches, e.g. every step of a loop over a cone (rgflow_jax.core.local)."""
   n, k, _, c = blocks.shape
   n_layer = prep["scale"].shape[0]
-  x = to_halves(blocks.reshape(n, -1), k, c)
-  half = x.shape[-1] // 2
-  xa, xb = x[:, :half], x[:, half:]
-  if inverse:
-    layer_fn = _layer_decode
-  else:
-    layer_fn = functools.partial(_layer_encode, hand_backward=execution.hand_backward)
+  m = coupling.checkerboard(k, c)
+  masks = (jnp.asarray(m, blocks.dtype), jnp.asarray(1.0 - m, blocks.dtype))
+  x = blocks.reshape(n, -1)
+  layer_fn = functools.partial(_layer_decode if inverse else _layer_encode, masks=masks,
+                               ex=execution)
   if execution.remat:
     layer_fn = jax.checkpoint(layer_fn)
-  log_det = jnp.zeros((n,), blocks.dtype)
+  log_det = jnp.zeros_like(x[:, 0])
   if n_layer >= execution.scan_min_layers:
     def body(carry, p):
-      xa, xb, log_det = carry
-      xa, xb, ld = layer_fn(p, xa, xb)
-      return (xa, xb, log_det + ld), None
-    (xa, xb, log_det), _ = jax.lax.scan(body, (xa, xb, log_det), prep, reverse=inverse)
+      x, log_det = carry
+      x, ld = layer_fn(p, x)
+      return (x, log_det + ld), None
+    (x, log_det), _ = jax.lax.scan(body, (x, log_det), prep, reverse=inverse)
   else:
     layers = unstack_tree(prep, n_layer)
     for p in (reversed(layers) if inverse else layers):
-      xa, xb, ld = layer_fn(p, xa, xb)
+      x, ld = layer_fn(p, x)
       log_det = log_det + ld
-  out = from_halves(jnp.concatenate([xa, xb], axis=-1), k, c)
-  return out.reshape(blocks.shape), log_det
+  return x.reshape(blocks.shape), log_det
