@@ -9,11 +9,12 @@ import pytest
 
 from helpers import perturb
 from rgflow_jax import RGFlow
+from rgflow_jax.core import execution
 from rgflow_jax.core.execution import Execution
 
 
 def test_config_section_and_the_training_default():
-  c = ml_collections.ConfigDict({"execution": {"remat": True, "scan_min_layers": 2,
+  c = ml_collections.ConfigDict({"execution": {"remat": "on", "scan_min_layers": 2,
                                                "matmul_dtype": "float32",
                                                "hand_backward": "auto"}})
   assert Execution.from_config(c) == Execution(remat=True, scan_min_layers=2)
@@ -21,13 +22,17 @@ def test_config_section_and_the_training_default():
   c.execution.hand_backward = "off"
   assert not Execution.from_config(c, training=True).hand_backward
   assert Execution.from_config(ml_collections.ConfigDict({})) == Execution()
+  # remat: "on" / "off" / "auto" (off until a memory plan says otherwise) or a bool
+  for word, flag, choice in (("on", True, True), ("off", False, False), ("auto", False, None)):
+    c.execution.remat = word
+    assert Execution.from_config(c).remat is flag and execution.remat_choice(c) is choice
 
 
 @pytest.mark.parametrize("section,match", [
     ({"matmul_dtype": "float16"}, "execution.matmul_dtype must be one of"),
     ({"scan_min_layers": 0}, "execution.scan_min_layers must be an int >= 1"),
     ({"hand_backward": "sometimes"}, "execution.hand_backward must be one of"),
-    ({"remat": "yes"}, "execution.remat must be true or false"),
+    ({"remat": "yes"}, "execution.remat must be one of \\['auto', 'on', 'off'\\]"),
     ({"rematerialise": True}, "unknown config.execution keys"),
 ])
 def test_bad_values_are_refused_in_one_line(section, match):

@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
       n_layers=(4,), n_res=(4,), hidden=(512,), mlp_depth=(2,),
       share_levels=False, prior="laplace", layer_order="paper"))
   c.execution = ml_collections.ConfigDict(dict(
-      remat=False, scan_min_layers=5, matmul_dtype="float32", hand_backward="auto"))
+      remat="auto", scan_min_layers=5, matmul_dtype="float32", hand_backward="auto"))
   c.data = ml_collections.ConfigDict(dict(
       name="msds1", data_dir="data", n_train=90_000, n_test=10_000, seed=0, flip=False,
       path="", test_path="", crop=0, test_fraction=0.1, channels=3))
@@ -149,12 +149,16 @@ def gaussian(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def accel(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """One GPU or TPU host: bfloat16 conditioner matmuls (float32 accumulation) and JAX's
-  persistent compilation cache, so a restarted or preempted run does not compile again.
+  """One GPU or TPU host: bfloat16 conditioner matmuls (float32 accumulation), every
+  loop of the model compiled once (a scan), and JAX's persistent compilation cache, so
+  a restarted or preempted run does not compile again.
   The batch stays the paper's 64; scale it (and the learning rate) with the devices:
   see docs/accelerators.md."""
   if c.model.name == "rgflow":  # Real NVP has no bfloat16 mode
     c.execution.matmul_dtype = "bfloat16"
+  # Every loop of an RNVP block as a lax.scan: accelerator compilers take minutes over
+  # unrolled copies (docs/accelerators.md); XLA:CPU's faster unrolled code is for CPUs.
+  c.execution.scan_min_layers = 1
   c.compilation_cache_dir = os.path.expanduser("~/.cache/rgflow_jax/xla")
   c.log_every = max(c.log_every, 100) if c.num_steps > 1000 else c.log_every
   return c

@@ -6,10 +6,13 @@ not hold it. Every option gives the same function up to float rounding, bfloat16
 matmul inputs excepted (docs/accelerators.md):
 
 - ``remat``: recompute each RNVP layer (Real NVP: each coupling) in the backward pass:
-  less memory, about a third more time.
-- ``scan_min_layers``: blocks with at least this many RNVP layers run them as one
-  ``lax.scan`` (compile time flat in their number); shorter ones are unrolled, which
-  XLA:CPU runs faster. 1: always scan; a large number: never.
+  less memory, about a third more time. In a config "on", "off" or "auto" (the
+  default): on where XLA's plan for the training step exceeds the accelerator's memory
+  (:func:`rgflow_jax.run.jit_steps.compile_loop_step`).
+- ``scan_min_layers``: a loop of an RNVP block with at least this many iterations (its
+  RNVP layers; a conditioner's residual blocks) runs as one ``lax.scan`` (compile time
+  flat in their number); shorter ones are unrolled, which XLA:CPU runs faster.
+  1: always scan; a large number: never.
 - ``matmul_dtype``: "bfloat16" gives the conditioners' matrix products bfloat16 inputs
   (float32 accumulation, log-dets and loss in float32).
 - ``hand_backward``: encode's conditioners get the hand-written backward pass
@@ -29,6 +32,24 @@ import numpy as np
 MATMUL_DTYPES = ("float32", "bfloat16")
 # config.execution.hand_backward: "auto" is on in the training step, off elsewhere.
 HAND_BACKWARD = {"auto": None, "on": True, "off": False}
+# config.execution.remat: "auto" is on where the training step would not fit in the
+# accelerator's memory without it (XLA's plan says so: rgflow_jax.run.jit_steps).
+REMAT = {"auto": None, "on": True, "off": False}
+
+
+def _choice(values: dict, key: str, table: dict, default: str):
+  """A config.execution option that is one of ``table``'s words (or a bool)."""
+  value = values.pop(key, default)
+  if isinstance(value, str):
+    if value not in table:
+      raise ValueError(f"config.execution.{key} must be one of {list(table)}, got {value!r}")
+    return table[value]
+  return value
+
+
+def remat_choice(config):
+  """``config.execution.remat`` as True, False, or None for "auto"."""
+  return _choice(dict(config.get("execution", None) or {}), "remat", REMAT, "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +87,10 @@ class Execution:
     if unknown:
       raise ValueError(f"unknown config.execution keys {sorted(unknown)}; "
                        f"valid keys: {list(FIELDS)}")
-    hand = values.pop("hand_backward", "auto")
-    if isinstance(hand, str):
-      if hand not in HAND_BACKWARD:
-        raise ValueError(f"config.execution.hand_backward must be one of "
-                         f"{list(HAND_BACKWARD)}, got {hand!r}")
-      hand = HAND_BACKWARD[hand]
-    return cls(hand_backward=training if hand is None else hand, **values)
+    hand = _choice(values, "hand_backward", HAND_BACKWARD, "auto")
+    remat = _choice(values, "remat", REMAT, "auto")
+    return cls(hand_backward=training if hand is None else hand, remat=bool(remat),
+               **values)
 
   def for_evaluation(self) -> "Execution":
     """The same, with float32 matmul inputs and autodiff's backward: test bits/dim,

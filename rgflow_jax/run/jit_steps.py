@@ -16,6 +16,7 @@ The training loop around them is :mod:`rgflow_jax.run.training`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -75,23 +76,66 @@ def init_state(flow, config, dtype, params=None):
           "step": jnp.zeros((), jnp.int32), "rng": jax.random.fold_in(rng, 1)}
 
 
-def _train_step_fn(flow, optimizer, ex):
-  """The pure step (state, uint8 batch) -> (state, metrics), computed as ``ex`` says."""
+class FlatState:
+  """The train state as the jitted steps hold it: the parameters as ONE vector, and so
+  every parameter-shaped part of the optimizer state (Adam's moments). The optimizer,
+  the gradient norm and the guard are then a few operations on one array instead of a
+  few per parameter array, which is most of what a step compiles outside the model.
+  Checkpoints keep the tree form (:func:`init_state`'s): :meth:`flatten` and
+  :meth:`unflatten` convert, :meth:`params` gives the tree of parameters (slices of the
+  vector: free inside a jitted program)."""
+
+  def __init__(self, params_like):
+    leaves, self.treedef = jax.tree.flatten(params_like)
+    self.shapes = [tuple(x.shape) for x in leaves]
+    self.offsets = np.cumsum([0] + [math.prod(shape) for shape in self.shapes]).tolist()
+    self.size = self.offsets[-1]
+
+  def _is_params(self, tree) -> bool:
+    return jax.tree.structure(tree) == self.treedef
+
+  def ravel(self, params):
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(params)])
+
+  def params(self, vector):
+    """The tree of parameters whose concatenation is ``vector``."""
+    return jax.tree.unflatten(self.treedef, [
+        vector[a:b].reshape(shape) for a, b, shape in
+        zip(self.offsets[:-1], self.offsets[1:], self.shapes, strict=True)])
+
+  def flatten(self, state) -> dict:
+    """A tree-form train state (params, opt_state, step, rng) -> the flat one."""
+    to_vector = lambda t: self.ravel(t) if self._is_params(t) else t  # noqa: E731
+    return {**state, "params": self.ravel(state["params"]),
+            "opt_state": jax.tree.map(to_vector, state["opt_state"], is_leaf=self._is_params)}
+
+  def unflatten(self, state) -> dict:
+    """The inverse of :meth:`flatten`."""
+    is_vector = lambda x: x.ndim == 1 and x.shape[0] == self.size  # noqa: E731
+    return {**state, "params": self.params(state["params"]),
+            "opt_state": jax.tree.map(lambda x: self.params(x) if is_vector(x) else x,
+                                      state["opt_state"])}
+
+
+def _train_step_fn(flow, optimizer, ex, layout: FlatState):
+  """The pure step (flat state, uint8 batch) -> (flat state, metrics), the model
+  computed as ``ex`` says."""
 
   def loss_fn(params, batch, rng):
     return jnp.mean(flow.bits_per_dim(params, batch, rng, ex))
 
   def step(state, batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
+    # The gradient of the tree, then ONE concatenation (the gradient of the vector's
+    # slices would be a zero-padded full-size vector per slice, summed).
+    loss, grads = jax.value_and_grad(loss_fn)(layout.params(state["params"]), batch, rng)
+    grads = layout.ravel(grads)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     # The guard: a finite loss and gradient, and parameters that stay finite after the
     # update (a huge learning rate can overflow them from a finite gradient).
-    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
-                                       for p in jax.tree.leaves(params)]))
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.all(jnp.isfinite(params))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = {"params": keep(params, state["params"]),
                  "opt_state": keep(opt_state, state["opt_state"]),
@@ -103,11 +147,18 @@ def _train_step_fn(flow, optimizer, ex):
 
 def make_train_step(flow, optimizer, mesh, precision: str | None = None,
                     ex: execution.Execution = execution.TRAINING):
-  """The jitted step: (state, uint8 batch) -> (state, metrics); state donated. ``ex``:
-  how the model is computed (default: with the hand-written backward pass)."""
+  """The jitted step on a tree-form state: (state, uint8 batch) -> (state, metrics).
+  ``ex``: how the model is computed (default: with the hand-written backward pass).
+  The training loop runs :func:`make_loop_step` on the flat state, donated."""
   replicated = NamedSharding(mesh, P())
-  return jax.jit(with_precision(_train_step_fn(flow, optimizer, ex), precision),
-                 donate_argnums=0, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+
+  def step(state, batch):
+    layout = FlatState(state["params"])
+    flat, metrics = _train_step_fn(flow, optimizer, ex, layout)(layout.flatten(state), batch)
+    return layout.unflatten(flat), metrics
+
+  return jax.jit(with_precision(step, precision),
+                 in_shardings=(replicated, NamedSharding(mesh, P("data"))),
                  out_shardings=(replicated, replicated))
 
 
@@ -135,11 +186,12 @@ def _fold_into_window(window, m, step):
       jnp.where(ok, zero, jnp.where(run == 0, step.astype(jnp.float32), run_start))])
 
 
-def make_loop_step(flow, optimizer, mesh, precision: str | None = None,
+def make_loop_step(flow, optimizer, mesh, layout: FlatState, precision: str | None = None,
                    ex: execution.Execution = execution.TRAINING):
-  """The training loop's step: (state, window, batch) -> (state, window), both donated;
-  the train step with its metrics folded into the window on the device."""
-  inner = _train_step_fn(flow, optimizer, ex)
+  """The training loop's step on the flat state (``layout``'s): (state, window, batch)
+  -> (state, window), both donated; the train step with its metrics folded into the
+  window on the device."""
+  inner = _train_step_fn(flow, optimizer, ex, layout)
 
   def step(state, window, batch):
     state, m = inner(state, batch)
@@ -149,6 +201,51 @@ def make_loop_step(flow, optimizer, mesh, precision: str | None = None,
   return jax.jit(with_precision(step, precision), donate_argnums=(0, 1),
                  in_shardings=(replicated, replicated, NamedSharding(mesh, P("data"))),
                  out_shardings=(replicated, replicated))
+
+
+def device_memory_bytes() -> int | None:
+  """The memory of one of this process's accelerators (its allocator's limit), or None
+  where the platform reports none (a CPU)."""
+  try:
+    stats = jax.local_devices()[0].memory_stats() or {}
+  except Exception:  # noqa: BLE001  (platforms without memory statistics raise)
+    return None
+  return int(stats["bytes_limit"]) if "bytes_limit" in stats else None
+
+
+def step_memory_bytes(compiled) -> int:
+  """What XLA plans for one compiled step: arguments, outputs and temporaries."""
+  m = compiled.memory_analysis()
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
+
+
+# The share of an accelerator's memory a training step may plan for without remat.
+REMAT_ABOVE = 0.9
+
+
+def needs_remat(compiled, budget: int | None) -> bool:
+  """Whether XLA's plan for a step compiled without remat exceeds ``REMAT_ABOVE`` of
+  ``budget`` bytes (None: no limit known, as on a CPU)."""
+  return bool(budget) and step_memory_bytes(compiled) > REMAT_ABOVE * budget
+
+
+def compile_loop_step(flow, optimizer, mesh, layout: FlatState, args, precision=None,
+                      ex: execution.Execution = execution.TRAINING, remat=None,
+                      budget: int | None = None):
+  """:func:`make_loop_step` compiled ahead of time for ``args`` (state, window, batch),
+  and the execution it was compiled with. ``remat`` None ("auto"): without remat, then
+  once more with it where XLA's plan for the step exceeds ``REMAT_ABOVE`` of
+  ``budget`` (default: :func:`device_memory_bytes`; None on a CPU: never)."""
+  if remat is not None:
+    ex = dataclasses.replace(ex, remat=bool(remat))
+  compiled = make_loop_step(flow, optimizer, mesh, layout, precision, ex).lower(*args).compile()
+  budget = device_memory_bytes() if budget is None else budget
+  if remat is None and not ex.remat and needs_remat(compiled, budget):
+    ex = dataclasses.replace(ex, remat=True)
+    compiled = make_loop_step(flow, optimizer, mesh, layout, precision,
+                              ex).lower(*args).compile()
+  return compiled, ex
 
 
 def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT):

@@ -19,7 +19,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rgflow_jax import data
 from rgflow_jax.configs import base
 from rgflow_jax.core import execution, registry
 from rgflow_jax.io import metrics, multihost, storage
@@ -84,8 +83,6 @@ def validate_config(config):
        f"config.dtype must be 'float32' or 'float64', got {config.dtype!r}"),
       (config.schedule in ("constant", "cosine"),
        f"config.schedule must be 'constant' or 'cosine', got {config.schedule!r}"),
-      (config.data.name in data.DATASETS,
-       f"config.data.name must be one of {data.DATASETS}, got {config.data.name!r}"),
   ]
   for ok, msg in checks:
     if not ok:

@@ -372,6 +372,12 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
   # it across hosts afterwards is a transfer CPU and GPU clients cannot make).
   state = jax.device_put(jit_steps.init_state(flow, config, dtype), NamedSharding(mesh, P()))
   state, meta, resume_step = _restore(ckpts, state, workdir, batches, from_best)
+  # In memory the state is flat (jit_steps.FlatState); checkpoints hold its tree form.
+  layout = jit_steps.FlatState(state["params"])
+  replicated = NamedSharding(mesh, P())
+  params_of = jax.jit(layout.params, out_shardings=replicated)
+  to_tree = jax.jit(layout.unflatten, out_shardings=replicated)
+  state = jax.jit(layout.flatten, out_shardings=replicated)(state)
   config_dict = json.loads(config.to_json())
   if proc == 0:
     storage.write_json_atomic(workdir / "config.json", config_dict)
@@ -381,8 +387,6 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
   lr_at = schedule if callable(schedule) else lambda _: schedule
 
   ex = execution.Execution.from_config(config, training=True)
-  loop_step = jit_steps.make_loop_step(flow, jit_steps.make_optimizer(config), mesh,
-                                       config.matmul_precision, ex)
   eval_step = jit_steps.make_eval_step(flow, mesh, ex)
   sample_fn = jax.jit(jit_steps.with_precision(
       lambda p, r: flow.sample(p, r, config.num_samples, config.sample_temperature,
@@ -414,29 +418,35 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
                               "writer remains")
     meta_out = dict(meta, data_state=prefetch.consumed_state, step=step,
                     skipped_steps=reader.skipped)
-    ckpts.save(step, state, meta_out, test)
+    ckpts.save(step, to_tree(state), meta_out, test)
 
-  start_step, start_time = step, time.perf_counter()
   minutes0 = metrics_log.offset_minutes
-  stop = StopSignal()
-  # The bar starts after the first step, which compiles: its rate and ETA are training's.
-  bar = progress.bar(None, enabled=False)
+  stop = StopSignal()  # before compiling: a stop then saves after the first step
+  bar = progress.bar(None, enabled=False)  # starts after the first step: training's rate
   reason, last = "num_steps", {}
-  window_start, window_steps = time.perf_counter(), 0
   try:
+    progress.say(f"compiling the training step ({layout.size:,} parameters, batch "
+                 f"{config.batch_size})", proc == 0)
+    compile_start = time.perf_counter()
+    loop_step, ex_used = jit_steps.compile_loop_step(
+        flow, jit_steps.make_optimizer(config), mesh, layout,
+        (state, window, prefetch.queue[0][0]), config.matmul_precision, ex,
+        execution.remat_choice(config))
+    progress.say(f"compiled in {time.perf_counter() - compile_start:.1f} s"
+                 + ("; each RNVP layer is recomputed in the backward pass (remat), as the "
+                    "step would not fit in the accelerator's memory otherwise"
+                    if ex_used.remat and not ex.remat else ""), proc == 0)
+    start_step, start_time = step, time.perf_counter()
+    window_start, window_steps = start_time, 0
     while step < config.num_steps:
-      if step == start_step:
-        progress.say(f"compiling the training step ({flow.num_params(state['params']):,} "
-                     f"parameters, batch {config.batch_size}); the first step waits for it",
-                     proc == 0)
       state, window = loop_step(state, window, prefetch.next())
       prefetch.fill()  # the host reads ahead while the device runs the step
       step += 1
       window_steps += 1
       if step == start_step + 1:
         jax.block_until_ready(window)
-        progress.say(f"compiled and ran step {step} in "
-                     f"{time.perf_counter() - start_time:.1f} s; training", proc == 0)
+        progress.say(f"ran step {step} in {time.perf_counter() - start_time:.1f} s; "
+                     "training", proc == 0)
         bar = progress.bar(None, config.progress and proc == 0, total=config.num_steps,
                            initial=step, desc="train", unit="step")
       else:
@@ -469,11 +479,11 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
         if config.time_limit_s:  # the bar ends where the run will: num_steps or the limit
           time_left = config.time_limit_s - (time.perf_counter() - start_time)
           bar.total = min(config.num_steps, step + max(1, int(last["steps_per_s"] * time_left)))
-      test = test_bpd(state["params"]) if eval_now else None
+      test = test_bpd(params_of(state["params"])) if eval_now else None
       if eval_now:
         _record_test(meta, test, step, minutes, metrics_log, bar)
       if sample_now:
-        write_samples(state["params"], step)
+        write_samples(params_of(state["params"]), step)
       if save_now:
         save(step, test)
       if stop.received or out_of_time:
