@@ -2,6 +2,7 @@
 #   make test                       the whole suite, in .venv with python3
 #   make test PYTHON=python3.12     the same with another interpreter (and its newest JAX)
 #   make test-fast                  the suite without its end-to-end tier (-m "not e2e")
+#   make check-accel PYTHON=python3.12  TPU targets compiled on this CPU (docs/accelerators.md)
 #   make test-fast FLOOR=1 PYTHON=python3.11 VENV=.venv-floor
 #                                   on the declared floor: every runtime dependency at its
 #                                   lower bound in requirements.txt (what .ci/run does)
@@ -21,7 +22,12 @@ CONSTRAINTS := $(if $(FLOOR),-c $(VENV)/floor-constraints.txt)
 DEMO_CONFIG ?= msds1:cpu
 DEMO_DIR ?= runs/msds1-cpu
 
-.PHONY: test test-fast test-e2e demo install clean
+# The accelerator check: TPU targets compiled on this CPU (no TPU needed), in a venv of
+# its own with jax[tpu] (libtpu), so that the suite's venv stays CPU-only.
+ACCEL_VENV ?= .venv-accel
+ACCEL_JSON ?= $(ACCEL_VENV)/check-accel.json
+
+.PHONY: test test-fast test-e2e demo install clean check-accel
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +37,23 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+$(ACCEL_VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(ACCEL_VENV)
+	$(ACCEL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ACCEL_VENV)/bin/python -m pip install --quiet -r requirements.txt "jax[tpu]"
+	touch $@
+
+# Compiles paper-CelebA's and paper-MSDS's :accel training and evaluation steps for one
+# Colab TPU v5e chip and two pod slices, with their memory per chip; then paper-CelebA
+# at batch 128 on one v5e chip. Fails if a target does not compile or a batch does not
+# fit (docs/accelerators.md).
+check-accel: $(ACCEL_VENV)/.installed
+	$(ACCEL_VENV)/bin/python benchmarks/compile_time.py --check --json $(ACCEL_JSON) \
+	  --targets tpu:v5e:1x1,tpu:v5e:2x4,tpu:v6e:2x2 --configs celeba:accel,msds1:accel \
+	  --programs train,eval
+	$(ACCEL_VENV)/bin/python benchmarks/compile_time.py --check --targets tpu:v5e:1x1 \
+	  --configs celeba:accel --programs train --batch 128
 
 test: install
 	@$(VERSIONS)

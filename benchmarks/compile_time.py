@@ -1,0 +1,255 @@
+"""Where compile time goes, on this machine's CPU and on accelerators it does not have.
+
+    python benchmarks/compile_time.py                          # CPU: smoke, cpu and paper sizes
+    python benchmarks/compile_time.py --configs celeba --programs train --json out.json
+    python benchmarks/compile_time.py --targets tpu:v5e:1x1,tpu:v6e:2x2 \\
+        --configs celeba:accel,msds1:accel --programs train,eval --check
+
+For each config and program (``init``, ``train``: the training loop's step, ``eval``:
+the test bits/dim step, ``sample``) it reports the seconds to trace, lower and compile,
+the program's size as JAX sees it (equations, counted into every loop body once) and,
+on the CPU, the size of the serialized executable and the seconds to load it again
+(what a persistent-cache hit costs on every start).
+
+Accelerator targets are compiled without the accelerator: ``tpu:<topology>`` needs
+``libtpu`` (the version ``jax[tpu]`` pins) in the environment, and is run with
+``JAX_PLATFORMS=cpu`` (this script sets it). The training step is compiled as train.py
+compiles it (the batch split over every chip of the topology), with remat where its
+plan would not fit the chip (:func:`rgflow_jax.run.jit_steps.needs_remat`). Each
+row then gives XLA's memory plan per device (arguments, temporaries, output) against
+the chip's memory, the largest power-of-two batch per chip that fits (from the plans
+at the config's batch and twice it: memory grows linearly in the batch) and the FLOPs
+XLA counts (a loop body once). ``--check`` exits 1 when a target does not compile or
+the config's batch does not fit: ``make check-accel`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Chip memory by TPU generation (bytes per chip).
+TPU_MEMORY = {"v4": 32 * 2**30, "v5e": 16 * 2**30, "v5p": 95 * 2**30, "v6e": 32 * 2**30}
+CPU_CONFIGS = ("msds1:smoke", "msds1:cpu", "msds1", "celeba")
+ACCEL_TARGETS = ("tpu:v5e:1x1", "tpu:v5e:2x4", "tpu:v6e:2x2")
+
+
+def _parse():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--targets", default="cpu", help="cpu and/or tpu:<topology>, comma-separated")
+  p.add_argument("--configs", default=None, help="config[:variant], comma-separated "
+                 f"(default: {','.join(CPU_CONFIGS)} on cpu; celeba:accel,msds1:accel "
+                 "on accelerators)")
+  p.add_argument("--programs", default="init,train,eval,sample")
+  p.add_argument("--batch", type=int, default=None, help="per-chip batch (default: the "
+                 "config's, divided over the chips)")
+  p.add_argument("--check", action="store_true", help="exit 1 if a target fails to "
+                 "compile or the batch does not fit")
+  p.add_argument("--json", default=None, help="also write the rows to this file")
+  return p.parse_args()
+
+
+def _eqns(jaxpr) -> int:
+  """Equations of a jaxpr and of every jaxpr inside it (a loop body once)."""
+  from jax.extend import core as jex_core  # noqa: PLC0415
+  n = 0
+  for eqn in jaxpr.eqns:
+    n += 1
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(sub, jex_core.ClosedJaxpr):
+          n += _eqns(sub.jaxpr)
+        elif isinstance(sub, jex_core.Jaxpr):
+          n += _eqns(sub)
+  return n
+
+
+def _timed(jitted, args, on_cpu: bool) -> tuple[dict, object]:
+  t0 = time.perf_counter()
+  traced = jitted.trace(*args)
+  t1 = time.perf_counter()
+  lowered = traced.lower()
+  t2 = time.perf_counter()
+  compiled = lowered.compile()
+  t3 = time.perf_counter()
+  row = {"trace_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2),
+         "compile_s": round(t3 - t2, 2), "equations": _eqns(traced.jaxpr.jaxpr)}
+  if on_cpu:
+    from jax.experimental import serialize_executable  # noqa: PLC0415
+    payload, in_tree, out_tree = serialize_executable.serialize(compiled)
+    t4 = time.perf_counter()
+    serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    row.update(executable_mb=round(len(payload) / 2**20, 2),
+               load_s=round(time.perf_counter() - t4, 2))
+  return row, compiled
+
+
+def _memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  gib = lambda b: round(b / 2**30, 3)  # noqa: E731
+  return {"arguments_gib": gib(m.argument_size_in_bytes), "temporaries_gib":
+          gib(m.temp_size_in_bytes), "output_gib": gib(m.output_size_in_bytes),
+          "aliased_gib": gib(m.alias_size_in_bytes)}
+
+
+def _flops(compiled):
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
+  except Exception:  # noqa: BLE001  (not every target reports costs)
+    return None
+
+
+def run_config_on(target: str, config_name: str, programs, batch=None) -> list[dict]:
+  """The rows of one config on one target."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: PLC0415
+
+  from rgflow_jax.core import execution  # noqa: PLC0415
+  from rgflow_jax.run import jit_steps, run_config  # noqa: PLC0415
+
+  on_cpu = target == "cpu"
+  if on_cpu:
+    devices, chip_memory = np.array(jax.devices()[:1]), None
+  else:
+    from jax.experimental import topologies  # noqa: PLC0415
+    topology = target.split(":", 1)[1]
+    devices = np.array(topologies.get_topology_desc(topology, platform="tpu").devices)
+    chip_memory = TPU_MEMORY[topology.split(":")[0]]
+  mesh = Mesh(devices.reshape(-1), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  n_chips = devices.size
+  name, _, variant = config_name.partition(":")
+  config = importlib.import_module(f"rgflow_jax.configs.{name}").get_config(variant)
+  per_chip = batch or max(1, config.batch_size // n_chips)
+  config.batch_size = per_chip * n_chips
+  flow = run_config.build_model(config)
+  rep, rows_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  sds = lambda x, s=rep: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
+  state = jax.eval_shape(lambda: jit_steps.init_state(flow, config, jnp.float32))
+  layout = jit_steps.FlatState(state["params"])
+  L, C = flow.image_size, flow.channels
+  base = {"target": target, "config": config_name, "chips": n_chips,
+          "batch_per_chip": per_chip, "parameters": layout.size}
+  ex = execution.Execution.from_config(config, training=True)
+  out = []
+  for program in programs:
+    row = dict(base, program=program)
+    try:
+      if program == "init":
+        timing, _ = _timed(jax.jit(lambda: jit_steps.init_state(flow, config, jnp.float32)),
+                           (), on_cpu)
+        row.update(timing)
+      elif program == "train":
+        row.update(_train_row(jit_steps, execution, flow, config, mesh, layout, state, ex,
+                              per_chip, n_chips, chip_memory, on_cpu, sds, L, C))
+      elif program == "eval":
+        eval_batch = jit_steps.eval_batch_size(config.eval_batch_size) if on_cpu else \
+            max(1, config.eval_batch_size // n_chips) * n_chips
+        args = (jax.tree.map(sds, state["params"]),
+                jax.ShapeDtypeStruct((eval_batch, L, L, C), jnp.uint8, sharding=rows_sharding),
+                jax.ShapeDtypeStruct((eval_batch,), jnp.float32, sharding=rows_sharding),
+                jax.ShapeDtypeStruct((4, 2), jnp.uint32, sharding=rep), 0)
+        timing, compiled = _timed(jit_steps.make_eval_step(flow, mesh, ex), args, on_cpu)
+        row.update(timing, eval_batch=eval_batch, **_memory(compiled))
+      elif program == "sample":
+        sample = jax.jit(lambda p, r: flow.sample(p, r, 64, 1.0, ex.for_evaluation()))
+        timing, _ = _timed(sample, (jax.tree.map(sds, state["params"]),
+                                    jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)),
+                           on_cpu)
+        row.update(timing)
+      else:
+        raise ValueError(f"unknown program {program!r}")
+      row["ok"] = row.get("fits", True)
+    except Exception as e:  # noqa: BLE001  (a target that does not compile is a result)
+      row.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+    print(json.dumps(row), flush=True)
+    out.append(row)
+  return out
+
+
+def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_chip,
+               n_chips, chip_memory, on_cpu, sds, L, C) -> dict:
+  """The training step as train.py compiles it; on an accelerator, its fit."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: PLC0415
+
+  optimizer = jit_steps.make_optimizer(config)
+  flat = jax.tree.map(sds, jax.eval_shape(layout.flatten, state))
+  window = jax.ShapeDtypeStruct((len(jit_steps.WINDOW),), jnp.float32,
+                                sharding=NamedSharding(mesh, P()))
+
+  def batch_of(b):
+    return jax.ShapeDtypeStruct((b * n_chips, L, L, C), jnp.uint8,
+                                sharding=NamedSharding(mesh, P("data")))
+
+  # As jit_steps.compile_loop_step decides: without remat, then with it where the plan
+  # would not fit the chip (config.execution.remat "auto"), each compile timed.
+  choice = execution.remat_choice(config)
+  used = dataclasses.replace(ex, remat=bool(choice))
+  timing, compiled = _timed(jit_steps.make_loop_step(
+      flow, optimizer, mesh, layout, config.matmul_precision, used),
+      (flat, window, batch_of(per_chip)), on_cpu)
+  if choice is None and jit_steps.needs_remat(compiled, chip_memory):
+    used = dataclasses.replace(used, remat=True)
+    timing, compiled = _timed(jit_steps.make_loop_step(
+        flow, optimizer, mesh, layout, config.matmul_precision, used),
+        (flat, window, batch_of(per_chip)), on_cpu)
+  row = dict(timing, remat=used.remat, scan_min_layers=used.scan_min_layers,
+             flops=_flops(compiled), **_memory(compiled))
+  if chip_memory:
+    need = jit_steps.step_memory_bytes(compiled)
+    twice = jit_steps.make_loop_step(flow, optimizer, mesh, layout, config.matmul_precision,
+                                     used).lower(flat, window, batch_of(2 * per_chip)).compile()
+    per_image = max(1, (jit_steps.step_memory_bytes(twice) - need) / per_chip)
+    fixed = need - per_image * per_chip
+    largest = int((chip_memory - fixed) // per_image)
+    row.update(chip_memory_gib=round(chip_memory / 2**30, 1),
+               step_memory_gib=round(need / 2**30, 3), fits=need <= chip_memory,
+               largest_pow2_batch_per_chip=2 ** int(math.log2(largest)) if largest >= 1 else 0)
+  return row
+
+
+def main():
+  args = _parse()
+  targets = args.targets.split(",")
+  accelerators = any(t != "cpu" for t in targets)
+  if accelerators:
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  else:
+    from rgflow_jax.cli import xla_cpu  # noqa: PLC0415
+    xla_cpu.configure()  # the XLA flag the commands use on a CPU
+  configs = (args.configs or ("celeba:accel,msds1:accel" if accelerators else
+                              ",".join(CPU_CONFIGS))).split(",")
+  import jax  # noqa: PLC0415
+  with tempfile.TemporaryDirectory() as cache:
+    jax.config.update("jax_compilation_cache_dir", cache)  # empty: every compile cold
+    rows = [row for target in targets for name in configs
+            for row in run_config_on(target, name, args.programs.split(","), args.batch)]
+  if args.json:
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+  failed = [r for r in rows if not r["ok"]]
+  for r in failed:
+    print(f"FAILED {r['target']} {r['config']} {r['program']}: "
+          f"{r.get('error') or 'does not fit in the chip memory'}", file=sys.stderr)
+  if args.check and failed:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  main()
