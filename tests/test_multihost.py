@@ -93,10 +93,16 @@ class Launch:
     return self.proc.returncode
 
   def stop(self):
-    """Ends a launch a failed test left running (its processes die with the launcher)."""
+    """Ends a launch a failed test left running, its processes too (one stuck in a
+    collective would not act on the SIGTERM the launcher's death sends it)."""
     if self.proc.poll() is None:
       self.proc.kill()
       self.proc.wait()
+    for pid in self.pids.values():
+      try:
+        os.kill(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
 
   def exits(self):
     """{process: (status, seconds since launch)} from the launcher's report."""

@@ -18,12 +18,14 @@ ALPHA = 0.05  # squeeze margin: p = ALPHA + (1 - 2 ALPHA) x
 def dequantize(rng, images_uint8, dtype=jnp.float32):
   """uint8 (or integer-valued) pixels -> x in [0, 1) with uniform noise.
 
-  The noise is drawn with JAX's non-partitionable threefry (one hash per two values
-  instead of one per value); under a sharded batch XLA then draws the whole batch's
-  noise on each device, which is cheap at these sizes.
+  The noise is drawn with JAX's partitionable threefry, whatever the process's
+  setting: under a batch sharded over devices each draws its own rows' noise, with no
+  communication, and the values do not depend on the sharding. (The non-partitionable
+  scheme hashes half as often, but XLA splits it over the devices with collective
+  permutes and all-gathers in every step.)
   """
   u = jnp.asarray(images_uint8).astype(dtype)
-  with jax.threefry_partitionable(False):
+  with jax.threefry_partitionable(True):
     noise = jax.random.uniform(rng, u.shape, dtype)
   return (u + noise) / 256.0
 

@@ -81,6 +81,10 @@ def initialize(config) -> bool:
     check_coordinator(address, coordinator=index == 0)
   if runs_on_cpu():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX writes persistent-cache entries from process 0 and every process loads them;
+    # on the CPU such a loaded program deadlocked its first gloo collective (JAX 0.12.1,
+    # both processes waiting to receive). The CPU's many-process programs compile fast.
+    jax.config.update("jax_enable_compilation_cache", False)
   timeout = int(config.init_timeout_s)
   who = f"process {index} of {count}" if index is not None and count else "this process"
   late = (f"error: {who}: the run's processes did not all connect to the coordinator "
