@@ -2,7 +2,8 @@
 #   make test                       the whole suite, in .venv with python3
 #   make test PYTHON=python3.12     the same with another interpreter (and its newest JAX)
 #   make test-fast                  the suite without its end-to-end tier (-m "not e2e")
-#   make check-accel PYTHON=python3.12  TPU targets compiled on this CPU (docs/accelerators.md)
+#   make check-accel PYTHON=python3.12  TPU and GPU targets compiled on this CPU
+#                                   (docs/accelerators.md)
 #   make test-fast FLOOR=1 PYTHON=python3.11 VENV=.venv-floor
 #                                   on the declared floor: every runtime dependency at its
 #                                   lower bound in requirements.txt (what .ci/run does)
@@ -22,8 +23,10 @@ CONSTRAINTS := $(if $(FLOOR),-c $(VENV)/floor-constraints.txt)
 DEMO_CONFIG ?= msds1:cpu
 DEMO_DIR ?= runs/msds1-cpu
 
-# The accelerator check: TPU targets compiled on this CPU (no TPU needed), in a venv of
-# its own with jax[tpu] (libtpu), so that the suite's venv stays CPU-only.
+# The accelerator check: TPU and GPU targets compiled on this CPU (no accelerator
+# needed), in a venv of its own with jax[tpu] (libtpu) and JAX's CUDA plugin at the
+# same version as jaxlib (without the CUDA libraries: compiling needs none), so that
+# the suite's venv stays CPU-only.
 ACCEL_VENV ?= .venv-accel
 ACCEL_JSON ?= $(ACCEL_VENV)/check-accel.json
 
@@ -42,16 +45,19 @@ $(ACCEL_VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(ACCEL_VENV)
 	$(ACCEL_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(ACCEL_VENV)/bin/python -m pip install --quiet -r requirements.txt "jax[tpu]"
+	v=$$($(ACCEL_VENV)/bin/python -c "import jaxlib; print(jaxlib.__version__)") && \
+	  $(ACCEL_VENV)/bin/python -m pip install --quiet "jax-cuda13-plugin==$$v" \
+	    "jax-cuda13-pjrt==$$v"
 	touch $@
 
 # Compiles paper-CelebA's and paper-MSDS's :accel training and evaluation steps for one
-# Colab TPU v5e chip and two pod slices, with their memory per chip; then paper-CelebA
-# at batch 128 on one v5e chip. Fails if a target does not compile or a batch does not
-# fit (docs/accelerators.md).
+# Colab TPU v5e chip, two pod slices and one H100, with their memory per chip; then
+# paper-CelebA at batch 128 on one v5e chip. Fails if a target does not compile or a
+# batch does not fit (docs/accelerators.md).
 check-accel: $(ACCEL_VENV)/.installed
 	$(ACCEL_VENV)/bin/python benchmarks/compile_time.py --check --json $(ACCEL_JSON) \
-	  --targets tpu:v5e:1x1,tpu:v5e:2x4,tpu:v6e:2x2 --configs celeba:accel,msds1:accel \
-	  --programs train,eval
+	  --targets tpu:v5e:1x1,tpu:v5e:2x4,tpu:v6e:2x2,gpu:h100 \
+	  --configs celeba:accel,msds1:accel --programs train,eval
 	$(ACCEL_VENV)/bin/python benchmarks/compile_time.py --check --targets tpu:v5e:1x1 \
 	  --configs celeba:accel --programs train --batch 128
 

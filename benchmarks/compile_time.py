@@ -12,8 +12,11 @@ on the CPU, the size of the serialized executable and the seconds to load it aga
 (what a persistent-cache hit costs on every start).
 
 Accelerator targets are compiled without the accelerator: ``tpu:<topology>`` needs
-``libtpu`` (the version ``jax[tpu]`` pins) in the environment, and is run with
-``JAX_PLATFORMS=cpu`` (this script sets it). The training step is compiled as train.py
+``libtpu`` (the version ``jax[tpu]`` pins) in the environment, ``gpu:h100`` (or
+``gpu:<a GPU's target description file>``) JAX's CUDA plugin (``jax-cuda13-plugin``
+and ``jax-cuda13-pjrt``), and both run with ``JAX_PLATFORMS=cpu`` (this script sets
+it). Without a device XLA:GPU autotunes nothing, so a GPU compile time says little
+about a real GPU's; its memory plan does count. The training step is compiled as train.py
 compiles it (the batch split over every chip of the topology), with remat where its
 plan would not fit the chip (:func:`rgflow_jax.run.jit_steps.needs_remat`). Each
 row then gives XLA's memory plan per device (arguments, temporaries, output) against
@@ -42,14 +45,64 @@ sys.path.insert(0, str(ROOT))
 # Chip memory by TPU generation (bytes per chip).
 TPU_MEMORY = {"v4": 32 * 2**30, "v5e": 16 * 2**30, "v5p": 95 * 2**30, "v6e": 32 * 2**30}
 CPU_CONFIGS = ("msds1:smoke", "msds1:cpu", "msds1", "celeba")
-ACCEL_TARGETS = ("tpu:v5e:1x1", "tpu:v5e:2x4", "tpu:v6e:2x2")
+ACCEL_TARGETS = ("tpu:v5e:1x1", "tpu:v5e:2x4", "tpu:v6e:2x2", "gpu:h100")
+
+# One NVIDIA H100 SXM5 80 GB as XLA's GPU compiler plans for it (its
+# GpuTargetConfigProto): NVIDIA's published figures for the chip (132 SMs, 80 GB HBM3
+# at 3.35 TB/s, 50 MB L2, 1.98 GHz boost) and CUDA's limits for compute capability
+# 9.0 (threads, shared memory, registers). What a lent GPU reports instead is saved by
+# scripts/accelerator_check.sh and compiled for with gpu:<that file>.
+H100 = {
+    "gpu_device_info": {
+        "threads_per_block_limit": 1024, "threads_per_warp": 32,
+        "shared_memory_per_block": 48 * 1024, "shared_memory_per_block_optin": 227 * 1024,
+        "shared_memory_per_core": 228 * 1024, "threads_per_core_limit": 2048,
+        "core_count": 132, "fpus_per_core": 128,
+        "block_dim_limit_x": 2**31 - 1, "block_dim_limit_y": 65535, "block_dim_limit_z": 65535,
+        "thread_dim_limit_x": 1024, "thread_dim_limit_y": 1024, "thread_dim_limit_z": 64,
+        "memory_bandwidth": 3_350_000_000_000, "l2_cache_size": 50 * 2**20,
+        "clock_rate_ghz": 1.98, "device_memory_size": 80 * 2**30,
+        "registers_per_core_limit": 65536, "registers_per_block_limit": 65536,
+        "cuda_compute_capability": {"major": 9, "minor": 0},
+    },
+    "platform_name": "CUDA",
+    "dnn_version_info": {"major": 9, "minor": 10},
+    "device_description_str": "NVIDIA H100 80GB HBM3",
+}
+
+
+def text_proto(message: dict, indent: str = "") -> str:
+  """``message`` in protobuf's text format (nested dicts are sub-messages)."""
+  lines = []
+  for key, value in message.items():
+    if isinstance(value, dict):
+      lines += [f"{indent}{key} {{", text_proto(value, indent + "  "), f"{indent}}}"]
+    else:
+      lines.append(f"{indent}{key}: {json.dumps(value)}")
+  return "\n".join(lines)
+
+
+def gpu_target(name: str) -> tuple[str, int]:
+  """(target description, device memory in bytes) for ``gpu:<name>``: ``h100``, or a
+  GpuTargetConfigProto text file (a lent GPU's, from scripts/accelerator_check.sh)."""
+  if name == "h100":
+    return text_proto(H100), H100["gpu_device_info"]["device_memory_size"]
+  text = Path(name).read_text()
+  memory = next((int(line.split(":")[1]) for line in text.splitlines()
+                 if line.strip().startswith("device_memory_size:")), None)
+  if memory is None:
+    raise SystemExit(f"error: {name} has no device_memory_size: give a GPU target "
+                     "description (GpuTargetConfigProto text)")
+  return text, memory
 
 
 def _parse():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--targets", default="cpu", help="cpu and/or tpu:<topology>, comma-separated")
+  p.add_argument("--targets", default="local", help="local (this machine's first device: "
+                 "its CPU, or the GPU or TPU it has), tpu:<topology>, gpu:h100 or "
+                 "gpu:<target description file>; comma-separated")
   p.add_argument("--configs", default=None, help="config[:variant], comma-separated "
-                 f"(default: {','.join(CPU_CONFIGS)} on cpu; celeba:accel,msds1:accel "
+                 f"(default: {','.join(CPU_CONFIGS)} locally; celeba:accel,msds1:accel "
                  "on accelerators)")
   p.add_argument("--programs", default="init,train,eval,sample")
   p.add_argument("--batch", type=int, default=None, help="per-chip batch (default: the "
@@ -75,17 +128,17 @@ def _eqns(jaxpr) -> int:
   return n
 
 
-def _timed(jitted, args, on_cpu: bool) -> tuple[dict, object]:
+def _timed(jitted, args, local: bool, options=None) -> tuple[dict, object]:
   t0 = time.perf_counter()
   traced = jitted.trace(*args)
   t1 = time.perf_counter()
   lowered = traced.lower()
   t2 = time.perf_counter()
-  compiled = lowered.compile()
+  compiled = lowered.compile(compiler_options=options)
   t3 = time.perf_counter()
   row = {"trace_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2),
          "compile_s": round(t3 - t2, 2), "equations": _eqns(traced.jaxpr.jaxpr)}
-  if on_cpu:
+  if local:
     from jax.experimental import serialize_executable  # noqa: PLC0415
     payload, in_tree, out_tree = serialize_executable.serialize(compiled)
     t4 = time.perf_counter()
@@ -122,9 +175,14 @@ def run_config_on(target: str, config_name: str, programs, batch=None) -> list[d
   from rgflow_jax.core import execution  # noqa: PLC0415
   from rgflow_jax.run import jit_steps, run_config  # noqa: PLC0415
 
-  on_cpu = target == "cpu"
-  if on_cpu:
+  local = target == "local"  # a device here: its executables can be loaded and timed
+  if local:
     devices, chip_memory = np.array(jax.devices()[:1]), None
+  elif target.startswith("gpu:"):
+    from jax.experimental import topologies  # noqa: PLC0415
+    description, chip_memory = gpu_target(target.split(":", 1)[1])
+    devices = np.array(topologies.get_topology_desc(
+        platform="cuda", target_config=description, topology="1x1x1").devices)
   else:
     from jax.experimental import topologies  # noqa: PLC0415
     topology = target.split(":", 1)[1]
@@ -142,7 +200,8 @@ def run_config_on(target: str, config_name: str, programs, batch=None) -> list[d
   state = jax.eval_shape(lambda: jit_steps.init_state(flow, config, jnp.float32))
   layout = jit_steps.FlatState(state["params"])
   L, C = flow.image_size, flow.channels
-  base = {"target": target, "config": config_name, "chips": n_chips,
+  base = {"target": target, "device": str(devices.flat[0].device_kind),
+          "config": config_name, "chips": n_chips,
           "batch_per_chip": per_chip, "parameters": layout.size}
   ex = execution.Execution.from_config(config, training=True)
   out = []
@@ -151,25 +210,25 @@ def run_config_on(target: str, config_name: str, programs, batch=None) -> list[d
     try:
       if program == "init":
         timing, _ = _timed(jax.jit(lambda: jit_steps.init_state(flow, config, jnp.float32)),
-                           (), on_cpu)
+                           (), local)
         row.update(timing)
       elif program == "train":
         row.update(_train_row(jit_steps, execution, flow, config, mesh, layout, state, ex,
-                              per_chip, n_chips, chip_memory, on_cpu, sds, L, C))
+                              per_chip, n_chips, chip_memory, local, sds, L, C))
       elif program == "eval":
-        eval_batch = jit_steps.eval_batch_size(config.eval_batch_size) if on_cpu else \
+        eval_batch = jit_steps.eval_batch_size(config.eval_batch_size) if local else \
             max(1, config.eval_batch_size // n_chips) * n_chips
         args = (jax.tree.map(sds, state["params"]),
                 jax.ShapeDtypeStruct((eval_batch, L, L, C), jnp.uint8, sharding=rows_sharding),
                 jax.ShapeDtypeStruct((eval_batch,), jnp.float32, sharding=rows_sharding),
                 jax.ShapeDtypeStruct((4, 2), jnp.uint32, sharding=rep), 0)
-        timing, compiled = _timed(jit_steps.make_eval_step(flow, mesh, ex), args, on_cpu)
+        timing, compiled = _timed(jit_steps.make_eval_step(flow, mesh, ex), args, local)
         row.update(timing, eval_batch=eval_batch, **_memory(compiled))
       elif program == "sample":
         sample = jax.jit(lambda p, r: flow.sample(p, r, 64, 1.0, ex.for_evaluation()))
         timing, _ = _timed(sample, (jax.tree.map(sds, state["params"]),
                                     jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)),
-                           on_cpu)
+                           local)
         row.update(timing)
       else:
         raise ValueError(f"unknown program {program!r}")
@@ -182,7 +241,7 @@ def run_config_on(target: str, config_name: str, programs, batch=None) -> list[d
 
 
 def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_chip,
-               n_chips, chip_memory, on_cpu, sds, L, C) -> dict:
+               n_chips, chip_memory, local, sds, L, C) -> dict:
   """The training step as train.py compiles it; on an accelerator, its fit."""
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
@@ -199,35 +258,45 @@ def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_
 
   # As jit_steps.compile_loop_step decides: without remat, then with it where the plan
   # would not fit the chip (config.execution.remat "auto"), each compile timed.
+  # On a GPU, with the command buffers train.py compiles with (their options accepted).
   choice = execution.remat_choice(config)
   used = dataclasses.replace(ex, remat=bool(choice))
+  options = jit_steps.compiler_options(mesh, config.gpu_command_buffers)
   timing, compiled = _timed(jit_steps.make_loop_step(
       flow, optimizer, mesh, layout, config.matmul_precision, used),
-      (flat, window, batch_of(per_chip)), on_cpu)
+      (flat, window, batch_of(per_chip)), local, options)
   if choice is None and jit_steps.needs_remat(compiled, chip_memory):
     used = dataclasses.replace(used, remat=True)
     timing, compiled = _timed(jit_steps.make_loop_step(
         flow, optimizer, mesh, layout, config.matmul_precision, used),
-        (flat, window, batch_of(per_chip)), on_cpu)
+        (flat, window, batch_of(per_chip)), local, options)
   row = dict(timing, remat=used.remat, scan_min_layers=used.scan_min_layers,
-             flops=_flops(compiled), **_memory(compiled))
+             command_buffers=options is not None, flops=_flops(compiled), **_memory(compiled))
   if chip_memory:
     need = jit_steps.step_memory_bytes(compiled)
-    twice = jit_steps.make_loop_step(flow, optimizer, mesh, layout, config.matmul_precision,
-                                     used).lower(flat, window, batch_of(2 * per_chip)).compile()
-    per_image = max(1, (jit_steps.step_memory_bytes(twice) - need) / per_chip)
-    fixed = need - per_image * per_chip
-    largest = int((chip_memory - fixed) // per_image)
+    twice = jit_steps.make_loop_step(
+        flow, optimizer, mesh, layout, config.matmul_precision, used).lower(
+            flat, window, batch_of(2 * per_chip)).compile(compiler_options=options)
     row.update(chip_memory_gib=round(chip_memory / 2**30, 1),
                step_memory_gib=round(need / 2**30, 3), fits=need <= chip_memory,
-               largest_pow2_batch_per_chip=2 ** int(math.log2(largest)) if largest >= 1 else 0)
+               largest_pow2_batch_per_chip=largest_pow2_batch(
+                   need, jit_steps.step_memory_bytes(twice), per_chip, chip_memory))
   return row
+
+
+def largest_pow2_batch(need: int, need_twice: int, batch: int, memory: int) -> int:
+  """The largest power-of-two batch whose step fits ``memory``, from the step's plan at
+  ``batch`` (``need`` bytes) and at twice it: memory is linear in the batch (a fixed
+  part, the parameters and optimizer state, plus a part per image). 0: none fits."""
+  per_image = max(1.0, (need_twice - need) / batch)
+  largest = int((memory - (need - per_image * batch)) // per_image)
+  return 2 ** int(math.log2(largest)) if largest >= 1 else 0
 
 
 def main():
   args = _parse()
   targets = args.targets.split(",")
-  accelerators = any(t != "cpu" for t in targets)
+  accelerators = any(t != "local" for t in targets)
   if accelerators:
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")

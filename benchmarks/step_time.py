@@ -139,20 +139,15 @@ def memory_budget_bytes() -> int:
   return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def step_memory_bytes(compiled) -> int:
-  """What XLA plans for one compiled step: arguments, outputs and temporaries."""
-  m = compiled.memory_analysis()
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-             - m.alias_size_in_bytes)
-
-
 def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None = None,
                 matmul_dtype: str = "float32", scan_min_layers: int | None = None,
-                profile: str | None = None) -> dict:
+                profile: str | None = None, command_buffers: bool = True) -> dict:
   """One model's row. ``remat=None`` decides from memory: off, unless XLA's plan for
   the step needs more than 60 % of :func:`memory_budget_bytes` (then each RNVP layer
   is recomputed in the backward pass and the step is compiled again). ``profile``: a
-  folder for a jax.profiler trace of the timed steps."""
+  folder for a jax.profiler trace of the timed steps. ``command_buffers``: on a GPU,
+  the step compiled with XLA's command buffers for loops too, as train.py compiles it
+  (:data:`rgflow_jax.run.jit_steps.GPU_COMMAND_BUFFERS`), or with XLA's defaults."""
   from rgflow_jax.run import jit_steps  # noqa: PLC0415 (keeps --help fast)
 
   scan = {} if scan_min_layers is None else {"scan_min_layers": scan_min_layers}
@@ -168,17 +163,18 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None 
     step = jit_steps.make_train_step(flow, jit_steps.make_optimizer(config), mesh, ex=ex)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     t0 = time.perf_counter()
-    compiled = step.lower(state, batch_arr).compile()  # timed once, then called directly
+    compiled = step.lower(state, batch_arr).compile(  # timed once, then called directly
+        compiler_options=jit_steps.compiler_options(mesh, command_buffers))
     return ex, state, compiled, time.perf_counter() - t0
 
   ex, state, compiled, compile_s = build(bool(remat))
-  planned = step_memory_bytes(compiled)
+  planned = jit_steps.step_memory_bytes(compiled)
   if remat is None and planned > 0.6 * memory_budget_bytes():
     print(f"  {name}: the step plans {planned / 2**30:.1f} GiB of "
           f"{memory_budget_bytes() / 2**30:.1f} GiB; rematerialising", file=sys.stderr)
     del state, compiled
     ex, state, compiled, compile_s = build(True)
-    planned = step_memory_bytes(compiled)
+    planned = jit_steps.step_memory_bytes(compiled)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_flops = float((cost or {}).get("flops", float("nan")))
@@ -217,6 +213,7 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None 
          "peak_memory_mb": _peak_memory_mb(), "planned_step_memory_mb": planned / 2**20,
          "remat": ex.remat, "matmul_dtype": matmul_dtype,
          "scan_min_layers": ex.scan_min_layers,
+         "command_buffers": jit_steps.compiler_options(mesh, command_buffers) is not None,
          "train_bpd_last": float(m["train_bpd"])}
   return out
 
@@ -283,6 +280,9 @@ def main(argv=None):
   parser.add_argument("--matmul_dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--scan_min_layers", type=int, default=None,
                       help="scan blocks with at least this many layers (default: the model's)")
+  parser.add_argument("--command_buffers", default="on", choices=["on", "off"],
+                      help="on a GPU: the step as one CUDA graph, loops included (as "
+                      "train.py compiles it), or XLA's default command buffers")
   parser.add_argument("--matmul_n", type=int, default=2048, help="size of the ceiling matmul")
   parser.add_argument("--json", default=None, help="write the results here too")
   parser.add_argument("--quick", action="store_true",
@@ -326,7 +326,7 @@ def main(argv=None):
     print(f"benchmarking {name} ...", file=sys.stderr)
     profile = os.path.join(args.profile, name) if args.profile else None
     rows.append(bench_model(name, batch, steps, remat, args.matmul_dtype,
-                            args.scan_min_layers, profile))
+                            args.scan_min_layers, profile, args.command_buffers == "on"))
     rows[-1]["fraction_of_ceiling"] = rows[-1]["gflops_per_s"] / ceiling
     if bf16_peak:
       rows[-1]["fraction_of_bfloat16_peak"] = rows[-1]["executed_gflops_per_s"] / bf16_peak

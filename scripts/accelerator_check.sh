@@ -15,6 +15,16 @@
 #                                   in $PYTHON) the authors' step on the same GPU
 #   profile/paper-celeba/           a jax.profiler trace of the float32 step, kernels
 #                                   scoped by level and layer
+#   bench-accel-cb-<on|off>.json    paper-CelebA as :accel runs it (bfloat16, every loop a
+#                                   scan) with XLA:GPU command buffers for loops (the
+#                                   default, jit_steps.GPU_COMMAND_BUFFERS) and without:
+#                                   the faster becomes the default
+#   compile-time.json               benchmarks/compile_time.py on this device: init,
+#                                   train and eval compile seconds cold and the cached
+#                                   executable's load seconds, for celeba:accel
+#   gpu-target.txtpb                this GPU's own target description (commit it under
+#                                   benchmarks/ and compile for it with
+#                                   compile_time.py --targets gpu:<that file>)
 #   summary.json                    every bench row in one file
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +50,20 @@ bench() {  # name, then step_time.py's options
 bench float32 --profile "$OUT/profile" "${AUTHORS[@]}"
 bench bfloat16 --matmul_dtype bfloat16
 bench float32-scan --scan_min_layers 1
+bench accel-cb-on --matmul_dtype bfloat16 --scan_min_layers 1 --command_buffers on
+bench accel-cb-off --matmul_dtype bfloat16 --scan_min_layers 1 --command_buffers off
+timeout 600 "$PY" benchmarks/compile_time.py --targets local --configs celeba:accel \
+  --programs init,train,eval --json "$OUT/compile-time.json" 2>&1 \
+  | tee "$OUT/compile-time.log" || status=1
+"$PY" - "$OUT" <<'PYEOF' || status=1
+import pathlib, sys
+import jax
+if jax.default_backend() == "gpu":
+  from jax._src.lib import xla_client  # as JAX's own deviceless-compile test reads it
+  config = xla_client.get_topology_for_devices(jax.devices()).target_config
+  pathlib.Path(sys.argv[1], "gpu-target.txtpb").write_text(
+      config if isinstance(config, str) else config.decode())
+PYEOF
 "$PY" - "$OUT" <<'PYEOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])

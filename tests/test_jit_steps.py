@@ -79,3 +79,21 @@ def test_the_flat_state_is_the_tree_state_rearranged_exactly(setup):
                      jit_steps.global_batch(batch, mesh))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                layout.unflatten(got), want)
+
+
+def test_command_buffer_options_only_for_a_gpu_mesh():
+  """XLA:GPU options on a GPU mesh (unless turned off), XLA's defaults elsewhere: a CPU
+  or TPU compiler would reject the GPU flags. That XLA:GPU accepts them is checked by
+  make check-accel's deviceless H100 compile."""
+  assert jit_steps.compiler_options(jit_steps.make_mesh()) is None  # this CPU
+
+  class Device:
+    platform = "gpu"
+
+  class GpuMesh:
+    devices = np.array([Device()])
+
+  options = jit_steps.compiler_options(GpuMesh())
+  assert options == jit_steps.GPU_COMMAND_BUFFERS
+  assert {"WHILE", "CONDITIONAL"} <= set(options["xla_gpu_enable_command_buffer"].split(","))
+  assert jit_steps.compiler_options(GpuMesh(), command_buffers=False) is None

@@ -230,21 +230,44 @@ def needs_remat(compiled, budget: int | None) -> bool:
   return bool(budget) and step_memory_bytes(compiled) > REMAT_ABOVE * budget
 
 
+# XLA:GPU's command buffers (CUDA graphs) leave loops and conditionals out by default,
+# so each iteration of a scanned block would be launched from the host; with these the
+# whole step is a graph. The options are the flag's full list (XLA takes no "+WHILE").
+GPU_COMMAND_BUFFERS = {
+    "xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,"
+                                     "DYNAMIC_SLICE_FUSION,WHILE,CONDITIONAL",
+    "xla_gpu_graph_min_graph_size": 1,
+}
+
+
+def compiler_options(mesh, command_buffers: bool = True) -> dict | None:
+  """The training step's XLA options for ``mesh``'s platform: on a GPU with
+  ``command_buffers``, :data:`GPU_COMMAND_BUFFERS`; elsewhere XLA's defaults (None)."""
+  on_gpu = mesh.devices.flat[0].platform in ("gpu", "cuda", "rocm")
+  return dict(GPU_COMMAND_BUFFERS) if on_gpu and command_buffers else None
+
+
 def compile_loop_step(flow, optimizer, mesh, layout: FlatState, args, precision=None,
                       ex: execution.Execution = execution.TRAINING, remat=None,
-                      budget: int | None = None):
+                      budget: int | None = None, command_buffers: bool = True):
   """:func:`make_loop_step` compiled ahead of time for ``args`` (state, window, batch),
   and the execution it was compiled with. ``remat`` None ("auto"): without remat, then
   once more with it where XLA's plan for the step exceeds ``REMAT_ABOVE`` of
-  ``budget`` (default: :func:`device_memory_bytes`; None on a CPU: never)."""
+  ``budget`` (default: :func:`device_memory_bytes`; None on a CPU: never). On a GPU
+  with ``command_buffers``, compiled with :data:`GPU_COMMAND_BUFFERS`."""
+  options = compiler_options(mesh, command_buffers)
+
+  def compile_with(ex):
+    step = make_loop_step(flow, optimizer, mesh, layout, precision, ex)
+    return step.lower(*args).compile(compiler_options=options)
+
   if remat is not None:
     ex = dataclasses.replace(ex, remat=bool(remat))
-  compiled = make_loop_step(flow, optimizer, mesh, layout, precision, ex).lower(*args).compile()
+  compiled = compile_with(ex)
   budget = device_memory_bytes() if budget is None else budget
   if remat is None and not ex.remat and needs_remat(compiled, budget):
     ex = dataclasses.replace(ex, remat=True)
-    compiled = make_loop_step(flow, optimizer, mesh, layout, precision,
-                              ex).lower(*args).compile()
+    compiled = compile_with(ex)
   return compiled, ex
 
 

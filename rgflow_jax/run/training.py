@@ -431,7 +431,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
     loop_step, ex_used = jit_steps.compile_loop_step(
         flow, jit_steps.make_optimizer(config), mesh, layout,
         (state, window, prefetch.queue[0][0]), config.matmul_precision, ex,
-        execution.remat_choice(config))
+        execution.remat_choice(config), command_buffers=config.gpu_command_buffers)
     progress.say(f"compiled in {time.perf_counter() - compile_start:.1f} s"
                  + ("; each RNVP layer is recomputed in the backward pass (remat), as the "
                     "step would not fit in the accelerator's memory otherwise"
