@@ -114,7 +114,7 @@ def test_test_requirements_match_the_test_extra():
 
 
 IMPORT_EVERYTHING = """
-import os, pkgutil, importlib, json
+import os, pkgutil, importlib, json, sys
 before = dict(os.environ)
 import rgflow_jax
 names = [m.name for m in pkgutil.walk_packages(rgflow_jax.__path__, "rgflow_jax.")]
@@ -125,7 +125,8 @@ for name in ("configs.base", "configs.msds1", "rgflow_jax.configs.celeba"):
 from jax._src import xla_bridge
 changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}
 print(json.dumps({"modules": len(names), "changed": sorted(changed),
-                  "backend": xla_bridge.backends_are_initialized()}))
+                  "backend": xla_bridge.backends_are_initialized(),
+                  "pyplot": "matplotlib.pyplot" in sys.modules}))
 """
 
 
@@ -138,6 +139,7 @@ def test_importing_the_package_changes_nothing_in_the_process():
   assert result["modules"] >= 25
   assert result["changed"] == []  # no XLA_FLAGS, allocator or other variable set
   assert result["backend"] is False  # and no JAX backend started
+  assert result["pyplot"] is False  # nor pyplot, which would pick a matplotlib backend
 
 
 def _imports_of_package() -> dict[str, set[str]]:

@@ -1,16 +1,22 @@
-"""Figures: image grids, training curves, receptive-field maps (matplotlib, Agg)."""
+"""Figures: image grids, training curves, receptive-field maps.
+
+The figures are matplotlib ``Figure`` objects drawn without pyplot: importing this
+module neither imports matplotlib (a command that draws nothing does not pay for it)
+nor picks a backend for the process.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-import matplotlib
+from rgflow_jax.io import metrics, storage
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from rgflow_jax.io import metrics, storage  # noqa: E402
+def _figure(**kwargs):
+  """A matplotlib Figure of its own (no pyplot state; saved through Agg)."""
+  from matplotlib.figure import Figure  # noqa: PLC0415
+  return Figure(**kwargs)
 
 
 def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -87,7 +93,8 @@ def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
   ``reference``: an optional {label: ([minutes], [bpd])} curve drawn for comparison.
   """
   rows = metrics.read_metrics(metrics_path)
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = _figure(figsize=(6, 4))
+  ax = fig.subplots()
   for key, style in (("train_bpd", "-"), ("test_bpd", "o-")):
     pts = [(r["minutes"], r[key]) for r in rows if key in r]
     if pts:
@@ -101,7 +108,6 @@ def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
   ax.legend()
   fig.tight_layout()
   storage.save_figure(fig, out_path, dpi=120)
-  plt.close(fig)
   return out_path
 
 
@@ -111,7 +117,8 @@ def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
   ``suptitle``; returns the path."""
   n = len(maps)
   nrow = -(-n // ncol)
-  fig, axes = plt.subplots(nrow, ncol, figsize=(2 * ncol, 2 * nrow + 0.5), squeeze=False)
+  fig = _figure(figsize=(2 * ncol, 2 * nrow + 0.5))
+  axes = fig.subplots(nrow, ncol, squeeze=False)
   for ax in axes.flat:
     ax.axis("off")
   for ax, m, t in zip(axes.flat, maps, titles):
@@ -121,7 +128,6 @@ def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
     fig.suptitle(suptitle, fontsize=10)
   fig.tight_layout()
   storage.save_figure(fig, out_path, dpi=100)
-  plt.close(fig)
   return out_path
 
 
@@ -129,7 +135,8 @@ def plot_histograms(values: dict, out_path, xlabel: str, title: str | None = Non
   """One histogram per key (log-scaled x), e.g. receptive-field strengths per level."""
   from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: PLC0415
 
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = _figure(figsize=(6, 4))
+  ax = fig.subplots()
   for label, v in values.items():
     v = np.asarray(v)
     v = v[v > 0]
@@ -148,5 +155,4 @@ def plot_histograms(values: dict, out_path, xlabel: str, title: str | None = Non
   ax.legend()
   fig.tight_layout()
   storage.save_figure(fig, out_path, dpi=120)
-  plt.close(fig)
   return out_path
