@@ -21,7 +21,7 @@ compiles it (the batch split over every chip of the topology), with remat where 
 plan would not fit the chip (:func:`rgflow_jax.run.jit_steps.needs_remat`). Each
 row then gives XLA's memory plan per device (arguments, temporaries, output) against
 the chip's memory, the largest power-of-two batch per chip that fits (from the plans
-at the config's batch and twice it: memory grows linearly in the batch) and the FLOPs
+at the config's batch and half of it: memory grows linearly in the batch) and the FLOPs
 XLA counts (a loop body once). ``--check`` exits 1 when a target does not compile or
 the config's batch does not fit: ``make check-accel`` runs it.
 """
@@ -262,34 +262,51 @@ def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_
   choice = execution.remat_choice(config)
   used = dataclasses.replace(ex, remat=bool(choice))
   options = jit_steps.compiler_options(mesh, config.gpu_command_buffers)
-  timing, compiled = _timed(jit_steps.make_loop_step(
-      flow, optimizer, mesh, layout, config.matmul_precision, used),
-      (flat, window, batch_of(per_chip)), local, options)
-  if choice is None and jit_steps.needs_remat(compiled, chip_memory):
+  try:
+    timing, compiled = _timed(jit_steps.make_loop_step(
+        flow, optimizer, mesh, layout, config.matmul_precision, used),
+        (flat, window, batch_of(per_chip)), local, options)
+    refused = None
+  except Exception as e:  # noqa: BLE001  (XLA:TPU refuses a plan larger than the chip)
+    if choice is not None or not jit_steps.out_of_memory(e):
+      raise
+    compiled, refused = None, str(e).splitlines()[0][:200]
+  why = None
+  if choice is None and (compiled is None or jit_steps.needs_remat(compiled, chip_memory)):
+    why = refused or f"the plan exceeds {jit_steps.REMAT_ABOVE:.0%} of the chip"
     used = dataclasses.replace(used, remat=True)
     timing, compiled = _timed(jit_steps.make_loop_step(
         flow, optimizer, mesh, layout, config.matmul_precision, used),
         (flat, window, batch_of(per_chip)), local, options)
-  row = dict(timing, remat=used.remat, scan_min_layers=used.scan_min_layers,
-             command_buffers=options is not None, flops=_flops(compiled), **_memory(compiled))
+  row = dict(timing, remat=used.remat, remat_because=why,
+             scan_min_layers=used.scan_min_layers, command_buffers=options is not None,
+             flops=_flops(compiled), **_memory(compiled))
   if chip_memory:
+    # The plan at a second batch (half, or twice a batch of 1) gives the memory per image.
+    other = per_chip // 2 if per_chip > 1 else 2
     need = jit_steps.step_memory_bytes(compiled)
-    twice = jit_steps.make_loop_step(
+    need_other = jit_steps.step_memory_bytes(jit_steps.make_loop_step(
         flow, optimizer, mesh, layout, config.matmul_precision, used).lower(
-            flat, window, batch_of(2 * per_chip)).compile(compiler_options=options)
+            flat, window, batch_of(other)).compile(compiler_options=options))
     row.update(chip_memory_gib=round(chip_memory / 2**30, 1),
                step_memory_gib=round(need / 2**30, 3), fits=need <= chip_memory,
                largest_pow2_batch_per_chip=largest_pow2_batch(
-                   need, jit_steps.step_memory_bytes(twice), per_chip, chip_memory))
+                   (per_chip, need), (other, need_other), chip_memory))
   return row
 
 
-def largest_pow2_batch(need: int, need_twice: int, batch: int, memory: int) -> int:
-  """The largest power-of-two batch whose step fits ``memory``, from the step's plan at
-  ``batch`` (``need`` bytes) and at twice it: memory is linear in the batch (a fixed
-  part, the parameters and optimizer state, plus a part per image). 0: none fits."""
-  per_image = max(1.0, (need_twice - need) / batch)
-  largest = int((memory - (need - per_image * batch)) // per_image)
+def largest_pow2_batch(plan: tuple[int, int], other: tuple[int, int],
+                       memory: int) -> int | None:
+  """An estimate of the largest power-of-two batch whose step fits ``memory`` bytes,
+  from the step's plans (batch, bytes) at two batches, taking memory as linear in the
+  batch (a fixed part, the parameters and optimizer state, plus a part per image).
+  0: not even one image; None: the plans do not grow with the batch (with remat XLA's
+  plan can stay flat), so they say nothing of larger batches."""
+  (b1, m1), (b2, m2) = plan, other
+  per_image = (m1 - m2) / (b1 - b2)
+  if per_image <= 0:
+    return None
+  largest = int((memory - (m1 - per_image * b1)) // per_image)
   return 2 ** int(math.log2(largest)) if largest >= 1 else 0
 
 

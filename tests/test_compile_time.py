@@ -36,11 +36,13 @@ def test_gpu_target_description_is_text_proto_with_the_chip_memory(tmp_path):
     compile_time.gpu_target(str(lent))
 
 
-@pytest.mark.parametrize("need,twice,batch,memory,want", [
-    (10, 18, 4, 100, 32),  # 2 a image + 2 fixed: 49 images fit, 32 the largest power of 2
-    (10, 18, 4, 66, 32),   # exactly 32
-    (10, 18, 4, 65, 16),
-    (10, 18, 4, 3, 0),     # not even one image
+@pytest.mark.parametrize("plan,other,memory,want", [
+    ((4, 10), (2, 6), 100, 32),  # 2 an image + 2 fixed: 49 images fit, 32 the largest 2^k
+    ((4, 10), (2, 6), 66, 32),   # exactly 32
+    ((4, 10), (2, 6), 65, 16),
+    ((1, 4), (2, 6), 65, 16),    # the second plan at twice the batch
+    ((4, 10), (2, 6), 3, 0),     # not even one image
+    ((4, 10), (2, 10), 65, None),  # a flat plan says nothing of larger batches
 ])
-def test_largest_power_of_two_batch_from_two_plans(need, twice, batch, memory, want):
-  assert compile_time.largest_pow2_batch(need, twice, batch, memory) == want
+def test_largest_power_of_two_batch_from_two_plans(plan, other, memory, want):
+  assert compile_time.largest_pow2_batch(plan, other, memory) == want

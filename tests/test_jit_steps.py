@@ -97,3 +97,40 @@ def test_command_buffer_options_only_for_a_gpu_mesh():
   assert options == jit_steps.GPU_COMMAND_BUFFERS
   assert {"WHILE", "CONDITIONAL"} <= set(options["xla_gpu_enable_command_buffer"].split(","))
   assert jit_steps.compiler_options(GpuMesh(), command_buffers=False) is None
+
+
+def test_remat_auto_recompiles_with_remat_where_the_compiler_refuses_the_plan(monkeypatch):
+  """XLA:TPU refuses a plan larger than the chip at compile time (RESOURCE_EXHAUSTED):
+  remat "auto" then compiles with remat; other errors, and an explicit choice, raise."""
+  calls = []
+
+  class Step:
+    def __init__(self, ex, error):
+      self.ex, self.error = ex, error
+
+    def lower(self, *args):
+      return self
+
+    def compile(self, compiler_options=None):
+      calls.append(self.ex.remat)
+      if not self.ex.remat and self.error:
+        raise RuntimeError(self.error)
+      return f"compiled remat={self.ex.remat}"
+
+  def patch(error):
+    calls.clear()
+    monkeypatch.setattr(jit_steps, "make_loop_step",
+                        lambda flow, opt, mesh, layout, precision, ex: Step(ex, error))
+
+  mesh = jit_steps.make_mesh()
+  patch("RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: Ran out of memory on HBM")
+  compiled, ex = jit_steps.compile_loop_step(None, None, mesh, None, (), budget=1)
+  assert (compiled, ex.remat, calls) == ("compiled remat=True", True, [False, True])
+  with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):  # remat chosen: off
+    jit_steps.compile_loop_step(None, None, mesh, None, (), remat=False)
+  patch("INTERNAL: something else")
+  with pytest.raises(RuntimeError, match="INTERNAL"):
+    jit_steps.compile_loop_step(None, None, mesh, None, ())
+  patch(None)  # it fits, and a CPU has no budget: one compile, no remat
+  compiled, ex = jit_steps.compile_loop_step(None, None, mesh, None, ())
+  assert (ex.remat, calls) == (False, [False])

@@ -253,7 +253,8 @@ def compile_loop_step(flow, optimizer, mesh, layout: FlatState, args, precision=
   """:func:`make_loop_step` compiled ahead of time for ``args`` (state, window, batch),
   and the execution it was compiled with. ``remat`` None ("auto"): without remat, then
   once more with it where XLA's plan for the step exceeds ``REMAT_ABOVE`` of
-  ``budget`` (default: :func:`device_memory_bytes`; None on a CPU: never). On a GPU
+  ``budget`` (default: :func:`device_memory_bytes`; None on a CPU: never), or where
+  the compiler itself refuses the plan as too large (:func:`out_of_memory`). On a GPU
   with ``command_buffers``, compiled with :data:`GPU_COMMAND_BUFFERS`."""
   options = compiler_options(mesh, command_buffers)
 
@@ -263,12 +264,25 @@ def compile_loop_step(flow, optimizer, mesh, layout: FlatState, args, precision=
 
   if remat is not None:
     ex = dataclasses.replace(ex, remat=bool(remat))
-  compiled = compile_with(ex)
+  auto = remat is None and not ex.remat
+  try:
+    compiled = compile_with(ex)
+  except Exception as e:  # noqa: BLE001  (XLA raises its own runtime error type)
+    if not (auto and out_of_memory(e)):
+      raise
+    compiled = None  # the plan did not fit: the TPU compiler says so by failing
   budget = device_memory_bytes() if budget is None else budget
-  if remat is None and not ex.remat and needs_remat(compiled, budget):
+  if auto and (compiled is None or needs_remat(compiled, budget)):
     ex = dataclasses.replace(ex, remat=True)
     compiled = compile_with(ex)
   return compiled, ex
+
+
+def out_of_memory(error: BaseException) -> bool:
+  """Whether a compile failed because its memory plan exceeds the device's (XLA:TPU
+  raises RESOURCE_EXHAUSTED at compile time; GPU and CPU compilers only plan)."""
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text
 
 
 def make_eval_step(flow, mesh, ex: execution.Execution = execution.DEFAULT):
