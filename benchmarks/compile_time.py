@@ -18,7 +18,7 @@ and ``jax-cuda13-pjrt``), and both run with ``JAX_PLATFORMS=cpu`` (this script s
 it). Without a device XLA:GPU autotunes nothing, so a GPU compile time says little
 about a real GPU's; its memory plan does count. The training step is compiled as train.py
 compiles it (the batch split over every chip of the topology), with remat where its
-plan would not fit the chip (:func:`rgflow_jax.run.jit_steps.needs_remat`). Each
+plan would not fit the chip (:func:`rgflow_jax.run.jit_steps.compile_loop_step`). Each
 row then gives XLA's memory plan per device (arguments, temporaries, output) against
 the chip's memory, the largest power-of-two batch per chip that fits (from the plans
 at the config's batch and half of it: memory grows linearly in the batch) and the FLOPs
@@ -29,7 +29,6 @@ the config's batch does not fit: ``make check-accel`` runs it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import math
@@ -256,28 +255,23 @@ def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_
     return jax.ShapeDtypeStruct((b * n_chips, L, L, C), jnp.uint8,
                                 sharding=NamedSharding(mesh, P("data")))
 
-  # As jit_steps.compile_loop_step decides: without remat, then with it where the plan
-  # would not fit the chip (config.execution.remat "auto"), each compile timed.
-  # On a GPU, with the command buffers train.py compiles with (their options accepted).
+  # As train.py compiles it (jit_steps.compile_loop_step: remat "auto" where the plan
+  # would not fit the chip; on a GPU, command buffers), every try timed.
+  timings = []  # of the compiles that succeeded: the last one is the step's
+
+  def timed_compile(step, args, options):
+    timing, compiled = _timed(step, args, local, options)
+    timings.append(timing)
+    return compiled
+
   choice = execution.remat_choice(config)
-  used = dataclasses.replace(ex, remat=bool(choice))
+  compiled, used = jit_steps.compile_loop_step(
+      flow, optimizer, mesh, layout, (flat, window, batch_of(per_chip)),
+      config.matmul_precision, ex, choice, budget=chip_memory,
+      command_buffers=config.gpu_command_buffers, compile_fn=timed_compile)
+  timing = timings[-1]
   options = jit_steps.compiler_options(mesh, config.gpu_command_buffers)
-  try:
-    timing, compiled = _timed(jit_steps.make_loop_step(
-        flow, optimizer, mesh, layout, config.matmul_precision, used),
-        (flat, window, batch_of(per_chip)), local, options)
-    refused = None
-  except Exception as e:  # noqa: BLE001  (XLA:TPU refuses a plan larger than the chip)
-    if choice is not None or not jit_steps.out_of_memory(e):
-      raise
-    compiled, refused = None, str(e).splitlines()[0][:200]
-  why = None
-  if choice is None and (compiled is None or jit_steps.needs_remat(compiled, chip_memory)):
-    why = refused or f"the plan exceeds {jit_steps.REMAT_ABOVE:.0%} of the chip"
-    used = dataclasses.replace(used, remat=True)
-    timing, compiled = _timed(jit_steps.make_loop_step(
-        flow, optimizer, mesh, layout, config.matmul_precision, used),
-        (flat, window, batch_of(per_chip)), local, options)
+  why = "auto: the plan without it does not fit" if used.remat and choice is None else None
   row = dict(timing, remat=used.remat, remat_because=why,
              scan_min_layers=used.scan_min_layers, command_buffers=options is not None,
              flops=_flops(compiled), **_memory(compiled))

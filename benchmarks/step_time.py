@@ -133,10 +133,9 @@ def _peak_memory_mb() -> float:
 
 def memory_budget_bytes() -> int:
   """Memory one step may use: the accelerator's limit, or on CPU the machine's RAM."""
-  stats = jax.devices()[0].memory_stats() or {}
-  if "bytes_limit" in stats:
-    return int(stats["bytes_limit"])
-  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  from rgflow_jax.run import jit_steps  # noqa: PLC0415 (keeps --help fast)
+  return (jit_steps.device_memory_bytes()
+          or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None = None,

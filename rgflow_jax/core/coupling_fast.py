@@ -218,15 +218,11 @@ def _shift_and_log_scale(p, x, m, ex: Execution, hand_backward: bool):
   stream = jnp.broadcast_to(x_in[None], (2,) + x_in.shape)  # s and t streams
 
   def res_block(stream, r):
-    return (stream + mlp(r["w"], r["b"], r["beta"], stream)) * _INV_SQRT2, None
+    return (stream + mlp(r["w"], r["b"], r["beta"], stream)) * _INV_SQRT2
 
-  blocks = {k: p[k] for k in ("w", "b", "beta")}
   n_res = p["w"][0].shape[0]
-  if n_res >= ex.scan_min_layers:
-    stream, _ = jax.lax.scan(res_block, stream, blocks)
-  else:
-    for r in unstack_tree(blocks, n_res):
-      stream, _ = res_block(stream, r)
+  stream = _loop(res_block, stream, {k: p[k] for k in ("w", "b", "beta")}, n_res,
+                 n_res >= ex.scan_min_layers)
   out = stream * p["scale"][:, None, :]
   free = 1.0 - m
   return jnp.tanh(out[0]) * free, out[1] * free
@@ -285,16 +281,23 @@ def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution 
                                ex=execution)
   if execution.remat:
     layer_fn = jax.checkpoint(layer_fn)
-  log_det = jnp.zeros_like(x[:, 0])
-  if n_layer >= execution.scan_min_layers:
-    def body(carry, p):
-      x, log_det = carry
-      x, ld = layer_fn(p, x)
-      return (x, log_det + ld), None
-    (x, log_det), _ = jax.lax.scan(body, (x, log_det), prep, reverse=inverse)
-  else:
-    layers = unstack_tree(prep, n_layer)
-    for p in (reversed(layers) if inverse else layers):
-      x, ld = layer_fn(p, x)
-      log_det = log_det + ld
+  def body(carry, p):
+    x, log_det = carry
+    x, ld = layer_fn(p, x)
+    return x, log_det + ld
+
+  x, log_det = _loop(body, (x, jnp.zeros_like(x[:, 0])), prep, n_layer,
+                     n_layer >= execution.scan_min_layers, reverse=inverse)
   return x.reshape(blocks.shape), log_det
+
+
+def _loop(body, carry, stacked, n: int, scan: bool, reverse: bool = False):
+  """``carry = body(carry, slice)`` for each of the ``n`` slices of ``stacked`` along its
+  leading axis (last to first with ``reverse``): one ``lax.scan``, or unrolled."""
+  if scan:
+    return jax.lax.scan(lambda c, sl: (body(c, sl), None), carry, stacked,
+                        reverse=reverse)[0]
+  slices = unstack_tree(stacked, n)
+  for sl in (reversed(slices) if reverse else slices):
+    carry = body(carry, sl)
+  return carry

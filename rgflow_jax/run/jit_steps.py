@@ -249,18 +249,23 @@ def compiler_options(mesh, command_buffers: bool = True) -> dict | None:
 
 def compile_loop_step(flow, optimizer, mesh, layout: FlatState, args, precision=None,
                       ex: execution.Execution = execution.TRAINING, remat=None,
-                      budget: int | None = None, command_buffers: bool = True):
+                      budget: int | None = None, command_buffers: bool = True,
+                      compile_fn=None):
   """:func:`make_loop_step` compiled ahead of time for ``args`` (state, window, batch),
   and the execution it was compiled with. ``remat`` None ("auto"): without remat, then
   once more with it where XLA's plan for the step exceeds ``REMAT_ABOVE`` of
   ``budget`` (default: :func:`device_memory_bytes`; None on a CPU: never), or where
   the compiler itself refuses the plan as too large (:func:`out_of_memory`). On a GPU
-  with ``command_buffers``, compiled with :data:`GPU_COMMAND_BUFFERS`."""
+  with ``command_buffers``, compiled with :data:`GPU_COMMAND_BUFFERS`. ``compile_fn(step,
+  args, options)``: how each try is compiled (default: lower, then compile; the compile
+  benchmark times it)."""
   options = compiler_options(mesh, command_buffers)
+  compile_fn = compile_fn or (lambda step, args, options: step.lower(*args).compile(
+      compiler_options=options))
 
   def compile_with(ex):
-    step = make_loop_step(flow, optimizer, mesh, layout, precision, ex)
-    return step.lower(*args).compile(compiler_options=options)
+    return compile_fn(make_loop_step(flow, optimizer, mesh, layout, precision, ex), args,
+                      options)
 
   if remat is not None:
     ex = dataclasses.replace(ex, remat=bool(remat))
