@@ -20,8 +20,9 @@ from rgflow_jax.core.execution import Execution
 
 from helpers import perturb
 
-# (block_size, channels, n_layer, n_res, mlp_depth): one residual block and one linear
-# layer (the first layer is the last), several of each, an odd block, one RNVP layer.
+# (block_size, channels, n_layer, n_res, mlp_depth): n_res 1 skips both the first
+# layer's masked rows and the last layer's masked columns in the same block (unrolled);
+# n_res 3 has a middle block that does neither; an odd block; one RNVP layer.
 CASES = [(4, 3, 2, 1, 1), (4, 3, 2, 3, 2), (2, 1, 3, 2, 1), (6, 2, 1, 1, 2)]
 
 
@@ -150,6 +151,18 @@ def test_hand_backward_under_shard_map_sums_replicated_gradients():
   res = json.loads(out.stdout.strip().splitlines()[-1])
   assert res["devices"] == 2 and res["scale"] > 1e-3
   assert res["err"] <= 1e-11 * res["scale"], res
+
+
+@pytest.mark.parametrize("k,c", [(2, 1), (4, 3), (6, 2)])
+def test_halves_are_the_checkerboard_and_invert(k, c):
+  dim = k * k * c
+  x = jnp.arange(2 * dim, dtype=jnp.float32).reshape(2, dim)
+  h = coupling_fast.to_halves(x, k, c)
+  np.testing.assert_array_equal(coupling_fast.from_halves(h, k, c), x)
+  mask = coupling_fast.to_halves(jnp.asarray(coupling.checkerboard(k, c)), k, c)
+  np.testing.assert_array_equal(mask, np.repeat([1.0, 0.0], dim // 2))
+  # Along another axis (as for weight rows) it is the same permutation.
+  np.testing.assert_array_equal(coupling_fast.to_halves(x.T, k, c, axis=0), h.T)
 
 
 def test_narrow_weight_gradients_are_computed_out_by_in():

@@ -2,16 +2,17 @@
 
 Every block of a layer goes through one matrix product per linear layer: the blocks
 are rows of an (N, dim) matrix, and s and t, which read the same input, run as ONE
-batched product over a leading axis of 2.
+batched product over a leading axis of 2. The block's values are reordered once into
+the two checkerboard halves A (m = 1) and B (m = 0), each dim/2 wide and contiguous,
+and the parameters' dim-sized axes to match, so that a half-coupling reads its
+conditioning half and writes its free half by slicing.
 
 What repeats can be written once into the program, so that it compiles in the time of
 one residual block whatever the depth: the RNVP layers as one ``lax.scan`` over their
 stacked parameters, and the n_res residual blocks of a conditioner as one loop over
 theirs (``Execution.scan_min_layers`` says from how many on: XLA:CPU runs short
-unrolled loops faster). A half-coupling runs the conditioner on the masked input, as
-the definition does (Swish(0) = 0: the masked rows of the first linear layer add
-nothing), and keeps s and t on the free sites; both half-couplings of a layer are the
-same code on other masks.
+unrolled loops faster, and unrolled, the first and last residual blocks skip the
+arithmetic on masked values: :func:`_shift_and_log_scale`).
 
 On top of that, optional (an :class:`rgflow_jax.core.execution.Execution` chooses):
 remat, bfloat16 matmul inputs, and a hand-written backward pass for the conditioners
@@ -29,28 +30,66 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rgflow_jax.core import conditioner, coupling
+from rgflow_jax.core import conditioner
 from rgflow_jax.core.execution import DEFAULT, Execution
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
-def prepare(params, matmul_dtype=None) -> dict:
-  """A block's parameters ready for the fast path: weight-normalised, each linear
-  layer's w, b and beta with axes (n_layer, n_res, 2 = [s, t], ...) (the order the
-  loops over them slice), ``scale`` (n_layer, 2, dim). Leading axes before these (a
-  stack of blocks) are kept.
+# ------------------------------------------------------------ checkerboard halves
+def to_halves(x, block_size: int, channels: int, axis: int = -1):
+  """Reorder a k*k*C axis in (a, b, c) order to [half A | half B] (A: a + b even).
+
+  Within a half the order is (parity of a, a // 2, b // 2, c). Reshapes, one
+  transpose and a concatenation: no gather.
+  """
+  x = jnp.moveaxis(x, axis, -1)
+  k2, lead = block_size // 2, x.shape[:-1]
+  n = len(lead)
+  t = x.reshape(lead + (k2, 2, k2, 2, channels))  # (a', pa, b', pb, c)
+  t = t.transpose(tuple(range(n)) + (n + 1, n + 3, n, n + 2, n + 4))  # (pa, pb, a', b', c)
+  flat = lambda u: u.reshape(lead + (-1,))  # noqa: E731
+  out = jnp.concatenate([flat(t[..., 0, 0, :, :, :]), flat(t[..., 1, 1, :, :, :]),
+                         flat(t[..., 0, 1, :, :, :]), flat(t[..., 1, 0, :, :, :])], axis=-1)
+  return jnp.moveaxis(out, -1, axis)
+
+
+def from_halves(x, block_size: int, channels: int, axis: int = -1):
+  """Inverse of :func:`to_halves`."""
+  x = jnp.moveaxis(x, axis, -1)
+  k2, lead = block_size // 2, x.shape[:-1]
+  n = len(lead)
+  t00, t11, t01, t10 = (u.reshape(lead + (k2, k2, channels))
+                        for u in jnp.split(x, 4, axis=-1))
+  t = jnp.stack([jnp.stack([t00, t01], axis=-4), jnp.stack([t10, t11], axis=-4)],
+                axis=-5)  # (pa, pb, a', b', c)
+  t = t.transpose(tuple(range(n)) + (n + 2, n, n + 3, n + 1, n + 4))  # (a', pa, b', pb, c)
+  return jnp.moveaxis(t.reshape(lead + (-1,)), -1, axis)
+
+
+def prepare(params, block_size: int, channels: int, matmul_dtype=None) -> dict:
+  """A block's parameters ready for the fast path: weight-normalised, dim-sized axes
+  in [A | B] order (:func:`to_halves`), each linear layer's w, b and beta with axes
+  (n_layer, n_res, 2 = [s, t], ...) (the order the loops over them slice), ``scale``
+  (n_layer, 2, dim). Leading axes before these (a stack of blocks) are kept.
 
   Done once per call of a layer (small arrays), outside the loop over RNVP layers.
   """
+  halves = lambda a, axis: to_halves(a, block_size, channels, axis)  # noqa: E731
   layers = params["layers"]
   w = [conditioner.weight_norm(p["v"], p["g"]) for p in layers]
+  w[0] = halves(w[0], -2)
+  w[-1] = halves(w[-1], -1)
   if matmul_dtype is not None:
     w = [a.astype(matmul_dtype) for a in w]
+  b = [p["b"] for p in layers]
+  b[-1] = halves(b[-1], -1)
+  beta = [p["beta"] for p in layers]
+  beta[0] = halves(beta[0], -1)
   res_first = lambda arrays, axis: [jnp.swapaxes(a, axis, axis + 1)  # noqa: E731
                                     for a in arrays]
-  return {"w": res_first(w, -4), "b": res_first([p["b"] for p in layers], -3),
-          "beta": res_first([p["beta"] for p in layers], -3), "scale": params["scale"]}
+  return {"w": res_first(w, -4), "b": res_first(b, -3), "beta": res_first(beta, -3),
+          "scale": halves(params["scale"], -1)}
 
 
 def unstack(a, axis: int = 0) -> list:
@@ -204,51 +243,74 @@ def _matmul_t(g, w, out_dtype):
                              preferred_element_type=out_dtype)
 
 
-def _shift_and_log_scale(p, x, m, ex: Execution, hand_backward: bool):
-  """s and t (each (N, dim), zero where ``m`` is 1) of the half-coupling that
-  conditions on the sites where the mask ``m`` (dim,) is 1; ``p`` is one RNVP layer of
-  :func:`prepare`'s output.
+def _shift_and_log_scale(p, x_src, src: slice, dst: slice, ex: Execution,
+                         hand_backward: bool):
+  """s and t (each (N, dim/2)) on the free half ``dst``, given the conditioning half
+  ``x_src`` (N, dim/2) at ``src``; ``p`` is one RNVP layer of :func:`prepare`'s output.
 
-  The residual stream x <- (x + f(x)) / sqrt(2) starts as ``x * m`` for both networks
-  and runs through the n_res residual blocks: one ``lax.scan`` when there are at least
-  ``ex.scan_min_layers`` of them, else unrolled.
+  The residual stream x <- (x + f(x)) / sqrt(2) starts as x_src on ``src`` and zeros
+  on ``dst`` for both networks. As one loop (at least ``ex.scan_min_layers`` residual
+  blocks) every block is the same code on the full width. Unrolled, the first block
+  reads only the ``src`` rows of its first linear layer (Swish(0) = 0: the others
+  multiply zeros) and the last computes only the ``dst`` columns of its last one (the
+  only ones read): less arithmetic, which the small models on CPU feel.
   """
   mlp = _mlp if hand_backward else _mlp_plain
-  x_in = x * m
-  stream = jnp.broadcast_to(x_in[None], (2,) + x_in.shape)  # s and t streams
-
-  def res_block(stream, r):
-    return (stream + mlp(r["w"], r["b"], r["beta"], stream)) * _INV_SQRT2
-
+  blocks = {k: p[k] for k in ("w", "b", "beta")}
   n_res = p["w"][0].shape[0]
-  stream = _loop(res_block, stream, {k: p[k] for k in ("w", "b", "beta")}, n_res,
-                 n_res >= ex.scan_min_layers)
-  out = stream * p["scale"][:, None, :]
-  free = 1.0 - m
-  return jnp.tanh(out[0]) * free, out[1] * free
+  pad = [(0, 0), (src.start, 2 * x_src.shape[-1] - src.stop)]
+
+  if n_res >= ex.scan_min_layers:
+    def res_block(stream, r):
+      return (stream + mlp(r["w"], r["b"], r["beta"], stream)) * _INV_SQRT2
+    x_in = jnp.pad(x_src, pad)
+    stream = _loop(res_block, jnp.broadcast_to(x_in[None], (2,) + x_in.shape), blocks,
+                   n_res, True)[..., dst]
+  else:
+    stream = None  # the full-width stream (2, N, dim), once it has been formed
+    for r, blk in enumerate(unstack_tree(blocks, n_res)):
+      ws, bs, betas = list(blk["w"]), list(blk["b"]), list(blk["beta"])
+      if r == 0:
+        ws[0], betas[0] = ws[0][:, src], betas[0][:, src]
+      if r == n_res - 1:
+        ws[-1], bs[-1] = ws[-1][:, :, dst], bs[-1][:, dst]
+      h = mlp(ws, bs, betas, x_src[None] if r == 0 else stream)
+      if r == 0 and n_res == 1:
+        stream = h  # the input is zero on dst
+      elif r == 0:
+        stream = h + jnp.pad(x_src, pad)[None]
+      elif r == n_res - 1:
+        stream = stream[..., dst] + h
+      else:
+        stream = stream + h
+      stream = stream * _INV_SQRT2
+  out = stream * p["scale"][:, None, dst]
+  return jnp.tanh(out[0]), out[1]
 
 
-def _layer_encode(p, x, masks, ex: Execution):
-  """One RNVP layer on (N, dim) blocks: its two half-couplings, whose masks are
-  ``masks`` (the checkerboard, then its complement)."""
-  log_det = 0.0
-  for m in masks:
-    s, t = _shift_and_log_scale(p, x, m, ex, ex.hand_backward)
-    x = x * jnp.exp(s) + t
-    log_det = log_det + jnp.sum(s, axis=-1)
-  return x, log_det
+def _layer_encode(p, xa, xb, ex: Execution):
+  """One RNVP layer on the halves A and B (N, dim/2): B given A, then A given B."""
+  half = xa.shape[-1]
+  a, b = slice(0, half), slice(half, 2 * half)
+  s, t = _shift_and_log_scale(p, xa, a, b, ex, ex.hand_backward)
+  xb = xb * jnp.exp(s) + t
+  log_det = jnp.sum(s, axis=-1)
+  s, t = _shift_and_log_scale(p, xb, b, a, ex, ex.hand_backward)
+  xa = xa * jnp.exp(s) + t
+  return xa, xb, log_det + jnp.sum(s, axis=-1)
 
 
-def _layer_decode(p, x, masks, ex: Execution):
-  """The inverse of :func:`_layer_encode`: its half-couplings undone last to first (a
-  half-coupling leaves its conditioning sites as they were, so s and t are computed
-  from the same values)."""
-  log_det = 0.0
-  for m in reversed(masks):
-    s, t = _shift_and_log_scale(p, x, m, ex, False)
-    x = (x - t) * jnp.exp(-s)
-    log_det = log_det - jnp.sum(s, axis=-1)
-  return x, log_det
+def _layer_decode(p, xa, xb, ex: Execution):
+  """The inverse of :func:`_layer_encode` (a half-coupling leaves its conditioning
+  half as it was, so s and t are computed from the same values)."""
+  half = xa.shape[-1]
+  a, b = slice(0, half), slice(half, 2 * half)
+  s, t = _shift_and_log_scale(p, xb, b, a, ex, False)
+  xa = (xa - t) * jnp.exp(-s)
+  log_det = jnp.sum(s, axis=-1)
+  s, t = _shift_and_log_scale(p, xa, a, b, ex, False)
+  xb = (xb - t) * jnp.exp(-s)
+  return xa, xb, -(log_det + jnp.sum(s, axis=-1))
 
 
 def apply_blocks(params, blocks, *, inverse: bool = False,
@@ -264,7 +326,7 @@ def apply_blocks(params, blocks, *, inverse: bool = False,
   reverse-mode gradients, but no forward-mode derivatives (``jax.jvp`` / ``jacfwd``
   raise) through it.
   """
-  prep = prepare(params, execution.matmul_jnp_dtype)
+  prep = prepare(params, blocks.shape[2], blocks.shape[3], execution.matmul_jnp_dtype)
   return apply_prepared(prep, blocks, inverse=inverse, execution=execution)
 
 
@@ -274,21 +336,22 @@ def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution 
   small batches, e.g. every step of a loop over a cone (rgflow_jax.core.local)."""
   n, k, _, c = blocks.shape
   n_layer = prep["scale"].shape[0]
-  m = coupling.checkerboard(k, c)
-  masks = (jnp.asarray(m, blocks.dtype), jnp.asarray(1.0 - m, blocks.dtype))
-  x = blocks.reshape(n, -1)
-  layer_fn = functools.partial(_layer_decode if inverse else _layer_encode, masks=masks,
-                               ex=execution)
+  x = to_halves(blocks.reshape(n, -1), k, c)
+  half = x.shape[-1] // 2
+  layer_fn = functools.partial(_layer_decode if inverse else _layer_encode, ex=execution)
   if execution.remat:
     layer_fn = jax.checkpoint(layer_fn)
-  def body(carry, p):
-    x, log_det = carry
-    x, ld = layer_fn(p, x)
-    return x, log_det + ld
 
-  x, log_det = _loop(body, (x, jnp.zeros_like(x[:, 0])), prep, n_layer,
-                     n_layer >= execution.scan_min_layers, reverse=inverse)
-  return x.reshape(blocks.shape), log_det
+  def body(carry, p):
+    xa, xb, log_det = carry
+    xa, xb, ld = layer_fn(p, xa, xb)
+    return xa, xb, log_det + ld
+
+  xa, xb, log_det = _loop(body, (x[:, :half], x[:, half:], jnp.zeros_like(x[:, 0])),
+                          prep, n_layer, n_layer >= execution.scan_min_layers,
+                          reverse=inverse)
+  out = from_halves(jnp.concatenate([xa, xb], axis=-1), k, c)
+  return out.reshape(blocks.shape), log_det
 
 
 def _loop(body, carry, stacked, n: int, scan: bool, reverse: bool = False):

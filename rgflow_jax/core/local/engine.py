@@ -44,7 +44,8 @@ def prepare(flow, params, execution=None) -> Prepared:
     return params
   dtype = (execution or DEFAULT).matmul_jnp_dtype
   return Prepared({(st.level, st.layer): coupling_fast.prepare(
-      params[st.param_key][st.layer], dtype) for st in flow.stages()})
+      params[st.param_key][st.layer], flow.block_size, flow.channels, dtype)
+      for st in flow.stages()})
 
 
 def _run(flow, prepared: Prepared, plan_stage, inputs, inverse: bool, execution):
