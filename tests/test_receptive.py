@@ -68,3 +68,44 @@ def test_bad_receptive_field_requests():
     receptive.receptive_field_at_site(flow, params, 1, (1, 1), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="level must be"):
     receptive.latent_sites(flow, 5)
+
+
+def test_params_that_carry_their_flow_jit_and_vmap_over_latent_indices(x64):
+  """receptive_field(params, level, idx): the bound form equals the explicit one, and
+  is a JAX function of idx (jit; vmap over a level's indices equals the loop)."""
+  import rgflow_jax  # noqa: PLC0415
+  flow, tree = random_flow(8, 2, 4, jnp.float64)
+  params = rgflow_jax.bind(flow, tree)
+  n = flow.latents_per_level()[1]
+  loop = np.stack([rgflow_jax.receptive_field(flow, tree, 1, i, None, 4) for i in range(n)])
+  assert loop.std(axis=0).max() > 0  # the latents' fields differ
+  mapped = jax.vmap(lambda i: rgflow_jax.receptive_field(params, 1, i, None, 4))(
+      jnp.arange(n))
+  assert isinstance(mapped, jax.Array) and mapped.shape == (n, 8, 8)
+  np.testing.assert_allclose(mapped, loop, rtol=0, atol=1e-12)
+  i, j, c = receptive.latents_of_level(flow, 1)[5]
+  np.testing.assert_allclose(
+      rgflow_jax.receptive_field_at_site(params, 1, (i, j), None, 4, channel=int(c)),
+      loop[5], rtol=0, atol=1e-12)
+  jitted = jax.jit(rgflow_jax.receptive_field, static_argnums=(1, 4))
+  np.testing.assert_allclose(jitted(params, 1, 5, None, 4), loop[5], rtol=0, atol=1e-12)
+  # Differentiable in the params: a gradient of the field's mass.
+  grad = jax.grad(lambda p: rgflow_jax.receptive_field(p, 1, 5, None, 4).sum())(params)
+  assert isinstance(grad, rgflow_jax.FlowParams)
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grad))
+
+
+def test_a_wrong_first_argument_or_index_is_one_line():
+  import rgflow_jax  # noqa: PLC0415
+  flow = tiny_flow(8, 1, 4)
+  tree = flow.init(jax.random.PRNGKey(0))
+  with pytest.raises(TypeError, match=r"needs params that carry their flow, got a dict: "
+                                      r"use rgflow_jax.load\(workdir\).params"):
+    rgflow_jax.receptive_field(tree, 1, 0)
+  params = rgflow_jax.bind(flow, tree)
+  with pytest.raises(TypeError, match="idx must be one int.*receptive_field_at_site"):
+    rgflow_jax.receptive_field(params, 1, (2, 2))
+  with pytest.raises(TypeError, match="level must be an int"):
+    rgflow_jax.receptive_field(params, 1.0, 0)
+  with pytest.raises(ValueError, match="idx must be in 0.."):
+    rgflow_jax.receptive_field(params, 1, -1)

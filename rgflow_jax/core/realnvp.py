@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax.core import conditioner, priors
+from rgflow_jax.core import bound, conditioner, priors
 from rgflow_jax.core.execution import DEFAULT
 from rgflow_jax.core.flow import Flow
 
@@ -231,6 +231,7 @@ class RealNVP(Flow):
   # -------------------------------------------------------------- directions
   def encode(self, params, x, execution=None):
     """Image (flow space) -> (latent z of the image's shape, log|det dz/dx|)."""
+    params = bound.tree_of(params)
     self._check(x, "encode")
     x = jnp.asarray(x)
     checker, channel = self._couplings(execution)
@@ -256,6 +257,7 @@ class RealNVP(Flow):
 
   def decode(self, params, z, execution=None):
     """Latent z -> (image in flow space, log|det dx/dz|)."""
+    params = bound.tree_of(params)
     self._check(z, "decode")
     z = jnp.asarray(z)
     checker, channel = self._couplings(execution)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax.core import coupling, coupling_fast, geometry, priors
+from rgflow_jax.core import bound, coupling, coupling_fast, geometry, priors
 from rgflow_jax.core.execution import DEFAULT
 from rgflow_jax.core.flow import Flow
 from rgflow_jax.core.geometry import DECIMATOR, DISENTANGLER, LAYERS
@@ -171,6 +171,7 @@ class RGFlow(Flow):
     """``encode``, also returning each stage's input (B, E*E, C) on its level's
     sub-lattice and per-block log|det| (B, blocks), in ``stages()`` order (what local
     inference caches of a baseline image)."""
+    params = bound.tree_of(params)
     self._check(x, "encode")
     x = jnp.asarray(x)
     log_det = jnp.zeros(x.shape[0], x.dtype)
@@ -197,6 +198,7 @@ class RGFlow(Flow):
   def decode_stages(self, params, z, execution=None):
     """``decode``, also returning each stage's input (B, E*E, C) in ``stages(inverse=
     True)`` order (what latent edits cache)."""
+    params = bound.tree_of(params)
     self._check(z, "decode")
     z = jnp.asarray(z)
     per_level = [z]

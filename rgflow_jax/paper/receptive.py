@@ -3,17 +3,19 @@
 RF_l = E_{z ~ p(z)} sum_c |d x(z) / d z_l|, with x = G(z) the generated image in
 [0, 1] pixel units (before clipping). Each derivative is one ``jax.jvp`` with a
 one-hot tangent, batched over prior samples and vmapped over a chunk of latents.
+Every function returns JAX arrays; :func:`receptive_field` is itself a JAX function of
+the latent's index (jit, vmap).
 """
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgflow_jax.core import pixels
+from rgflow_jax.core import bound, pixels
+from rgflow_jax.core.flow import Flow
 
 
 def _image(flow, params, z):
@@ -28,30 +30,35 @@ def latent_sites(flow, level: int) -> np.ndarray:
   return np.argwhere(flow.level_of_site() == level)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _rf_batch(flow, params, z, latents):
-  """(len(latents), L, L) receptive fields; ``latents`` is (n, 3) int (i, j, c)."""
-  shape = z.shape[1:]
+def _field(flow, params, z, latent):
+  """(L, L) receptive field of one latent ``latent`` = (i, j, c) (int (3,)), averaged
+  over the prior draws ``z`` (S, L, L, C): one forward-mode derivative."""
+  tangent = jnp.zeros(z.shape[1:], z.dtype).at[latent[0], latent[1], latent[2]].set(1.0)
+  _, dx = jax.jvp(lambda v: _image(flow, params, v), (z,),
+                  (jnp.broadcast_to(tangent, z.shape),))
+  return jnp.mean(jnp.sum(jnp.abs(dx), axis=-1), axis=0)
 
-  def one(latent):
-    tangent = jnp.zeros(shape, z.dtype).at[latent[0], latent[1], latent[2]].set(1.0)
-    tangents = jnp.broadcast_to(tangent, z.shape)
-    _, dx = jax.jvp(lambda v: _image(flow, params, v), (z,), (tangents,))
-    return jnp.mean(jnp.sum(jnp.abs(dx), axis=-1), axis=0)
 
-  return jax.vmap(one)(latents)
+_fields = jax.jit(jax.vmap(_field, in_axes=(None, None, None, 0)), static_argnums=0)
+
+
+def _draws(flow, params, rng, n_samples: int, temperature):
+  dtype = jax.tree.leaves(params)[0].dtype
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  return flow.sample_latents(rng, n_samples, temperature, dtype)
 
 
 def receptive_fields(flow, params, latents, rng, n_samples: int = 16,
-                     temperature=1.0, chunk: int = 32) -> np.ndarray:
-  """(n, L, L) receptive fields of the latents ``latents`` = [(i, j, c), ...]."""
+                     temperature=1.0, chunk: int = 32) -> jax.Array:
+  """(n, L, L) receptive fields of the latents ``latents`` = [(i, j, c), ...], all
+  from the same ``n_samples`` prior draws."""
+  params = bound.tree_of(params)
   latents = np.asarray(latents, dtype=np.int32).reshape(-1, 3)
   L, C = flow.image_size, flow.channels
   if ((latents[:, :2] < 0) | (latents[:, :2] >= L)).any() or \
      ((latents[:, 2] < 0) | (latents[:, 2] >= C)).any():
     raise ValueError(f"latents must be (i, j, c) with 0 <= i, j < {L}, 0 <= c < {C}")
-  dtype = jax.tree.leaves(params)[0].dtype
-  z = flow.sample_latents(rng, n_samples, temperature, dtype)
+  z = _draws(flow, params, rng, n_samples, temperature)
   out = []
   # Pad every short chunk to a power of two (at most ``chunk``): few compiled shapes
   # whatever the number of latents, and at most twice the work for a short list.
@@ -60,16 +67,25 @@ def receptive_fields(flow, params, latents, rng, n_samples: int = 16,
     part = latents[start:start + chunk]
     pad = chunk - len(part)
     padded = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)]) if pad else part
-    out.append(np.asarray(_rf_batch(flow, params, z, jnp.asarray(padded)))[:len(part)])
-  return np.concatenate(out)
+    out.append(_fields(flow, params, z, jnp.asarray(padded))[:len(part)])
+  return jnp.concatenate(out)
 
 
-def receptive_field_at_site(flow, params, level: int, site, rng, n_samples: int = 16,
-                    temperature=1.0, channel: int | None = None) -> np.ndarray:
-  """(L, L) receptive field of the latent at image ``site`` = (i, j) of ``level``.
+def receptive_field_at_site(params, *args, **kwargs) -> jax.Array:
+  """(L, L) receptive field of the latent at image ``site`` = (i, j) of ``level``::
 
-  With ``channel`` None, the fields of the site's C latents are averaged.
+      rf = receptive_field_at_site(params, level, site, rng=None, n_samples=16,
+                                   temperature=1.0, channel=None)
+
+  With ``channel`` None, the fields of the site's C latents are averaged. ``params``
+  as in :func:`receptive_field` (or ``(flow, params, ...)``).
   """
+  flow, params, args = _split(params, args, "receptive_field_at_site")
+  return _at_site(flow, params, *args, **kwargs)
+
+
+def _at_site(flow, params, level: int, site, rng=None, n_samples: int = 16,
+             temperature=1.0, channel: int | None = None):
   i, j = site
   if flow.level_of_site()[i, j] != level:
     raise ValueError(f"site {tuple(site)} holds a latent of level "
@@ -80,6 +96,17 @@ def receptive_field_at_site(flow, params, level: int, site, rng, n_samples: int 
   return rfs.mean(axis=0)
 
 
+def _split(params, args, caller: str):
+  """(flow, plain params, the other arguments) of a call in either form: (params that
+  carry their flow, ...) or (flow, params, ...)."""
+  if isinstance(params, Flow):
+    if not args:
+      raise TypeError(f"{caller}(flow, params, ...) needs the params after the flow")
+    return params, bound.tree_of(args[0]), args[1:]
+  flow, tree = bound.unbind(params, caller)
+  return flow, tree, args
+
+
 def latents_of_level(flow, level: int) -> np.ndarray:
   """(n, 3) latents (i, j, c) of ``level``: its sites row-major, channels within a site.
   A latent's index within its level is its row here."""
@@ -87,16 +114,42 @@ def latents_of_level(flow, level: int) -> np.ndarray:
                    for c in range(flow.channels)])
 
 
-def receptive_field(flow, params, level: int, idx: int, rng=None,
-                             n_samples: int = 16, temperature=1.0) -> np.ndarray:
-  """(L, L) receptive field of latent number ``idx`` of ``level`` (its row in
-  :func:`latents_of_level`); ``rng`` defaults to ``PRNGKey(0)``."""
+def receptive_field(params, *args, **kwargs) -> jax.Array:
+  """(L, L) receptive field (paper eq. 14) of latent number ``idx`` of ``level``::
+
+      rf = receptive_field(params, level, idx, rng=None, n_samples=16, temperature=1.0)
+
+  ``params`` carries its flow (:func:`rgflow_jax.load`, :func:`rgflow_jax.bind`);
+  ``receptive_field(flow, params, level, idx, ...)`` is the same with a plain pytree.
+  ``idx`` is the latent's row in :func:`latents_of_level` (site row-major, channel
+  within a site). The field is the mean over ``n_samples`` prior draws from ``rng``
+  (default ``PRNGKey(0)``) of sum_c |dx / dz|, x the image in [0, 1] pixel units.
+
+  A JAX function of ``params`` and ``idx``: ``level`` and ``n_samples`` fix shapes
+  (static under ``jax.jit``), ``idx`` may be traced, e.g.
+  ``jax.vmap(lambda i: receptive_field(params, level, i))(jnp.arange(n))``; a traced
+  ``idx`` is not range-checked (out of range reads the nearest latent).
+  """
+  flow, params, args = _split(params, args, "receptive_field")
+  return _receptive_field(flow, params, *args, **kwargs)
+
+
+def _receptive_field(flow, params, level: int, idx, rng=None, n_samples: int = 16,
+                     temperature=1.0):
+  if not isinstance(level, (int, np.integer)) or isinstance(level, bool):
+    raise TypeError(f"level must be an int (a Python number: it fixes shapes), "
+                    f"got {level!r}")
   latents = latents_of_level(flow, level)
-  if not 0 <= idx < len(latents):
-    raise ValueError(f"level {level} has {len(latents)} latents: idx must be in "
-                     f"0..{len(latents) - 1}, got {idx}")
-  rng = jax.random.PRNGKey(0) if rng is None else rng
-  return receptive_fields(flow, params, latents[idx:idx + 1], rng, n_samples, temperature)[0]
+  if not isinstance(idx, jax.core.Tracer):
+    if np.ndim(idx) != 0 or not np.issubdtype(np.asarray(idx).dtype, np.integer):
+      raise TypeError(f"idx must be one int, a latent's number within level {level} "
+                      f"(0..{len(latents) - 1}), got {idx!r}; for the latent at an image "
+                      "site (i, j) use receptive_field_at_site")
+    if not 0 <= int(idx) < len(latents):
+      raise ValueError(f"level {level} has {len(latents)} latents: idx must be in "
+                       f"0..{len(latents) - 1}, got {int(idx)}")
+  z = _draws(flow, params, rng, n_samples, temperature)
+  return _fields(flow, params, z, jnp.asarray(latents, jnp.int32)[jnp.asarray(idx)][None])[0]
 
 
 def receptive_field_strengths(flow, params, level: int, rng, n_samples: int = 8,
