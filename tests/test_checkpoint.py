@@ -411,3 +411,33 @@ def test_checkpoint_metadata_that_cannot_be_true_is_damage_and_malformed_is_one_
   assert words in str(err.value) and "run/checkpoints/6/meta/metadata" in str(err.value)
   with pytest.raises(storage.RunFileError, match="not a JSON object but a list"):
     checkpoint.check_meta([GOOD_META], 6, "m")
+
+
+@pytest.mark.e2e
+def test_load_gives_a_trained_run_for_the_functional_api(runs, tmp_path):
+  """rgflow_jax.load(workdir): the run's own config, its parameters bound to their flow
+  (best, latest or a step), ready for receptive_field(params, level, idx)."""
+  import jax  # noqa: PLC0415
+  import rgflow_jax  # noqa: PLC0415
+  work = runs / "at6"
+  c = smoke_config(runs)
+  run = rgflow_jax.load(work, "latest")
+  assert (run.step, run.checkpoint) == (6, "latest")
+  assert run.flow == run_config.build_model(c) == run.params.flow
+  assert json.loads(run.config.to_json()) == json.loads(
+      run_config.saved_config(work).to_json())
+  chex.assert_trees_all_equal(run.params.tree, _params(c, work)[0])
+  at4 = rgflow_jax.load(str(work), 4)
+  assert (at4.step, at4.checkpoint) == (4, "step")
+  chex.assert_trees_all_equal(at4.params.tree, _params(c, work, step=4)[0])
+  assert rgflow_jax.load(work).step in (6, 4)  # best, or the latest where none was saved
+  rf = rgflow_jax.receptive_field(run.params, 1, 0)
+  assert isinstance(rf, jax.Array) and rf.shape == (run.flow.image_size,) * 2
+  assert float(rf.sum()) > 0
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 5; it has steps \[2, 4, 6\]"):
+    rgflow_jax.load(work, 5)
+  with pytest.raises(FileNotFoundError, match="no run folder at"):
+    rgflow_jax.load(tmp_path / "nowhere")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="has no config.json"):
+    rgflow_jax.load(tmp_path / "empty")

@@ -26,10 +26,33 @@ def test_each_figure_is_a_png_of_its_size(tmp_path):
   maps = plots.plot_maps(np.random.default_rng(0).random((7, 8, 8)),
                          [f"latent {i}" for i in range(7)], tmp_path / "maps.png", ncol=4,
                          suptitle="receptive fields")
-  assert _png(maps) == (2 * 4 * 100, int((2 * 2 + 0.5) * 100))
+  assert _png(maps) == (900, 460)  # (2.25 x 4, 2 x 2 + 0.6) inches x 100 dpi
   hist = plots.plot_histograms({"level 0": np.geomspace(1e-3, 1, 50), "level 1": [0.0, 0.2]},
                                tmp_path / "hist.png", xlabel="strength")
   assert _png(hist) == (720, 480)
   grid = plots.save_grid(np.zeros((6, 4, 4, 3), np.uint8), tmp_path / "grid.png", ncol=3,
                          scale=2)
   assert _png(tmp_path / "grid.png") == grid.shape[1::-1]
+
+
+def test_grid_labels_sit_above_their_columns_and_left_of_their_rows(tmp_path):
+  """A labelled mosaic: the cells unchanged, a white strip with each column's label
+  above that column and each row's label left of that row (ink where the text is)."""
+  images = np.full((6, 4, 4, 3), 40, np.uint8)
+  plain = plots.grid_image(images, ncol=3, scale=4)
+  labelled = np.asarray(plots.grid_image(images, ncol=3, scale=4,
+                                         columns=["a", "b", "c"], rows=["row 1", "row 2"]))
+  top = labelled.shape[0] - plain.height
+  left = labelled.shape[1] - plain.width
+  assert top > 0 and left > 0
+  np.testing.assert_array_equal(labelled[top:, left:], np.asarray(plain))
+  cell = (4 + 1) * 4
+  for q in range(3):  # ink above each column, within its width
+    strip = labelled[:top, left + q * cell + 4:left + (q + 1) * cell]
+    assert (strip < 128).any(), q
+  for r in range(2):  # ink left of each row, within its height
+    strip = labelled[top + r * cell + 4:top + (r + 1) * cell, :left]
+    assert (strip < 128).any(), r
+  assert (labelled[:top, :left] == 255).all()  # the corner stays blank
+  side = plots.save_side_by_side([plain, plots.grid_image(images, 2)], tmp_path / "two.png")
+  assert side.shape[1] == plain.width + 12 + plots.grid_image(images, 2).width

@@ -9,11 +9,11 @@ from helpers import ROOT
 
 
 
-def readme_block(heading: str) -> str:
-  """The first ```python block under ``heading`` in README.md."""
+def readme_block(heading: str, number: int = 0) -> str:
+  """The ``number``-th (from 0) ```python block under ``heading`` in README.md."""
   text = (ROOT / "README.md").read_text()
   section = text[text.index(heading):]
-  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  return re.findall(r"```python\n(.*?)```", section, re.S)[number]
 
 
 @pytest.mark.e2e
@@ -26,10 +26,34 @@ def test_the_readme_api_block_runs_as_pasted(capsys):
                        r"samples \(4, 32, 32, 3\)", printed)
   assert match, printed
   flow, params = namespace["flow"], namespace["params"]
-  assert int(match.group(1).replace(",", "")) == flow.num_params(params) > 0
+  assert int(match.group(1).replace(",", "")) == flow.num_params(params.tree) > 0
   assert 0 < float(match.group(2)) < 16 and float(match.group(3)) < 1e-4
   assert namespace["samples"].dtype == np.uint8 and namespace["rf"].shape == (32, 32)
   assert np.isfinite(np.asarray(namespace["bpd"])).all() and namespace["bpd"].shape == (8,)
+
+
+@pytest.mark.e2e
+def test_the_readme_trained_run_block_runs_as_pasted(tmp_path, monkeypatch, capsys):
+  """The README's second block on a trained run where it looks for one (a 2-step
+  msds1:smoke run standing in for make demo's): load, receptive_field(params, level,
+  idx), and the same jitted and vmapped over the level's latents."""
+  import jax.numpy as jnp  # noqa: PLC0415
+  from helpers import smoke_config  # noqa: PLC0415
+  from rgflow_jax.run import training  # noqa: PLC0415
+  c = smoke_config(tmp_path, num_steps=2, ckpt_every=2, eval_every=2, sample_every=0)
+  training.train_and_evaluate(c, tmp_path / "runs" / "msds1-cpu")
+  monkeypatch.chdir(tmp_path)
+  namespace = {"__name__": "__main__"}
+  code = readme_block("## The model in a few lines", 1)
+  exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the README's own code)
+  printed = capsys.readouterr().out.strip().splitlines()[-1]
+  run, n = namespace["run"], namespace["n"]
+  assert re.fullmatch(rf"step 2 \(best\): level 2 has {n} latents, the strongest is \d+",
+                      printed), printed
+  fields, rf = namespace["fields"], namespace["rf"]
+  assert fields.shape == (n, 32, 32) and n == run.flow.latents_per_level()[2] > 1
+  np.testing.assert_allclose(fields[0], rf, rtol=1e-5, atol=1e-6)  # float32
+  assert float(jnp.abs(fields[1] - fields[0]).max()) > 0
 
 
 def test_the_readme_links_point_at_files():

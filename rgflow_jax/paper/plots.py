@@ -33,15 +33,19 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.
   return grid
 
 
-def titled(grid: np.ndarray, title: str | None, scale: int = 1) -> Image.Image:
+def titled(grid: np.ndarray, title: str | None, scale: int = 1,
+           labels: GridLabels | None = None) -> Image.Image:
   """A uint8 mosaic as an RGB image enlarged ``scale`` times (nearest), with ``title``
-  (one or more lines) on a white strip above it."""
+  (one or more lines) on a white strip above it, and ``labels`` (column labels above,
+  row labels left of the cells of an :func:`image_grid` mosaic) if given."""
   grid = np.repeat(grid, 3, axis=-1) if grid.shape[-1] == 1 else grid
   img = Image.fromarray(grid)
   img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+  font = ImageFont.load_default(size=12)
+  if labels is not None:
+    img = _labelled(img, labels, scale, font)
   if not title:
     return img
-  font = ImageFont.load_default(size=12)
   lines = _wrap(title, font, img.width - 8)
   line_h = 15
   out = Image.new("RGB", (img.width, img.height + line_h * len(lines) + 6), "white")
@@ -49,6 +53,34 @@ def titled(grid: np.ndarray, title: str | None, scale: int = 1) -> Image.Image:
   for i, line in enumerate(lines):
     draw.text((4, 3 + i * line_h), line, fill="black", font=font)
   out.paste(img, (0, out.height - img.height))
+  return out
+
+
+class GridLabels:
+  """Labels of an :func:`image_grid` mosaic of (h, w) cells with ``pad``: ``columns``
+  drawn above each column, ``rows`` left of each row (either may be empty)."""
+
+  def __init__(self, cell: tuple[int, int], columns=(), rows=(), pad: int = 1):
+    self.cell, self.columns, self.rows, self.pad = cell, list(columns), list(rows), pad
+
+
+def _labelled(img: Image.Image, labels: GridLabels, scale: int, font) -> Image.Image:
+  (h, w), pad = labels.cell, labels.pad
+  step_x, step_y = (w + pad) * scale, (h + pad) * scale
+  left = int(max((font.getlength(t) for t in labels.rows), default=0)) + 8 \
+      if labels.rows else 0
+  col_lines = [_wrap(t, font, step_x - 2) for t in labels.columns]
+  top = 15 * max((len(c) for c in col_lines), default=0) + 4 if labels.columns else 0
+  out = Image.new("RGB", (img.width + left, img.height + top), "white")
+  out.paste(img, (left, top))
+  draw = ImageDraw.Draw(out)
+  for q, lines in enumerate(col_lines):
+    for k, line in enumerate(lines):
+      x = left + pad * scale + q * step_x + (w * scale - font.getlength(line)) / 2
+      draw.text((x, 2 + 15 * k), line, fill="black", font=font)
+  for r, text in enumerate(labels.rows):
+    y = top + pad * scale + r * step_y + (h * scale - 12) / 2
+    draw.text((left - 4 - font.getlength(text), y), text, fill="black", font=font)
   return out
 
 
@@ -69,12 +101,33 @@ def _wrap(text: str, font, width: int) -> list[str]:
 
 
 def save_grid(images: np.ndarray, path, ncol: int | None = None, scale: int = 4,
-              title: str | None = None) -> np.ndarray:
+              title: str | None = None, columns=(), rows=()) -> np.ndarray:
   """Save a mosaic of uint8 images as a PNG, enlarged ``scale`` times (nearest), with a
-  title strip above it; returns the saved picture (H, W, 3) uint8."""
-  img = titled(image_grid(images, ncol), title, scale)
+  title strip above it and, if given, a label above each column and left of each row;
+  returns the saved picture (H, W, 3) uint8."""
+  img = grid_image(images, ncol, scale, title, columns, rows)
   storage.save_image(img, path)
   return np.asarray(img)
+
+
+def grid_image(images: np.ndarray, ncol: int | None = None, scale: int = 4,
+               title: str | None = None, columns=(), rows=()) -> Image.Image:
+  """:func:`save_grid`'s picture, not saved."""
+  images = np.asarray(images)
+  labels = GridLabels(images.shape[1:3], columns, rows) if (columns or rows) else None
+  return titled(image_grid(images, ncol), title, scale, labels)
+
+
+def save_side_by_side(pictures: list, path, gap: int = 12) -> np.ndarray:
+  """PIL pictures side by side (top-aligned, white ground) as one PNG."""
+  width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+  out = Image.new("RGB", (width, max(p.height for p in pictures)), "white")
+  x = 0
+  for p in pictures:
+    out.paste(p, (x, 0))
+    x += p.width + gap
+  storage.save_image(out, path)
+  return np.asarray(out)
 
 
 def save_gif(frames: list, path, ncol: int | None = None, scale: int = 4,
@@ -113,16 +166,18 @@ def plot_bpd_curve(metrics_path, out_path, reference: dict | None = None):
 
 def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
               cmap: str = "viridis", suptitle: str | None = None):
-  """A panel of 2-D maps (e.g. receptive fields), each with its own colour scale, under
-  ``suptitle``; returns the path."""
+  """A panel of 2-D maps (e.g. receptive fields), each on its own colour scale from 0
+  to its maximum, shown by its colour bar, under ``suptitle``; returns the path."""
   n = len(maps)
   nrow = -(-n // ncol)
-  fig = _figure(figsize=(2 * ncol, 2 * nrow + 0.5))
+  fig = _figure(figsize=(2.25 * ncol, 2 * nrow + 0.6))
   axes = fig.subplots(nrow, ncol, squeeze=False)
   for ax in axes.flat:
     ax.axis("off")
   for ax, m, t in zip(axes.flat, maps, titles):
-    ax.imshow(m, cmap=cmap, interpolation="nearest")
+    shown = ax.imshow(m, cmap=cmap, interpolation="nearest", vmin=0.0,
+                      vmax=max(float(np.max(m)), 1e-12))
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
     ax.set_title(t, fontsize=8)
   if suptitle:
     fig.suptitle(suptitle, fontsize=10)

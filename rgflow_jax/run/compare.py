@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 
 import jax
-import ml_collections
 import numpy as np
 
 from rgflow_jax import data
@@ -46,14 +45,6 @@ PAPER_INCEPTION_PSNR = {"rgflow/cone": 24.9, "realnvp/random": 15.7, "realnvp/al
 MODEL_NAMES = {"rgflow": "RG-Flow", "realnvp": "Real NVP"}
 
 
-def load_config(workdir) -> ml_collections.ConfigDict:
-  saved = run_config.read_saved_config(workdir)
-  if saved is None:
-    raise FileNotFoundError(f"{workdir} has no config.json: is it a run folder written "
-                            "by train.py?")
-  return ml_collections.ConfigDict(saved)
-
-
 def _label(config) -> str:
   name = config.model.get("name", "rgflow")
   return f"{MODEL_NAMES.get(name, name)} + {config.model.prior.capitalize()}"
@@ -77,7 +68,7 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
   if len(workdirs) < 1:
     raise ValueError("compare needs at least one run folder")
   out = storage.check_writable(out, "output folder")
-  configs = [load_config(w) for w in workdirs]
+  configs = [run_config.saved_config(w) for w in workdirs]
   data_names = {c.data.name for c in configs}
   if len(data_names) > 1:
     raise ValueError(f"the runs were trained on different data sets {sorted(data_names)}: "

@@ -37,7 +37,7 @@ import numpy as np
 
 from rgflow_jax import data
 from rgflow_jax.core import pixels, registry
-from rgflow_jax.io import checkpoint, metrics, storage
+from rgflow_jax.io import checkpoint, metrics, platform, storage
 from rgflow_jax.io.progress import bar as progress_bar, say as progress_say
 from rgflow_jax.paper import fid, inpainting, latents, plots, receptive
 from rgflow_jax.run import jit_steps, run_config
@@ -107,8 +107,8 @@ def plus_minus(stderr: float | None, draws: int) -> str:
 
 # ------------------------------------------------------------------ loading
 class Loaded(NamedTuple):
-  """A run's model as evaluated: ``checkpoint`` says which one was read ('best' or
-  'latest') and ``fallback`` why, where the best was asked for and not read."""
+  """A run's model as evaluated: ``checkpoint`` says which one was read ('best',
+  'latest' or 'step') and ``fallback`` why, where the best was asked for and not read."""
 
   flow: object
   params: object
@@ -117,12 +117,16 @@ class Loaded(NamedTuple):
   fallback: str | None = None
 
 
-def load_params(config, workdir, which: str = "best") -> Loaded:
-  """The run's best (default) or latest intact checkpoint's parameters, as a
-  :class:`Loaded` (which unpacks as ``flow, params, step, checkpoint, fallback``). A run
-  without an intact best checkpoint falls back to the latest, saying so."""
-  if which not in ("best", "latest"):
-    raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
+def load_params(config, workdir, which="best") -> Loaded:
+  """The run's best (default) or latest intact checkpoint's parameters, or those of
+  checkpoint step ``which`` (an int), as a :class:`Loaded` (which unpacks as ``flow,
+  params, step, checkpoint, fallback``). A run without an intact best checkpoint falls
+  back to the latest, saying so."""
+  step = None
+  if isinstance(which, (int, np.integer)) and not isinstance(which, bool):
+    step, which = int(which), "step"
+  elif which not in ("best", "latest"):
+    raise ValueError(f"checkpoint must be 'best', 'latest' or a step (an int), got {which!r}")
   workdir = storage.as_path(workdir)
   if not (workdir / "checkpoints").is_dir():
     raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
@@ -134,6 +138,15 @@ def load_params(config, workdir, which: str = "best") -> Loaded:
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
   try:
     restored, fallback = None, None
+    if which == "step":
+      last, best = set(ckpts.last.all_steps()), set(ckpts.best.all_steps())
+      if step not in last | best:
+        raise FileNotFoundError(f"{workdir} has no checkpoint of step {step}; it has "
+                                f"steps {sorted(last | best) or 'none'}")
+      best = step not in last
+      ckpts.check_shapes(state, step, best)
+      state, meta = ckpts.restore(state, step, best)
+      return Loaded(flow, state["params"], step, "step")
     if which == "best":
       if ckpts.best.best_step() is None:
         fallback = f"{workdir}/best holds no checkpoint (no evaluation was saved)"
@@ -284,7 +297,9 @@ def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
   out_dir = storage.as_path(out_dir)
   plots.plot_maps(np.stack(maps), titles, out_dir / f"{prefix}receptive_fields.png", ncol=6,
                   suptitle=f"{prefix}receptive fields of the 6 strongest latents of each "
-                  "level, a row per level (h = level, (i, j, c) = the latent)")
+                  "level, a row per level (h = level, (i, j, c) = the latent): E_z sum_c "
+                  "|dx/dz| with x in [0, 1] pixel units; each map coloured from 0 to its "
+                  "own maximum (its colour bar)")
   plots.plot_histograms(strengths, out_dir / f"{prefix}rf_strengths.png",
                         "receptive-field strength (sum of the map)",
                         f"{prefix}receptive-field strengths per level")
@@ -327,16 +342,21 @@ SAMPLE_TEMPERATURES = (1.0, 0.8, 0.5, 0.0)
     f"temperatures {', '.join(f'{t:.2f}' for t in r['samples_mixed_temperatures'])})"))
 def _samples(ctx: Context) -> dict:
   sample = jax.jit(ctx.flow.sample, static_argnums=2)
+  real = plots.grid_image(_test_images(ctx.config, ctx.flow, 64, ctx.options["progress"]), 8,
+                          title=f"test images ({ctx.config.data.name}), for comparison")
+
+  def save(imgs, name, title):  # samples on the left, real test images on the right
+    plots.save_side_by_side([plots.grid_image(np.asarray(imgs), 8, title=title), real],
+                            ctx.figure(name))
+
   for t in SAMPLE_TEMPERATURES:
-    imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, t))
-    plots.save_grid(np.asarray(imgs), ctx.figure(f"samples_T{t:.1f}.png"), ncol=8,
-                    title=f"samples at temperature T = {t} (step {ctx.step})")
+    save(pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, t)), f"samples_T{t:.1f}.png",
+         f"samples at temperature T = {t} (step {ctx.step})")
   # App. D: warm high levels, cooler low levels.
   mixed_t = np.linspace(0.6, 1.0, ctx.flow.num_levels).tolist()
-  imgs = pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, jnp.asarray(mixed_t)))
-  plots.save_grid(np.asarray(imgs), ctx.figure("samples_mixed_T.png"), ncol=8,
-                  title="samples, temperature per level (0 = finest): "
-                  + ", ".join(f"{t:.2f}" for t in mixed_t))
+  save(pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, jnp.asarray(mixed_t))),
+       "samples_mixed_T.png", "samples, temperature per level (0 = finest): "
+       + ", ".join(f"{t:.2f}" for t in mixed_t))
   return {"samples": [f"samples_T{t:.1f}.png" for t in SAMPLE_TEMPERATURES],
           "samples_mixed_temperatures": mixed_t}
 
@@ -348,6 +368,7 @@ def _progressive(ctx: Context) -> dict:
   images = jax.jit(lambda p, zz: latents.progressive(flow, p, zz))(ctx.params, z)
   plots.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
                   ctx.figure("progressive.png"), ncol=8,
+                  rows=[f"levels >= {flow.num_levels - 1 - r}" for r in range(images.shape[0])],
                   title="coarse to fine: row r decodes only the latents of levels >= "
                   f"{flow.num_levels - 1} - r (finer ones at 0); 8 samples")
   return {"progressive": {"rows": "levels >= h, h from the top level down to 0"}}
@@ -380,7 +401,8 @@ def _traverse(ctx: Context) -> dict:
     rows = np.asarray(traverse(ctx.params, z, jnp.asarray(latent), jnp.asarray(values)))
     grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
     plots.save_grid(_to_uint8(grid), ctx.figure(f"traverse_level{level}.png"),
-                    ncol=len(values),
+                    ncol=len(values), columns=[f"{v:+g}" for v in values],
+                    rows=[f"sample {k + 1}" for k in range(len(z))],
                     title=f"level {level}: latent (i, j, c) = {latent} set to "
                     f"{values[0]:g} ... {values[-1]:g} (columns); a row per sample")
     frames_per_level.append(rows)
@@ -402,7 +424,11 @@ def _mix(ctx: Context) -> dict:
   zm = jnp.stack([latents.mix_levels(flow, z[a], z[b], theta)
                   for a, b in pairs for theta in range(flow.num_levels + 1)])
   panels = pixels.from_flow(latents.decode_jit(flow, ctx.params, zm)[0])
-  plots.save_grid(_to_uint8(panels), ctx.figure("mix.png"), ncol=flow.num_levels + 1,
+  top = flow.num_levels
+  plots.save_grid(_to_uint8(panels), ctx.figure("mix.png"), ncol=top + 1,
+                  columns=[f"theta {t}" + (" = A" if t == 0 else " = B" if t == top else "")
+                           for t in range(top + 1)],
+                  rows=[f"A: {a + 1}, B: {b + 1}" for a, b in pairs],
                   title="level mixing of test images A and B: column theta takes levels "
                   f">= theta from A, the rest from B (theta = 0 .. {flow.num_levels})")
   return {"mix": {"columns": f"theta = 0 (all of A) .. {flow.num_levels} (all of B)"}}
@@ -430,7 +456,7 @@ def _inpaint(ctx: Context) -> dict:
                                   o["inpaint_steps"], o["progress"],
                                   extractor=ctx.extractor)
   plots.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
-                  ncol=len(summary["columns"]),
+                  ncol=len(summary["columns"]), columns=summary["columns"],
                   title="inpainting: " + " | ".join(summary["columns"]))
   return {"inpaint": summary}
 
@@ -488,10 +514,12 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
              rf_samples: int = 8, progress: bool = True, inpaint_images: int = 4,
              inpaint_starts: int = 200, inpaint_steps: int = 300,
              inception_weights: str | None = None, fid_images: int = 10_000,
-             fid_temperature: float = 1.0) -> dict:
+             fid_temperature: float = 1.0, on_mode: Callable[[str], None] | None = None
+             ) -> dict:
   """Run ``modes`` on the run in ``workdir`` (local or ``gs://``), every computation at
   full float32 matmul precision whatever the run trained with. ``all``: every mode,
-  ``fid`` only when ``inception_weights`` is given (a file, or "download")."""
+  ``fid`` only when ``inception_weights`` is given (a file, or "download").
+  ``on_mode(line)`` is called with each mode's summary line as the mode ends."""
   if "all" in modes:
     modes = tuple(m for m in MODES if m != "fid" or inception_weights)
   modes = tuple(modes)
@@ -507,6 +535,7 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
                  inpaint_starts=inpaint_starts, inpaint_steps=inpaint_steps,
                  inception_weights=inception_weights, fid_images=fid_images,
                  fid_temperature=fid_temperature)
+  platform.use_compilation_cache(config.get("compilation_cache_dir", "auto"))
   with jax.default_matmul_precision(jit_steps.EVAL_PRECISION):
     workdir = storage.as_path(workdir)
     out_dir = storage.check_writable(workdir / "eval", "eval output folder")
@@ -519,8 +548,12 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
     results = {"step": step, "checkpoint": used, "checkpoint_fallback": fallback,
                "num_params": flow.num_params(params), "modes": list(modes),
                "out_dir": str(out_dir)}
-    for name in modes:
+    for i, name in enumerate(modes):
+      if progress and jax.process_index() == 0:
+        progress_say(f"eval {i + 1}/{len(modes)}: {name} (compiling, then running) ...")
       results.update(MODES[name](ctx))
+      if on_mode is not None:
+        on_mode(SUMMARIES[name](results))
   storage.write_json_atomic(out_dir / "eval.json", results)
   if jax.process_index() == 0:
     _figures_to_tensorboard(workdir / "tensorboard", out_dir, ctx.shared.get("figures", []),

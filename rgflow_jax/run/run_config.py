@@ -18,6 +18,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from rgflow_jax.configs import base
 from rgflow_jax.core import execution, registry
@@ -151,6 +152,16 @@ def read_saved_config(workdir) -> dict | None:
     raise storage.RunFileError(f"{path}: {problem}; restore it from a copy, or delete it "
                                "and give the run's config on the command line")
   return upgrade_saved_config(saved)
+
+
+def saved_config(workdir):
+  """The run's own config (its config.json) as a ConfigDict; FileNotFoundError where the
+  folder has none."""
+  saved = read_saved_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f"{workdir} has no config.json: is it a run folder written "
+                            "by rgflow-train?")
+  return ml_collections.ConfigDict(saved)
 
 
 def _saved_config_problem(saved) -> str | None:
