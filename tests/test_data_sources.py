@@ -50,6 +50,7 @@ def test_missing_tfds_set_fails_fast_with_instructions(name, tmp_path):
   msg = str(err.value)
   assert "\n" not in msg
   assert "downloads/manual" in msg and "python -m rgflow_jax.data.prepare" in msg
+  assert '"rgflow-jax[prepare]"' in msg and data.TFDS_SETS[name].source in msg
   for f in data.TFDS_SETS[name].manual_files:
     assert f in msg
 

@@ -151,9 +151,39 @@ def test_a_prepared_tfds_set_in_the_store_asks_to_be_copied_to_local_disk(gcs):
     data.TfdsSource("celeba", "train", f"gs://{BUCKET}/tfds")
   message = str(err.value)
   assert "\n" not in message and "is not prepared" not in message
-  assert f"gcloud storage cp -r gs://{BUCKET}/tfds/celeb_a data/" in message
+  assert (f"python -m rgflow_jax.data.prepare celeba --copy_from gs://{BUCKET}/tfds "
+          "--data_dir data") in message
   with pytest.raises(data.DataError, match="celeba is not prepared"):
     data.TfdsSource("celeba", "train", f"gs://{BUCKET}/elsewhere")
+
+
+def test_each_host_copies_a_prepared_set_from_the_store_once(gcs, tmp_path):
+  """The many-hosts recipe's data step: the prepared folder from gs:// to local disk,
+  whole (a copy killed half-way is redone, never taken as done), once per host."""
+  from rgflow_jax.data import prepare  # noqa: PLC0415
+  files = {"celeb_a/2.1.0/dataset_info.json": b"{}",
+           "celeb_a/2.1.0/celeb_a-train.array_record-00000-of-00001": os.urandom(5000),
+           "celeb_a/2.1.0/features.json": b'{"f": 1}'}
+  for name, data in files.items():
+    storage.as_path(f"gs://{BUCKET}/data/{name}").write_bytes(data)
+  local = tmp_path / "data"
+  (local / ".celeb_a.partial" / "2.1.0").mkdir(parents=True)  # a copy that was killed
+  (local / ".celeb_a.partial" / "2.1.0" / "features.json").write_bytes(b"half")
+  cmd = [sys.executable, "-m", "rgflow_jax.data.prepare", "celeba", "--copy_from",
+         f"gs://{BUCKET}/data", "--data_dir", str(local)]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  assert first.returncode == 0 and "copied 3 files of celeba" in first.stdout, first.stderr
+  for name, data in files.items():
+    assert (local / name).read_bytes() == data
+  assert sorted(p.name for p in local.iterdir()) == ["celeb_a"]
+  again = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  assert again.returncode == 0 and again.stdout == ""
+  missing = subprocess.run(cmd[:5] + [f"gs://{BUCKET}/nothing", "--data_dir",
+                                      str(tmp_path / "other")],
+                           capture_output=True, text=True, env=env)
+  assert missing.returncode == 1 and missing.stderr.startswith(
+      f"error: no prepared celeba at gs://{BUCKET}/nothing/celeb_a")
 
 
 # ------------------------------------------------------------- the run lock as a lease

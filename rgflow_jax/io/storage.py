@@ -56,8 +56,13 @@ def absolute(path) -> epath.Path:
 def files_under(folder) -> list[epath.Path]:
   """Every file below ``folder`` (recursively), sorted; works on object stores too."""
   folder = as_path(folder)
-  return sorted((as_path(root) / name for root, _, names in folder.walk() for name in names),
-                key=str)
+  scheme = str(folder).split("://")[0] + "://" if "://" in str(folder) else ""
+  found = []
+  for root, _, names in folder.walk():
+    root = str(root)  # an object store's walk gives "bucket/..." without its scheme
+    root = root if not scheme or root.startswith(scheme) else scheme + root
+    found.extend(as_path(root) / name for name in names)
+  return sorted(found, key=str)
 
 
 def error_line(e: BaseException) -> str:
