@@ -59,7 +59,7 @@ def test_realnvp_config_is_sized_to_the_rgflow_of_the_same_config():
   assert rnvp.model.name == "realnvp" and rnvp.model.target_params == n_rg
   assert abs(flow.count_params() - n_rg) / n_rg < 0.01
   assert load_config("msds1", "cpu,gaussian").model.prior == "gaussian"
-  with pytest.raises(ValueError, match="unknown or conflicting variant"):
+  with pytest.raises(ValueError, match="variant 'cpu,smoke': cpu and smoke are both sizes"):
     load_config("msds1", "cpu,smoke")
 
 

@@ -99,7 +99,7 @@ def test_every_config_has_its_variants():
       run_config.validate_config(c)
       flow = run_config.build_model(c)
       assert flow.image_size == 32
-    with pytest.raises(ValueError, match="unknown or conflicting variant 'huge'"):
+    with pytest.raises(ValueError, match="variant 'huge': unknown variant 'huge'"):
       load_config(name, "huge")
   paper = run_config.build_model(load_config("celeba", ""))
   assert paper.n_layers == (8, 6, 4, 2) and paper.hidden == (512,) * 4
@@ -142,6 +142,26 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
     assert training.train_and_evaluate(c3, tmp_path / "run")["steps_this_run"] == 2
   assert "lr 0.001 -> 0.0005" in caplog.text and "num_steps 2 -> 4" in caplog.text
   assert "matmul_dtype" not in caplog.text  # an execution option, not a change of run
+
+
+@pytest.mark.e2e
+def test_the_time_limit_is_the_run_s_over_its_launches(tmp_path, capsys):
+  """The same command twice with time_limit_s: the first trains until the limit, the
+  second finds it used and trains nothing (docs/training.md); a higher limit trains on."""
+  c = smoke_config(tmp_path, num_steps=10**6, time_limit_s=2.0, log_every=5,
+                   eval_every=10**6, ckpt_every=10**6, sample_every=0)
+  first = training.train_and_evaluate(c, tmp_path / "run")
+  assert first["stopped_by"] == "time_limit" and first["steps_this_run"] > 0
+  again = training.train_and_evaluate(c, tmp_path / "run")
+  assert again["stopped_by"] == "time_limit" and again["steps_this_run"] == 0
+  assert again["step"] == first["step"]
+  assert "nothing to train; raise --config.time_limit_s" in capsys.readouterr().err
+  assert again["train_seconds"] == pytest.approx(first["train_seconds"], abs=1e-3)
+  more = smoke_config(tmp_path, num_steps=10**6, time_limit_s=first["train_seconds"] + 2.0,
+                      log_every=5, eval_every=10**6, ckpt_every=10**6, sample_every=0)
+  on = training.train_and_evaluate(more, tmp_path / "run")
+  assert on["stopped_by"] == "time_limit" and on["step"] > first["step"]
+  assert on["train_seconds"] > more.time_limit_s
 
 
 @pytest.mark.parametrize("text,words", [
@@ -214,7 +234,7 @@ def test_a_run_saved_by_43cc62e_resumes_and_evaluates(tmp_path):
   results = evaluation.evaluate(now, run, ["bpd"], which="latest", draws=1, progress=False)
   assert np.isfinite(results["test_bpd"]["bpd"]) and results["step"] == 4
   # compare reads it as today's
-  assert json.loads(compare.load_config(run).model.to_json()) == json.loads(now.model.to_json())
+  assert json.loads(run_config.saved_config(run).model.to_json()) == json.loads(now.model.to_json())
 
 
 # ------------------------------------------------------------- devices
@@ -358,6 +378,9 @@ def test_train_script_reports_missing_data_in_one_line(tmp_path):
   assert out.returncode != 0
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith("error: celeba is not prepared") and "Traceback" not in out.stderr
+  assert 'pip install "rgflow-jax[prepare]"' in last and "mmlab.ie.cuhk.edu.hk" in last
+  assert "WARNING" not in out.stderr  # no tfds warning about a folder that is not there
+  assert not (tmp_path / "run").exists()  # the failed start left no run folder
 
 
 @pytest.mark.e2e
@@ -530,8 +553,8 @@ def test_eval_flags_out_of_range_are_refused_before_any_work(tmp_path, flag):
 
 @pytest.mark.parametrize("args,message", [
     (["--config", "configs/nope.py"], "error: cannot load --config configs/nope.py: [Errno 2]"),
-    (["--config", "configs/msds1.py:bogus"], "error: bad command line: ValueError: unknown or "
-                                             "conflicting variant 'bogus'"),
+    (["--config", "configs/msds1.py:bogus"], "error: bad command line: variant 'bogus': "
+                                             "unknown variant 'bogus'; give at most one size"),
     (["--config", "configs/msds1.py:smoke", "--config.no_such_key=1"],
      "error: bad command line: no config key 'no_such_key'"),
     (["--config", "msds1:smoke", "--config.batchsize=3"],

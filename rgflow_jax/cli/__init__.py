@@ -11,6 +11,7 @@ module defines none).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from absl import flags
@@ -54,12 +55,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   ``get_config`` refuses ends the program with one ``error:`` line (exit status 2)."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    msg = _last_line(e)
+  except flags.Error as e:  # ml_collections reports a refused variant as "ValueError: ..."
+    msg = re.sub(r"^(ValueError|TypeError): ", "", _last_line(e))
   except (AttributeError, KeyError) as e:  # an override of a key the config lacks
     msg = f"no config key {'; '.join(_message_lines(e))} (check the --config.* overrides)"
-  except (TypeError, ValueError) as e:
-    msg = f"{type(e).__name__}: {_last_line(e)}"
+  except (TypeError, ValueError) as e:  # a variant get_config refuses, a value's type
+    msg = _last_line(e)
   sys.stderr.write(f"error: bad command line: {msg}; see --helpshort\n")
   sys.exit(2)
 
@@ -72,15 +73,26 @@ def define_config_flag():
 
 
 def run_program(main, define_flags, usage: str, tune_cpu: bool = False):
+  """:func:`_run_program`, where a Ctrl-C at any moment (imports, compiles, loops that do
+  not save on it) ends the program with one line and exit status 130."""
+  try:
+    _run_program(main, define_flags, usage, tune_cpu)
+  except KeyboardInterrupt:
+    sys.stderr.write("\ninterrupted (Ctrl-C)\n")
+    sys.exit(130)
+
+
+def _run_program(main, define_flags, usage: str, tune_cpu: bool = False):
   """Run an entry point: with ``tune_cpu``, the CPU process tuning first (it may restart
   the process: :func:`rgflow_jax.cli.xla_cpu.tune_cpu_process`); ``--config NAME`` resolved
   in ``sys.argv`` (an unknown name is one line); ``define_flags()`` called, its flags
   listed by ``--help`` under ``usage`` (console scripts and ``-m`` have no docstring of
   their own); then absl's ``app.run(main)`` with :func:`parse_flags`."""
   from absl import app  # noqa: PLC0415
+  tuned = False
   if tune_cpu:
     from rgflow_jax.cli import xla_cpu  # noqa: PLC0415
-    xla_cpu.tune_cpu_process()
+    tuned = xla_cpu.tune_cpu_process(dispatch=False)
   try:
     sys.argv = _resolve_config_names(sys.argv)
   except ValueError as e:
@@ -93,7 +105,13 @@ def run_program(main, define_flags, usage: str, tune_cpu: bool = False):
   new = {id(flags.FLAGS[n]): flags.FLAGS[n] for n in sorted(set(flags.FLAGS) - before)}
   for flag in new.values():  # --help lists the main module's flags: these
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main, flags_parser=parse_flags)
+  def parse_then_tune(argv):
+    rest = parse_flags(argv)
+    if tuned:  # imports JAX: only once the command line is read
+      xla_cpu.synchronous_dispatch()
+    return rest
+
+  app.run(main, flags_parser=parse_then_tune)
 
 
 def load_config(config_flag):

@@ -23,12 +23,16 @@ USAGE = """Train RG-Flow (or the Real NVP baseline), resuming from the run's las
 
   rgflow-train --config msds1:cpu [--workdir runs/msds1-cpu] [--config.KEY=VALUE ...]
 
---config is {config_help}
-Any config value can be overridden: --config.batch_size=32, --config.model.hidden='(64,)'.
+--config names the config and its variants (below, under flags). Any config value can
+be overridden: --config.batch_size=32, --config.model.hidden='(64,)' (the keys follow).
 The run folder (local or gs://) gets checkpoints/, best/, metrics.jsonl, tensorboard/,
 samples/ and config.json; a rerun with the same folder resumes. A folder that holds an
 earlier run but no checkpoint to resume is refused unless --resume_from_best or
 --start_over says what to do with it. Evaluate a run with rgflow-eval.
+
+Config keys, with the base config's values (a config and its variants change some;
+a run's own are in its config.json):
+{config_keys}
 """
 
 
@@ -110,7 +114,7 @@ def main(argv):
 
 def run():
   from rgflow_jax import configs  # noqa: PLC0415
-  cli.run_program(main, _define_flags, USAGE.format(config_help=configs.help_text()),
+  cli.run_program(main, _define_flags, USAGE.format(config_keys=configs.keys_help()),
                   tune_cpu=True)
 
 

@@ -51,6 +51,8 @@ TESTED_JAXLIB = ("0.10.", "0.11.", "0.12.")  # the versions the flag was measure
 
 
 def _backends_started() -> bool:
+  if "jax" not in sys.modules:  # no backend without JAX (and importing it is a second)
+    return False
   try:
     from jax._src import xla_bridge  # noqa: PLC0415
     return bool(xla_bridge.backends_are_initialized())
@@ -160,24 +162,27 @@ def synchronous_dispatch() -> None:
   jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
-def tune_cpu_process() -> bool:
+def tune_cpu_process(dispatch: bool = True) -> bool:
   """The entry points' one call: on CPU (and unless ``RGFLOW_CPU_TUNING=0``), the XLA
-  flag, the allocator restart and synchronous dispatch. Returns whether it tuned."""
+  flag, the allocator restart and synchronous dispatch (``dispatch=False``: left to the
+  caller, which calls :func:`synchronous_dispatch` once its command line is read, so
+  that a bad one is refused before JAX is imported). Returns whether it tuned."""
   if os.environ.get("RGFLOW_CPU_TUNING", "1") == "0" or not runs_on_cpu():
     return False
   configure()
-  use_fast_malloc()  # may restart the process, which then arrives here again
+  use_fast_malloc(dispatch)  # may restart the process, which then arrives here again
   return True
 
 
-def use_fast_malloc() -> None:
+def use_fast_malloc(dispatch: bool = True) -> None:
   """Restart this process with jemalloc or huge pages, if :func:`malloc_env` says so,
   and turn on :func:`synchronous_dispatch`.
   Call it first thing in a script's ``__main__`` (it does not return when it
   restarts); the restarted process sees the change and carries on."""
   env = malloc_env()
   if env is None:  # this process carries on (and a restarted one arrives here)
-    synchronous_dispatch()
+    if dispatch:
+      synchronous_dispatch()
     return
   sys.stdout.flush()
   sys.stderr.flush()

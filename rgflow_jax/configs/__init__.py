@@ -34,6 +34,31 @@ def resolve(arg: str) -> str:
   return f"{FOLDER / (path + '.py')}{sep}{variant}"
 
 
+def keys_help(config=None) -> str:
+  """Every config key with its value in ``config`` (default: the base config) and its
+  line of :data:`rgflow_jax.configs.base.KEY_HELP`, one per line, for ``--help``."""
+  from rgflow_jax.configs import base  # noqa: PLC0415 (ml_collections only when asked)
+  config = base.base_config() if config is None else config
+  rows = [(key, repr(_value(config, key)), text) for key, text in base.KEY_HELP.items()
+          if _has(config, key)]
+  width = max(len(f"{k} = {v}") for k, v, _ in rows)
+  return "\n".join(f"  {f'{k} = {v}':<{width}}  {text}" for k, v, text in rows)
+
+
+def _value(config, key: str):
+  for part in key.split("."):
+    config = config[part]
+  return config.to_dict() if hasattr(config, "to_dict") else config
+
+
+def _has(config, key: str) -> bool:
+  try:
+    _value(config, key)
+    return True
+  except (KeyError, AttributeError):
+    return False
+
+
 def help_text() -> str:
   """What ``--config`` accepts, for the entry points' ``--help``."""
   from rgflow_jax.configs import base  # noqa: PLC0415 (ml_collections only when asked)

@@ -13,9 +13,72 @@ log-dets and loss in float32). ``execution`` holds how the model is computed, ne
 what (rgflow_jax/core/execution.py): it may change when a run resumes.
 """
 
-import os
-
 import ml_collections
+
+
+# One line per config key for ``--help`` (rgflow_jax.configs.keys_help); a test checks
+# that every key of base_config() has one.
+KEY_HELP = {
+    "model.name": "rgflow, or realnvp (the baseline; the realnvp variant sets its keys)",
+    "model.image_size": "image side L in pixels (a power of two times block_size)",
+    "model.channels": "image channels C",
+    "model.block_size": "side of the RNVP blocks (4: 4 x 4 patches)",
+    "model.n_layers": "RNVP layers per block, one value or one per level",
+    "model.n_res": "residual blocks per conditioner network, per level",
+    "model.hidden": "width of the conditioners' hidden layers, per level",
+    "model.mlp_depth": "hidden layers per residual block, per level",
+    "model.share_levels": "one set of block parameters for every level",
+    "model.prior": "laplace or gaussian",
+    "model.layer_order": "paper (eqs. 6-9) or authors (their code's order)",
+    "execution.remat": "auto, on or off: recompute each RNVP layer in the backward pass",
+    "execution.scan_min_layers": "loops this long or longer compile as one lax.scan",
+    "execution.matmul_dtype": "float32 or bfloat16 conditioner matmul inputs in training",
+    "execution.hand_backward": "auto, on or off: the hand-written conditioner backward pass",
+    "data.name": "msds1, msds2 (made locally), celeba, cifar10, mnist or folder",
+    "data.data_dir": "where prepared and generated data sets are kept",
+    "data.n_train": "MSDS training images to generate",
+    "data.n_test": "MSDS test images to generate",
+    "data.seed": "seed of the data order (and of generated sets)",
+    "data.flip": "random horizontal flips in training",
+    "data.path": "folder of images (data.name folder)",
+    "data.test_path": "folder of test images (else test_fraction of data.path)",
+    "data.crop": "centre crop side before resizing (0: none)",
+    "data.test_fraction": "share of data.path held out for testing",
+    "data.channels": "channels of the data set's images",
+    "dtype": "float32 or float64 parameters and arithmetic",
+    "seed": "seed of the parameters, noise and sampling",
+    "batch_size": "images per training step, over all devices",
+    "num_steps": "training steps of the run",
+    "lr": "AdamW learning rate",
+    "weight_decay": "AdamW weight decay",
+    "grad_clip": "global-norm gradient clipping (0: none)",
+    "schedule": "constant or cosine learning rate",
+    "warmup_steps": "linear warm-up steps",
+    "final_lr_frac": "cosine only: the final rate as a fraction of lr",
+    "log_every": "steps between metrics rows (metrics.jsonl, TensorBoard)",
+    "eval_every": "steps between test bits/dim evaluations (and best checkpoints)",
+    "eval_images": "test images for the periodic test bits/dim",
+    "eval_batch_size": "images per evaluation batch",
+    "ckpt_every": "steps between checkpoints",
+    "keep_checkpoints": "latest checkpoints kept",
+    "lock_lease_s": "gs:// and s3:// runs: the run lock's lease, seconds",
+    "sample_every": "steps between sample grids (0: none)",
+    "num_samples": "images per sample grid",
+    "sample_temperature": "temperature of the sample grids",
+    "max_nonfinite": "non-finite steps in a row that stop the run",
+    "time_limit_s": "training seconds of the run over all its launches (0: no limit)",
+    "distributed": "many processes: call jax.distributed.initialize()",
+    "coordinator_address": "many processes: process 0's HOST:PORT",
+    "num_processes": "many processes: how many (-1: from the environment)",
+    "process_id": "many processes: this one's index (-1: from the environment)",
+    "heartbeat_timeout_s": "a lost process ends the others after this many seconds",
+    "init_timeout_s": "seconds processes wait for each other at the start",
+    "matmul_precision": "default, high or highest: float32 matmuls on GPU/TPU",
+    "gpu_command_buffers": "GPU: launch the step's loops as CUDA graphs",
+    "compilation_cache_dir": "compiled programs kept: auto (~/.cache/rgflow_jax/xla), a folder, off",
+    "progress": "progress bars and lines on stderr",
+    "reference_curve": "{label: {minutes: [...], bpd: [...]}} drawn on bpd_curve.png",
+}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -52,7 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_samples = 64
   c.sample_temperature = 1.0
   c.max_nonfinite = 20  # this many non-finite steps in a row stop the run
-  c.time_limit_s = 0.0  # > 0: stop (with a checkpoint) after this much training time
+  # > 0: stop (with a checkpoint) when the run has trained this many seconds, counted
+  # over all its launches (a rerun that finds them used trains nothing); 0: no limit.
+  c.time_limit_s = 0.0
   # Many processes (docs/many-hosts.md): True calls jax.distributed.initialize(). The
   # three below are taken from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
   # JAX_PROCESS_ID where unset, or detected by JAX (Cloud TPU, SLURM, Open MPI, GKE).
@@ -69,7 +134,9 @@ def base_config() -> ml_collections.ConfigDict:
   # On a GPU: the training step's kernels, loops and conditionals included, launched as
   # CUDA graphs (XLA's command buffers; jit_steps.GPU_COMMAND_BUFFERS). Ignored elsewhere.
   c.gpu_command_buffers = True
-  c.compilation_cache_dir = ""  # JAX's persistent compilation cache (local or gs://)
+  # JAX's persistent compilation cache: "auto" (the folder JAX was given, else
+  # ~/.cache/rgflow_jax/xla), a folder (local or gs://), or "off".
+  c.compilation_cache_dir = "auto"
   c.progress = True
   c.reference_curve = {}  # {label: {"minutes": [...], "bpd": [...]}} drawn on bpd_curve.png
   return c
@@ -162,7 +229,6 @@ def accel(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # Every loop of an RNVP block as a lax.scan: accelerator compilers take minutes over
   # unrolled copies (docs/accelerators.md); XLA:CPU's faster unrolled code is for CPUs.
   c.execution.scan_min_layers = 1
-  c.compilation_cache_dir = os.path.expanduser("~/.cache/rgflow_jax/xla")
   c.log_every = max(c.log_every, 100) if c.num_steps > 1000 else c.log_every
   return c
 
@@ -176,7 +242,7 @@ VARIANT_HELP = {
     "authors": "the authors' layer order (to load their checkpoints)",
     "realnvp": "the Real NVP baseline at the same parameter count",
     "gaussian": "a Gaussian prior instead of the Laplace one",
-    "accel": "one GPU/TPU host: bfloat16 matmuls, compilation cache",
+    "accel": "one GPU/TPU host: bfloat16 matmuls, every loop compiled once (scan)",
 }
 
 
@@ -187,9 +253,13 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str, channels: int = 3):
   tokens = [t.strip() for t in arg.split(",") if t.strip()] if arg else []
   unknown = [t for t in tokens if t not in SIZES and t not in MODIFIERS]
   sizes = [t for t in tokens if t in SIZES]
-  if unknown or len(sizes) > 1:
-    raise ValueError(f"unknown or conflicting variant {arg!r}; use a comma-separated "
-                     f"subset of one size {sorted(SIZES)} and {sorted(MODIFIERS)}")
+  repeated = sorted({t for t in tokens if tokens.count(t) > 1})
+  if unknown or len(sizes) > 1 or repeated:
+    why = (f"unknown variant {', '.join(map(repr, unknown))}" if unknown else
+           f"{' and '.join(sizes)} are both sizes" if len(sizes) > 1 else
+           f"{', '.join(repeated)} given twice")
+    raise ValueError(f"variant {arg!r}: {why}; give at most one size of {sorted(SIZES)} "
+                     f"and any of {sorted(MODIFIERS)}, comma-separated")
   for t in sizes:
     c = smoke(c, channels) if t == "smoke" else SIZES[t](c)
   for t in sorted((t for t in tokens if t in MODIFIERS), key=list(MODIFIERS).index):

@@ -148,6 +148,7 @@ def _saved_param_shapes(state_dir) -> dict | None:
 _META_TYPES = {"step": (int, "an integer"), "skipped_steps": (int, "an integer"),
                "best_test_bpd": ((int, float), "a number"),
                "test_bpd": ((int, float), "a number"),
+               "train_seconds": ((int, float), "a number"),
                "data_state": (dict, "a JSON object"), "state_sha256": (str, "a string")}
 
 

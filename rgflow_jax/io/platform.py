@@ -29,3 +29,29 @@ def runs_on_cpu(environ=None, plugins: list[str] | None = None) -> bool:
   if platforms:
     return platforms.split(",")[0].strip().lower() == "cpu"
   return not (_accelerator_plugins() if plugins is None else plugins)
+
+
+def user_cache_dir(environ=None) -> str:
+  """This user's cache folder for rgflow-jax: ``$XDG_CACHE_HOME/rgflow_jax`` (default
+  ``~/.cache/rgflow_jax``)."""
+  environ = os.environ if environ is None else environ
+  base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "rgflow_jax")
+
+
+def use_compilation_cache(setting: str) -> str | None:
+  """JAX's persistent compilation cache as ``config.compilation_cache_dir`` says:
+  "auto" (the default; also "", the default of runs saved before it) keeps a folder JAX
+  was already given (``JAX_COMPILATION_CACHE_DIR``) or uses :func:`user_cache_dir`/xla;
+  a path (local or gs://) uses it; "off": none.
+  Returns the folder in use (None: off). A resumed run, an evaluation or a second run of
+  one config then loads its programs instead of compiling them."""
+  import jax  # noqa: PLC0415
+  setting = str(setting or "auto")
+  if setting == "off":
+    return None
+  if setting == "auto":
+    setting = jax.config.jax_compilation_cache_dir or os.path.join(user_cache_dir(), "xla")
+  if jax.config.jax_compilation_cache_dir != setting:
+    jax.config.update("jax_compilation_cache_dir", setting)
+  return setting

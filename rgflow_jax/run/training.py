@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from rgflow_jax import data
 from rgflow_jax.core import execution, pixels
 
-from rgflow_jax.io import checkpoint, multihost, progress, runlock, storage
+from rgflow_jax.io import checkpoint, multihost, platform, progress, runlock, storage
 from rgflow_jax.paper import plots
 
 from rgflow_jax.io.metrics import MetricsLog
@@ -71,21 +71,46 @@ class DevicePrefetch:
 class StopSignal:
   """Turns SIGTERM / SIGINT into a flag the loop checks after each step.
 
-  With several processes SIGTERM is left to JAX's preemption notifier (it tells every
-  process, which then stop together: :func:`multihost.preempted`), and Ctrl-C is passed
-  on to it as a SIGTERM."""
+  A first Ctrl-C is answered at once, even while XLA compiles (a thread woken through
+  ``signal.set_wakeup_fd`` says it; Python's own handler only runs between steps): the
+  run stops after the step with a checkpoint. A second one stops at once
+  (KeyboardInterrupt; the commands exit 130 with one line). With several processes
+  SIGTERM is left to JAX's preemption notifier (it tells every process, which then stop
+  together: :func:`multihost.preempted`), and Ctrl-C is passed on to it as a SIGTERM."""
+
+  SAY = ("Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again stops at "
+         "once, losing the steps since the last checkpoint)")
 
   def __init__(self):
     self.received = None
-    self._old = {}
+    self._old, self._wakeup = {}, None
     if threading.current_thread() is not threading.main_thread():
       return
     if jax.distributed.is_initialized():
       self._old = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward)}
-    else:
-      self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+      return
+    self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    self._wakeup = (read, write, signal.set_wakeup_fd(write, warn_on_full_buffer=False))
+    threading.Thread(target=self._announce, args=(read,), daemon=True).start()
+
+  def _announce(self, read: int):
+    told = False
+    try:
+      while True:
+        got = os.read(read, 64)
+        if not got or 0 in got:  # closed, or restore()'s sentinel
+          return
+        if signal.SIGINT in got and not told:
+          progress.say(self.SAY)
+          told = True
+    finally:
+      os.close(read)
 
   def _handle(self, signum, frame):
+    if signum == signal.SIGINT and self.received == "SIGINT":
+      raise KeyboardInterrupt  # the second Ctrl-C
     self.received = signal.Signals(signum).name
 
   @staticmethod
@@ -95,6 +120,12 @@ class StopSignal:
   def restore(self):
     for s, h in self._old.items():
       signal.signal(s, h)
+    if self._wakeup is not None:
+      read, write, old = self._wakeup
+      signal.set_wakeup_fd(old)
+      os.write(write, b"\0")  # the announcing thread ends (and closes its end)
+      os.close(write)
+      self._wakeup = None
 
 
 class _WindowReader:
@@ -144,14 +175,6 @@ class _WindowReader:
           f"{config.max_nonfinite} non-finite losses or gradients in a row; the last "
           f"good checkpoint (step {ckpts.latest_step()}) is intact in "
           f"{workdir}/checkpoints. Lower config.lr or check the data.")
-
-
-def use_compilation_cache(config):
-  """JAX's persistent compilation cache in ``config.compilation_cache_dir`` (local or
-  gs://), if set: a restarted run or a second run of one config skips compiling."""
-  cache_dir = config.compilation_cache_dir
-  if cache_dir and jax.config.jax_compilation_cache_dir != cache_dir:
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
 
 
 def _first_save(config) -> int:
@@ -319,7 +342,30 @@ def train_and_evaluate(config, workdir, earlier_run: str | None = None) -> dict:
     multihost.agree_on_settings(config, workdir, {"earlier_run": earlier_run})
   except multihost.DistributedError as e:
     raise TrainingError(str(e)) from None
+  created = not storage.as_path(workdir).exists()
   workdir = storage.check_writable(workdir, "workdir")
+  try:
+    return _locked_train(config, workdir, earlier_run)
+  except BaseException:
+    if created and jax.process_index() == 0:
+      _remove_if_nothing_saved(workdir)
+    raise
+
+
+def _remove_if_nothing_saved(workdir) -> None:
+  """A run folder this start made, and that holds no checkpoint yet (the start failed:
+  no data, a bad config, a stop before the first step), is removed: no empty run
+  folder and stale lock are left behind."""
+  saved = workdir / "checkpoints"
+  if saved.exists() and any(saved.iterdir()):
+    return
+  try:
+    workdir.rmtree()
+  except OSError as e:  # the failure itself is what the user must see
+    log.warning("could not remove the empty run folder %s (%s)", workdir, e)
+
+
+def _locked_train(config, workdir, earlier_run) -> dict:
   with contextlib.ExitStack() as stack:
     lock, refused = None, None
     if jax.process_index() == 0:  # one lock for the run; the others learn the outcome
@@ -337,7 +383,7 @@ def train_and_evaluate(config, workdir, earlier_run: str | None = None) -> dict:
 
 
 def _train(config, workdir, lock=None, earlier_run=None) -> dict:
-  use_compilation_cache(config)
+  platform.use_compilation_cache(config.compilation_cache_dir)
   dtype = param_dtype(config)
   flow = build_model(config)
   mesh = jit_steps.make_mesh()
@@ -416,11 +462,25 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
       raise runlock.RunLocked(f"the lease on {workdir} was taken over by another trainer "
                               "while this run could not renew it: stopping, so that one "
                               "writer remains")
+    meta["train_seconds"] = round(trained_s(), 3)  # also the summary's
     meta_out = dict(meta, data_state=prefetch.consumed_state, step=step,
                     skipped_steps=reader.skipped)
     ckpts.save(step, to_tree(state), meta_out, test)
 
   minutes0 = metrics_log.offset_minutes
+  # config.time_limit_s bounds the run's training time over all its launches: what the
+  # earlier ones trained is in the checkpoint (older ones: the metrics log's minutes).
+  trained_before = float(meta.get("train_seconds", 60.0 * minutes0))
+  start_time = time.perf_counter()
+  trained_s = lambda: trained_before + time.perf_counter() - start_time  # noqa: E731
+  if config.time_limit_s and trained_before >= config.time_limit_s:
+    progress.say(f"this run has trained {trained_before:.0f} s, its time limit "
+                 f"(time_limit_s = {config.time_limit_s:g}): nothing to train; raise "
+                 "--config.time_limit_s to train on", proc == 0)
+    metrics_log.close()
+    return {"step": step, "steps_this_run": 0, "stopped_by": "time_limit",
+            "train_bpd": None, "best_test_bpd": meta.get("best_test_bpd"),
+            "skipped_steps": reader.skipped, "train_seconds": trained_before}
   stop = StopSignal()  # before compiling: a stop then saves after the first step
   bar = progress.bar(None, enabled=False)  # starts after the first step: training's rate
   reason, last = "num_steps", {}
@@ -455,7 +515,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
       # With several processes the clocks are compared at log steps only, which every
       # process visits, and agreed: one process alone must never take another branch.
       out_of_time = bool(config.time_limit_s) and (n_proc == 1 or log_now) and \
-          multihost.any_process(time.perf_counter() - start_time > config.time_limit_s)
+          multihost.any_process(trained_s() > config.time_limit_s)
       if multihost.preempted(step):  # SIGTERM to any process: all stop at this step
         stop.received = "SIGTERM"
       eval_now = step % config.eval_every == 0 or step == config.num_steps or out_of_time
@@ -477,7 +537,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
         metrics_log.write(last)
         bar.set_postfix(bpd=f"{last['train_bpd']:.3f}", refresh=False)
         if config.time_limit_s:  # the bar ends where the run will: num_steps or the limit
-          time_left = config.time_limit_s - (time.perf_counter() - start_time)
+          time_left = config.time_limit_s - trained_s()
           bar.total = min(config.num_steps, step + max(1, int(last["steps_per_s"] * time_left)))
       test = test_bpd(params_of(state["params"])) if eval_now else None
       if eval_now:
@@ -500,6 +560,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
                          reference_curves(config))
   summary = {"step": step, "steps_this_run": step - start_step, "stopped_by": reason,
              "train_bpd": last.get("train_bpd"), "best_test_bpd": meta.get("best_test_bpd"),
-             "skipped_steps": reader.skipped}
+             "skipped_steps": reader.skipped,
+             "train_seconds": meta.get("train_seconds", trained_before)}
   log.debug("finished: %s", summary)
   return summary
