@@ -170,3 +170,17 @@ def test_ctrl_c_is_answered_at_once_and_a_second_one_stops_at_once(tmp_path):
   lines += err.splitlines()
   assert proc.returncode == 130, lines
   assert lines[-1] == "interrupted (Ctrl-C)" and "Traceback" not in err, lines
+
+
+def test_logged_warnings_read_as_the_commands_own_lines():
+  import logging  # noqa: PLC0415
+  from absl import logging as absl_logging  # noqa: PLC0415
+  handler = absl_logging.get_absl_handler()
+  old = handler.formatter
+  try:
+    cli.quiet_libraries()
+    record = logging.LogRecord("rgflow_jax.run", logging.WARNING, __file__, 1,
+                               "best/ holds no checkpoint; evaluating %s", ("latest",), None)
+    assert handler.format(record) == "warning: best/ holds no checkpoint; evaluating latest"
+  finally:
+    handler.setFormatter(old)

@@ -56,6 +56,36 @@ def test_the_readme_trained_run_block_runs_as_pasted(tmp_path, monkeypatch, caps
   assert float(jnp.abs(fields[1] - fields[0]).max()) > 0
 
 
+def _doc_blocks():
+  """(file, number, code) of every ```python block of docs/*.md."""
+  for path in sorted((ROOT / "docs").glob("*.md")):
+    for number, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S)):
+      yield path.name, number, code
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name,number,code", list(_doc_blocks()))
+def test_every_python_block_of_the_docs_runs_as_pasted(name, number, code):
+  namespace = {"__name__": "__main__"}
+  exec(compile(code, f"docs/{name}", "exec"), namespace)  # noqa: S102  (the docs' own code)
+  if name == "local-inference.md":  # the cone's results are the whole image's
+    import jax.numpy as jnp  # noqa: PLC0415
+    ns = namespace
+    flow, params, z, top, left = (ns[k] for k in ("flow", "params", "z", "top", "left"))
+    full = flow.decode(params, z)[0][:, top:top + 4, left:left + 4, :].reshape(2, 16, 1)
+    np.testing.assert_allclose(ns["y_region"], full, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ns["image"], flow.decode(params, ns["z_edited"])[0],
+                               rtol=0, atol=1e-5)
+    x_new = ns["baseline"].at[:, top:top + 4, left:left + 4, :].set(0.5)
+    want = flow.log_prob_pixels(params, x_new) - flow.log_prob_pixels(params, ns["baseline"])
+    np.testing.assert_allclose(ns["d"], want, rtol=1e-4, atol=1e-3)  # float32 log-densities
+    assert float(jnp.abs(ns["d"]).max()) > 0
+
+
+def test_the_docs_have_python_blocks_to_run():  # the test above is not vacuous
+  assert "local-inference.md" in {n for n, _, _ in _doc_blocks()}
+
+
 def test_the_readme_links_point_at_files():
   text = (ROOT / "README.md").read_text()
   links = re.findall(r"\]\(((?!https?://)[^)#]+)\)", text)

@@ -125,8 +125,20 @@ def load_config(config_flag):
     sys.exit(f"error: cannot load --config {name}: {_last_line(e)}")
 
 
+class _PlainFormatter(logging.Formatter):
+  """Log records as the commands' own lines read: ``warning: ...`` (absl's default
+  format, ``W1206 12:00:00.123456 140 file.py:12] ...``, mixed badly with them)."""
+
+  def format(self, record: logging.LogRecord) -> str:
+    return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def quiet_libraries():
+  """The libraries' INFO notes off, object-store clients' retries off, and what is
+  logged (warnings and errors) in the commands' own one-line format."""
+  from absl import logging as absl_logging  # noqa: PLC0415
   for name in ("absl", "jax"):
     logging.getLogger(name).setLevel(logging.WARNING)
   for name in ("gcsfs", "fsspec", "s3fs"):  # object-store clients: retries, cache notes
     logging.getLogger(name).setLevel(logging.CRITICAL)
+  absl_logging.get_absl_handler().setFormatter(_PlainFormatter())

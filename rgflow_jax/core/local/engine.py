@@ -22,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rgflow_jax.core import coupling_fast, pixels, priors
+from rgflow_jax.core import bound, coupling_fast, pixels, priors
 from rgflow_jax.core.execution import DEFAULT
 from rgflow_jax.core.geometry import DECIMATOR
 from rgflow_jax.core.local.cone import Cone
@@ -42,6 +42,7 @@ def prepare(flow, params, execution=None) -> Prepared:
   """The flow's parameters as the engine uses them (done once; idempotent)."""
   if isinstance(params, Prepared):
     return params
+  params = bound.tree_of(params)
   dtype = (execution or DEFAULT).matmul_jnp_dtype
   return Prepared({(st.level, st.layer): coupling_fast.prepare(
       params[st.param_key][st.layer], flow.block_size, flow.channels, dtype)
