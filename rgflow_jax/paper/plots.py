@@ -7,6 +7,8 @@ nor picks a backend for the process.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -179,8 +181,8 @@ def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
                       vmax=max(float(np.max(m)), 1e-12))
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
     ax.set_title(t, fontsize=8)
-  if suptitle:
-    fig.suptitle(suptitle, fontsize=10)
+  if suptitle:  # wrapped to the figure's width (about 9 characters an inch at 10 pt)
+    fig.suptitle(textwrap.fill(suptitle, int(9 * 2.25 * ncol)), fontsize=10)
   fig.tight_layout()
   storage.save_figure(fig, out_path, dpi=100)
   return out_path

@@ -550,7 +550,7 @@ def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
                "out_dir": str(out_dir)}
     for i, name in enumerate(modes):
       if progress and jax.process_index() == 0:
-        progress_say(f"eval {i + 1}/{len(modes)}: {name} (compiling, then running) ...")
+        progress_say(f"eval {i + 1}/{len(modes)}: {name} ...")
       results.update(MODES[name](ctx))
       if on_mode is not None:
         on_mode(SUMMARIES[name](results))
