@@ -13,9 +13,12 @@ from rgflow_jax.run import evaluation, training
 def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   c = smoke_config(tmp_path)
   training.train_and_evaluate(c, tmp_path / "run")
-  results = evaluation.evaluate(c, tmp_path / "run", ["all"], draws=2, rf_samples=2,
-                                progress=False, inpaint_images=2, **SMOKE_INPAINT)
   out = tmp_path / "run" / "eval"
+  told = []  # each mode's line as it ends, with the figures there at that moment
+  results = evaluation.evaluate(
+      c, tmp_path / "run", ["all"], draws=2, rf_samples=2, progress=False,
+      inpaint_images=2, **SMOKE_INPAINT,
+      on_mode=lambda line: told.append((line, {p.name for p in out.iterdir()})))
   for name in ["samples_T1.0.png", "samples_T0.0.png", "samples_mixed_T.png",
                "progressive.png", "receptive_fields.png", "rf_strengths.png",
                "traverse_level0.png", "traverse_level3.png", "traverse.gif", "mix.png",
@@ -42,6 +45,10 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   assert [l.split()[0] for l in lines[:-1]] == [starts[m].split()[0] for m in ran]
   for line, name in zip(lines, ran):
     assert line.startswith(starts[name]) and "\n" not in line, line
+  assert [line for line, _ in told] == lines[:-1]
+  there = dict(zip(ran, (files for _, files in told), strict=True))
+  assert "samples_T1.0.png" in there["samples"] and "mix.png" not in there["samples"]
+  assert "mix.png" in there["mix"] and "inpaint.png" not in there["mix"]
   iw = saved["test_bpd"]["iw_bpd"]
   assert iw <= saved["test_bpd"]["bpd"] and saved["test_bpd"]["iw_stderr"] > 0
   assert (f"+- {saved['test_bpd']['stderr']:.4f} (2 draws), importance-weighted over the "
