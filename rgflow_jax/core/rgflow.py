@@ -1,7 +1,9 @@
 """RG-Flow: the hierarchical flow over the patch grid, as pure functions of params.
 
 ``RGFlow`` holds only static structure (shapes, per-level sizes, prior name); it has no
-parameters and no state. Its methods are pure functions, params first:
+parameters and no state. Its methods are pure functions, params first (the package's
+functional API, ``rgflow_jax.encode(params, y)`` with params bound to their flow,
+:mod:`rgflow_jax.core.bound`, calls these):
 
     flow = RGFlow.from_config(config.model)
     params = flow.init(rng)
