@@ -26,7 +26,7 @@ def test_each_figure_is_a_png_of_its_size(tmp_path):
   maps = plots.plot_maps(np.random.default_rng(0).random((7, 8, 8)),
                          [f"latent {i}" for i in range(7)], tmp_path / "maps.png", ncol=4,
                          suptitle="receptive fields")
-  assert _png(maps) == (900, 460)  # (2.25 x 4, 2 x 2 + 0.6) inches x 100 dpi
+  assert _png(maps) == (900, 475)  # (2.25 x 4, 2 x 2 + 0.75) inches x 100 dpi
   hist = plots.plot_histograms({"level 0": np.geomspace(1e-3, 1, 50), "level 1": [0.0, 0.2]},
                                tmp_path / "hist.png", xlabel="strength")
   assert _png(hist) == (720, 480)

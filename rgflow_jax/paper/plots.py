@@ -172,7 +172,7 @@ def plot_maps(maps: np.ndarray, titles: list[str], out_path, ncol: int = 6,
   to its maximum, shown by its colour bar, under ``suptitle``; returns the path."""
   n = len(maps)
   nrow = -(-n // ncol)
-  fig = _figure(figsize=(2.25 * ncol, 2 * nrow + 0.6))
+  fig = _figure(figsize=(2.25 * ncol, 2 * nrow + 0.75))  # exact in binary: whole pixels
   axes = fig.subplots(nrow, ncol, squeeze=False)
   for ax in axes.flat:
     ax.axis("off")
