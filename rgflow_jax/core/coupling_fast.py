@@ -243,74 +243,77 @@ def _matmul_t(g, w, out_dtype):
                              preferred_element_type=out_dtype)
 
 
-def _shift_and_log_scale(p, x_src, src: slice, dst: slice, ex: Execution,
-                         hand_backward: bool):
-  """s and t (each (N, dim/2)) on the free half ``dst``, given the conditioning half
-  ``x_src`` (N, dim/2) at ``src``; ``p`` is one RNVP layer of :func:`prepare`'s output.
+def _half_coupling(p, x, first: bool, ex: Execution, hand_backward: bool, inverse: bool):
+  """One half-coupling of an RNVP layer on x (N, dim) in [A | B] order: the half B given
+  A (``first``) or A given B. Returns (x, log|det| (N,)); ``inverse`` undoes it (a
+  half-coupling leaves its conditioning half as it was, so s and t are the same).
+  ``p`` is one RNVP layer of :func:`prepare`'s output.
 
-  The residual stream x <- (x + f(x)) / sqrt(2) starts as x_src on ``src`` and zeros
-  on ``dst`` for both networks. As one loop (at least ``ex.scan_min_layers`` residual
-  blocks) every block is the same code on the full width. Unrolled, the first block
-  reads only the ``src`` rows of its first linear layer (Swish(0) = 0: the others
-  multiply zeros) and the last computes only the ``dst`` columns of its last one (the
-  only ones read): less arithmetic, which the small models on CPU feel.
+  The residual stream x <- (x + f(x)) / sqrt(2) starts as the conditioning half, zeros
+  on the free one, for both networks. As one loop (at least ``ex.scan_min_layers``
+  residual blocks) every block is the same code on the masked full width, and so is the
+  update. Unrolled, the first block reads only the conditioning rows of its first linear
+  layer (Swish(0) = 0: the others multiply zeros) and the last computes only the free
+  columns of its last one (the only ones read), and the update is on the free half:
+  less arithmetic, which the small models on CPU feel.
   """
-  mlp = _mlp if hand_backward else _mlp_plain
+  half = x.shape[-1] // 2
+  a, b = slice(0, half), slice(half, 2 * half)
+  src, dst = (a, b) if first else (b, a)
+  mlp = _mlp if hand_backward and not inverse else _mlp_plain
   blocks = {k: p[k] for k in ("w", "b", "beta")}
   n_res = p["w"][0].shape[0]
-  pad = [(0, 0), (src.start, 2 * x_src.shape[-1] - src.stop)]
-
   if n_res >= ex.scan_min_layers:
+    ones, zeros = jnp.ones((half,), x.dtype), jnp.zeros((half,), x.dtype)
+    m = jnp.concatenate([ones, zeros] if first else [zeros, ones])
+
     def res_block(stream, r):
       return (stream + mlp(r["w"], r["b"], r["beta"], stream)) * _INV_SQRT2
-    x_in = jnp.pad(x_src, pad)
+
+    x_in = x * m
     stream = _loop(res_block, jnp.broadcast_to(x_in[None], (2,) + x_in.shape), blocks,
-                   n_res, True)[..., dst]
-  else:
-    stream = None  # the full-width stream (2, N, dim), once it has been formed
-    for r, blk in enumerate(unstack_tree(blocks, n_res)):
-      ws, bs, betas = list(blk["w"]), list(blk["b"]), list(blk["beta"])
-      if r == 0:
-        ws[0], betas[0] = ws[0][:, src], betas[0][:, src]
-      if r == n_res - 1:
-        ws[-1], bs[-1] = ws[-1][:, :, dst], bs[-1][:, dst]
-      h = mlp(ws, bs, betas, x_src[None] if r == 0 else stream)
-      if r == 0 and n_res == 1:
-        stream = h  # the input is zero on dst
-      elif r == 0:
-        stream = h + jnp.pad(x_src, pad)[None]
-      elif r == n_res - 1:
-        stream = stream[..., dst] + h
-      else:
-        stream = stream + h
-      stream = stream * _INV_SQRT2
+                   n_res, True)
+    out = stream * p["scale"][:, None, :]
+    s, t = jnp.tanh(out[0]) * (1.0 - m), out[1] * (1.0 - m)
+    x = (x - t) * jnp.exp(-s) if inverse else x * jnp.exp(s) + t
+    return x, jnp.sum(s, axis=-1)
+  x_src, pad = x[:, src], [(0, 0), (src.start, 2 * half - src.stop)]
+  stream = None  # the full-width stream (2, N, dim), once it has been formed
+  for r, blk in enumerate(unstack_tree(blocks, n_res)):
+    ws, bs, betas = list(blk["w"]), list(blk["b"]), list(blk["beta"])
+    if r == 0:
+      ws[0], betas[0] = ws[0][:, src], betas[0][:, src]
+    if r == n_res - 1:
+      ws[-1], bs[-1] = ws[-1][:, :, dst], bs[-1][:, dst]
+    h = mlp(ws, bs, betas, x_src[None] if r == 0 else stream)
+    if r == 0 and n_res == 1:
+      stream = h  # the input is zero on dst
+    elif r == 0:
+      stream = h + jnp.pad(x_src, pad)[None]
+    elif r == n_res - 1:
+      stream = stream[..., dst] + h
+    else:
+      stream = stream + h
+    stream = stream * _INV_SQRT2
   out = stream * p["scale"][:, None, dst]
-  return jnp.tanh(out[0]), out[1]
+  s, t = jnp.tanh(out[0]), out[1]
+  x_dst = (x[:, dst] - t) * jnp.exp(-s) if inverse else x[:, dst] * jnp.exp(s) + t
+  x = jnp.concatenate([x_src, x_dst] if first else [x_dst, x_src], axis=-1)
+  return x, jnp.sum(s, axis=-1)
 
 
-def _layer_encode(p, xa, xb, ex: Execution):
-  """One RNVP layer on the halves A and B (N, dim/2): B given A, then A given B."""
-  half = xa.shape[-1]
-  a, b = slice(0, half), slice(half, 2 * half)
-  s, t = _shift_and_log_scale(p, xa, a, b, ex, ex.hand_backward)
-  xb = xb * jnp.exp(s) + t
-  log_det = jnp.sum(s, axis=-1)
-  s, t = _shift_and_log_scale(p, xb, b, a, ex, ex.hand_backward)
-  xa = xa * jnp.exp(s) + t
-  return xa, xb, log_det + jnp.sum(s, axis=-1)
+def _layer_encode(p, x, ex: Execution):
+  """One RNVP layer on x (N, dim) in [A | B] order: B given A, then A given B."""
+  x, ld_b = _half_coupling(p, x, True, ex, ex.hand_backward, False)
+  x, ld_a = _half_coupling(p, x, False, ex, ex.hand_backward, False)
+  return x, ld_b + ld_a
 
 
-def _layer_decode(p, xa, xb, ex: Execution):
-  """The inverse of :func:`_layer_encode` (a half-coupling leaves its conditioning
-  half as it was, so s and t are computed from the same values)."""
-  half = xa.shape[-1]
-  a, b = slice(0, half), slice(half, 2 * half)
-  s, t = _shift_and_log_scale(p, xb, b, a, ex, False)
-  xa = (xa - t) * jnp.exp(-s)
-  log_det = jnp.sum(s, axis=-1)
-  s, t = _shift_and_log_scale(p, xa, a, b, ex, False)
-  xb = (xb - t) * jnp.exp(-s)
-  return xa, xb, -(log_det + jnp.sum(s, axis=-1))
+def _layer_decode(p, x, ex: Execution):
+  """The inverse of :func:`_layer_encode`: its half-couplings undone last to first."""
+  x, ld_a = _half_coupling(p, x, False, ex, False, True)
+  x, ld_b = _half_coupling(p, x, True, ex, False, True)
+  return x, -(ld_a + ld_b)
 
 
 def apply_blocks(params, blocks, *, inverse: bool = False,
@@ -337,21 +340,18 @@ def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution 
   n, k, _, c = blocks.shape
   n_layer = prep["scale"].shape[0]
   x = to_halves(blocks.reshape(n, -1), k, c)
-  half = x.shape[-1] // 2
   layer_fn = functools.partial(_layer_decode if inverse else _layer_encode, ex=execution)
   if execution.remat:
     layer_fn = jax.checkpoint(layer_fn)
 
   def body(carry, p):
-    xa, xb, log_det = carry
-    xa, xb, ld = layer_fn(p, xa, xb)
-    return xa, xb, log_det + ld
+    x, log_det = carry
+    x, ld = layer_fn(p, x)
+    return x, log_det + ld
 
-  xa, xb, log_det = _loop(body, (x[:, :half], x[:, half:], jnp.zeros_like(x[:, 0])),
-                          prep, n_layer, n_layer >= execution.scan_min_layers,
-                          reverse=inverse)
-  out = from_halves(jnp.concatenate([xa, xb], axis=-1), k, c)
-  return out.reshape(blocks.shape), log_det
+  x, log_det = _loop(body, (x, jnp.zeros_like(x[:, 0])), prep, n_layer,
+                     n_layer >= execution.scan_min_layers, reverse=inverse)
+  return from_halves(x, k, c).reshape(blocks.shape), log_det
 
 
 def _loop(body, carry, stacked, n: int, scan: bool, reverse: bool = False):
