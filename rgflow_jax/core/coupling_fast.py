@@ -30,7 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rgflow_jax.core import conditioner
+from rgflow_jax.core import conditioner, coupling
 from rgflow_jax.core.execution import DEFAULT, Execution
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -67,29 +67,37 @@ def from_halves(x, block_size: int, channels: int, axis: int = -1):
   return jnp.moveaxis(t.reshape(lead + (-1,)), -1, axis)
 
 
-def prepare(params, block_size: int, channels: int, matmul_dtype=None) -> dict:
+def uses_halves(n_res: int, execution: Execution) -> bool:
+  """Whether a block with ``n_res`` residual blocks runs on checkerboard halves (its
+  conditioners unrolled) or on the masked full width in the natural order (scanned)."""
+  return n_res < execution.scan_min_layers
+
+
+def prepare(params, block_size: int, channels: int, matmul_dtype=None,
+            halves: bool = True) -> dict:
   """A block's parameters ready for the fast path: weight-normalised, dim-sized axes
-  in [A | B] order (:func:`to_halves`), each linear layer's w, b and beta with axes
-  (n_layer, n_res, 2 = [s, t], ...) (the order the loops over them slice), ``scale``
-  (n_layer, 2, dim). Leading axes before these (a stack of blocks) are kept.
+  in [A | B] order (:func:`to_halves`) if ``halves``, each linear layer's w, b and beta
+  with axes (n_layer, n_res, 2 = [s, t], ...) (the order the loops over them slice),
+  ``scale`` (n_layer, 2, dim). Leading axes before these (a stack of blocks) are kept.
 
   Done once per call of a layer (small arrays), outside the loop over RNVP layers.
   """
-  halves = lambda a, axis: to_halves(a, block_size, channels, axis)  # noqa: E731
+  order = (lambda a, axis: to_halves(a, block_size, channels, axis)) if halves else \
+      (lambda a, axis: a)  # noqa: E731
   layers = params["layers"]
   w = [conditioner.weight_norm(p["v"], p["g"]) for p in layers]
-  w[0] = halves(w[0], -2)
-  w[-1] = halves(w[-1], -1)
+  w[0] = order(w[0], -2)
+  w[-1] = order(w[-1], -1)
   if matmul_dtype is not None:
     w = [a.astype(matmul_dtype) for a in w]
   b = [p["b"] for p in layers]
-  b[-1] = halves(b[-1], -1)
+  b[-1] = order(b[-1], -1)
   beta = [p["beta"] for p in layers]
-  beta[0] = halves(beta[0], -1)
+  beta[0] = order(beta[0], -1)
   res_first = lambda arrays, axis: [jnp.swapaxes(a, axis, axis + 1)  # noqa: E731
                                     for a in arrays]
   return {"w": res_first(w, -4), "b": res_first(b, -3), "beta": res_first(beta, -3),
-          "scale": halves(params["scale"], -1)}
+          "scale": order(params["scale"], -1)}
 
 
 def unstack(a, axis: int = 0) -> list:
@@ -243,11 +251,14 @@ def _matmul_t(g, w, out_dtype):
                              preferred_element_type=out_dtype)
 
 
-def _half_coupling(p, x, first: bool, ex: Execution, hand_backward: bool, inverse: bool):
-  """One half-coupling of an RNVP layer on x (N, dim) in [A | B] order: the half B given
-  A (``first``) or A given B. Returns (x, log|det| (N,)); ``inverse`` undoes it (a
-  half-coupling leaves its conditioning half as it was, so s and t are the same).
-  ``p`` is one RNVP layer of :func:`prepare`'s output.
+def _half_coupling(p, x, m, first: bool, ex: Execution, hand_backward: bool,
+                   inverse: bool):
+  """One half-coupling of an RNVP layer on x (N, dim): the sites where the checkerboard
+  ``m`` (dim,) is 0 given those where it is 1 (``first``), or the other way round.
+  Returns (x, log|det| (N,)); ``inverse`` undoes it (a half-coupling leaves its
+  conditioning half as it was, so s and t are the same). ``p`` is one RNVP layer of
+  :func:`prepare`'s output; x and ``m`` are in [A | B] order where the conditioners
+  are unrolled (:func:`uses_halves`), else in the natural order.
 
   The residual stream x <- (x + f(x)) / sqrt(2) starts as the conditioning half, zeros
   on the free one, for both networks. As one loop (at least ``ex.scan_min_layers``
@@ -263,9 +274,8 @@ def _half_coupling(p, x, first: bool, ex: Execution, hand_backward: bool, invers
   mlp = _mlp if hand_backward and not inverse else _mlp_plain
   blocks = {k: p[k] for k in ("w", "b", "beta")}
   n_res = p["w"][0].shape[0]
-  if n_res >= ex.scan_min_layers:
-    ones, zeros = jnp.ones((half,), x.dtype), jnp.zeros((half,), x.dtype)
-    m = jnp.concatenate([ones, zeros] if first else [zeros, ones])
+  if not uses_halves(n_res, ex):
+    m = m if first else 1.0 - m
 
     def res_block(stream, r):
       return (stream + mlp(r["w"], r["b"], r["beta"], stream)) * _INV_SQRT2
@@ -302,17 +312,18 @@ def _half_coupling(p, x, first: bool, ex: Execution, hand_backward: bool, invers
   return x, jnp.sum(s, axis=-1)
 
 
-def _layer_encode(p, x, ex: Execution):
-  """One RNVP layer on x (N, dim) in [A | B] order: B given A, then A given B."""
-  x, ld_b = _half_coupling(p, x, True, ex, ex.hand_backward, False)
-  x, ld_a = _half_coupling(p, x, False, ex, ex.hand_backward, False)
+def _layer_encode(p, x, m, ex: Execution):
+  """One RNVP layer on x (N, dim): the free sites of the checkerboard ``m`` given the
+  others, then the other way round."""
+  x, ld_b = _half_coupling(p, x, m, True, ex, ex.hand_backward, False)
+  x, ld_a = _half_coupling(p, x, m, False, ex, ex.hand_backward, False)
   return x, ld_b + ld_a
 
 
-def _layer_decode(p, x, ex: Execution):
+def _layer_decode(p, x, m, ex: Execution):
   """The inverse of :func:`_layer_encode`: its half-couplings undone last to first."""
-  x, ld_a = _half_coupling(p, x, False, ex, False, True)
-  x, ld_b = _half_coupling(p, x, True, ex, False, True)
+  x, ld_a = _half_coupling(p, x, m, False, ex, False, True)
+  x, ld_b = _half_coupling(p, x, m, True, ex, False, True)
   return x, -(ld_a + ld_b)
 
 
@@ -329,7 +340,9 @@ def apply_blocks(params, blocks, *, inverse: bool = False,
   reverse-mode gradients, but no forward-mode derivatives (``jax.jvp`` / ``jacfwd``
   raise) through it.
   """
-  prep = prepare(params, blocks.shape[2], blocks.shape[3], execution.matmul_jnp_dtype)
+  halves = uses_halves(params["layers"][0]["b"].shape[-2], execution)
+  prep = prepare(params, blocks.shape[2], blocks.shape[3], execution.matmul_jnp_dtype,
+                 halves)
   return apply_prepared(prep, blocks, inverse=inverse, execution=execution)
 
 
@@ -339,8 +352,13 @@ def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution 
   small batches, e.g. every step of a loop over a cone (rgflow_jax.core.local)."""
   n, k, _, c = blocks.shape
   n_layer = prep["scale"].shape[0]
-  x = to_halves(blocks.reshape(n, -1), k, c)
-  layer_fn = functools.partial(_layer_decode if inverse else _layer_encode, ex=execution)
+  halves = uses_halves(prep["b"][0].shape[-3], execution)  # as prepare() was told
+  m = jnp.asarray(coupling.checkerboard(k, c), blocks.dtype).reshape(-1)
+  x = blocks.reshape(n, -1)
+  if halves:
+    x, m = to_halves(x, k, c), to_halves(m, k, c)
+  layer_fn = functools.partial(_layer_decode if inverse else _layer_encode, m=m,
+                               ex=execution)
   if execution.remat:
     layer_fn = jax.checkpoint(layer_fn)
 
@@ -351,7 +369,7 @@ def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution 
 
   x, log_det = _loop(body, (x, jnp.zeros_like(x[:, 0])), prep, n_layer,
                      n_layer >= execution.scan_min_layers, reverse=inverse)
-  return from_halves(x, k, c).reshape(blocks.shape), log_det
+  return (from_halves(x, k, c) if halves else x).reshape(blocks.shape), log_det
 
 
 def _loop(body, carry, stacked, n: int, scan: bool, reverse: bool = False):
