@@ -2,17 +2,18 @@
 
 Every block of a layer goes through one matrix product per linear layer: the blocks
 are rows of an (N, dim) matrix, and s and t, which read the same input, run as ONE
-batched product over a leading axis of 2. The block's values are reordered once into
-the two checkerboard halves A (m = 1) and B (m = 0), each dim/2 wide and contiguous,
-and the parameters' dim-sized axes to match, so that a half-coupling reads its
-conditioning half and writes its free half by slicing.
+batched product over a leading axis of 2. Where a block's conditioners are unrolled
+(the CPU configs) its values are reordered once into the two checkerboard halves A
+(m = 1) and B (m = 0), each dim/2 wide and contiguous, and the parameters' dim-sized
+axes to match, so that a half-coupling reads its conditioning half and writes its free
+half by slicing; a scanned block stays in the natural order, masked.
 
 What repeats can be written once into the program, so that it compiles in the time of
 one residual block whatever the depth: the RNVP layers as one ``lax.scan`` over their
 stacked parameters, and the n_res residual blocks of a conditioner as one loop over
 theirs (``Execution.scan_min_layers`` says from how many on: XLA:CPU runs short
 unrolled loops faster, and unrolled, the first and last residual blocks skip the
-arithmetic on masked values: :func:`_shift_and_log_scale`).
+arithmetic on masked values: :func:`_half_coupling`).
 
 On top of that, optional (an :class:`rgflow_jax.core.execution.Execution` chooses):
 remat, bfloat16 matmul inputs, and a hand-written backward pass for the conditioners
@@ -73,15 +74,17 @@ def uses_halves(n_res: int, execution: Execution) -> bool:
   return n_res < execution.scan_min_layers
 
 
-def prepare(params, block_size: int, channels: int, matmul_dtype=None,
-            halves: bool = True) -> dict:
-  """A block's parameters ready for the fast path: weight-normalised, dim-sized axes
-  in [A | B] order (:func:`to_halves`) if ``halves``, each linear layer's w, b and beta
+def prepare(params, block_size: int, channels: int, execution: Execution = DEFAULT) -> dict:
+  """A block's parameters ready for the fast path under ``execution``: weight-normalised
+  (in its matmul dtype), dim-sized axes in [A | B] order (:func:`to_halves`) where its
+  conditioners are unrolled (:func:`uses_halves`), each linear layer's w, b and beta
   with axes (n_layer, n_res, 2 = [s, t], ...) (the order the loops over them slice),
   ``scale`` (n_layer, 2, dim). Leading axes before these (a stack of blocks) are kept.
 
   Done once per call of a layer (small arrays), outside the loop over RNVP layers.
   """
+  halves = uses_halves(params["layers"][0]["b"].shape[-2], execution)
+  matmul_dtype = execution.matmul_jnp_dtype
   order = (lambda a, axis: to_halves(a, block_size, channels, axis)) if halves else \
       (lambda a, axis: a)  # noqa: E731
   layers = params["layers"]
@@ -340,19 +343,17 @@ def apply_blocks(params, blocks, *, inverse: bool = False,
   reverse-mode gradients, but no forward-mode derivatives (``jax.jvp`` / ``jacfwd``
   raise) through it.
   """
-  halves = uses_halves(params["layers"][0]["b"].shape[-2], execution)
-  prep = prepare(params, blocks.shape[2], blocks.shape[3], execution.matmul_jnp_dtype,
-                 halves)
+  prep = prepare(params, blocks.shape[2], blocks.shape[3], execution)
   return apply_prepared(prep, blocks, inverse=inverse, execution=execution)
 
 
 def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution = DEFAULT):
-  """:func:`apply_blocks` with the parameters already through :func:`prepare` (with
-  ``execution``'s matmul dtype): for callers that run one block's parameters on many
+  """:func:`apply_blocks` with the parameters already through :func:`prepare` (with the
+  same ``execution``): for callers that run one block's parameters on many
   small batches, e.g. every step of a loop over a cone (rgflow_jax.core.local)."""
   n, k, _, c = blocks.shape
   n_layer = prep["scale"].shape[0]
-  halves = uses_halves(prep["b"][0].shape[-3], execution)  # as prepare() was told
+  halves = uses_halves(prep["b"][0].shape[-3], execution)  # prepare()'s decision
   m = jnp.asarray(coupling.checkerboard(k, c), blocks.dtype).reshape(-1)
   x = blocks.reshape(n, -1)
   if halves:

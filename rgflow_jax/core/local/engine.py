@@ -43,15 +43,9 @@ def prepare(flow, params, execution=None) -> Prepared:
   if isinstance(params, Prepared):
     return params
   params = bound.tree_of(params)
-  dtype = (execution or DEFAULT).matmul_jnp_dtype
-  execution = execution or DEFAULT
-
-  def one(block):
-    halves = coupling_fast.uses_halves(block["layers"][0]["b"].shape[-2], execution)
-    return coupling_fast.prepare(block, flow.block_size, flow.channels, dtype, halves)
-
-  return Prepared({(st.level, st.layer): one(params[st.param_key][st.layer])
-                   for st in flow.stages()})
+  return Prepared({(st.level, st.layer): coupling_fast.prepare(
+      params[st.param_key][st.layer], flow.block_size, flow.channels, execution or DEFAULT)
+      for st in flow.stages()})
 
 
 def _run(flow, prepared: Prepared, plan_stage, inputs, inverse: bool, execution):
