@@ -1,6 +1,8 @@
 # Set-up and everyday commands. Every target creates the venv and installs what it needs.
-#   make test                       the whole suite, in .venv with python3
+#   make test                       the suite without its fault campaigns, in .venv with
+#                                   python3 (-m "not campaign")
 #   make test PYTHON=python3.12     the same with another interpreter (and its newest JAX)
+#   make test-all                   the whole suite, fault campaigns included (what CI runs)
 #   make test-fast                  the suite without its end-to-end tier (-m "not e2e")
 #   make check-accel PYTHON=python3.12  TPU and GPU targets compiled on this CPU
 #                                   (docs/accelerators.md)
@@ -30,7 +32,7 @@ DEMO_DIR ?= runs/msds1-cpu
 ACCEL_VENV ?= .venv-accel
 ACCEL_JSON ?= $(ACCEL_VENV)/check-accel.json
 
-.PHONY: test test-fast test-e2e demo install clean check-accel
+.PHONY: test test-all test-fast test-e2e demo install clean check-accel
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +64,10 @@ check-accel: $(ACCEL_VENV)/.installed
 	  --configs celeba:accel --programs train --batch 128
 
 test: install
+	@$(VERSIONS)
+	$(PYTEST) -m "not campaign" tests
+
+test-all: install
 	@$(VERSIONS)
 	$(PYTEST) tests
 

@@ -95,6 +95,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, ca
   chex.assert_trees_all_equal(want, params)
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 @pytest.mark.parametrize("damage", [_flip, _delete_manifest])
 def test_resume_falls_back_to_the_newest_intact_checkpoint(runs, tmp_path, damage, caplog):
@@ -145,6 +146,7 @@ def test_a_model_of_other_shapes_is_refused_in_one_line_and_nothing_moved(runs, 
   assert _tree_bytes(work) == before  # nothing moved, nothing written
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 def test_damaged_checkpoints_are_named_in_a_line_without_walls_of_tracebacks(runs, tmp_path):
   """Orbax's failed reads leave hundreds of asyncio tracebacks ("Event loop is closed")
@@ -223,6 +225,7 @@ class _Killed(BaseException):
   """What a SIGKILL amounts to for the code after it: nothing more runs."""
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 def test_a_kill_between_the_latest_and_the_best_save_loses_no_best(tmp_path, monkeypatch,
                                                                     caplog):
@@ -282,6 +285,7 @@ def _wait_for(predicate, proc, timeout=240):
 CKPT_EVERY = 2
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 def test_random_kills_keep_the_true_best_and_the_uninterrupted_params(tmp_path):
   """Four SIGKILLs at random moments of a run that saves every 2 steps and evaluates

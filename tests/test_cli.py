@@ -139,6 +139,7 @@ def _train_until(tmp_path, name, line_start):
   raise AssertionError(f"no line starting {line_start!r}: {lines}")
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 def test_ctrl_c_is_answered_at_once_and_a_second_one_stops_at_once(tmp_path):
   """Ctrl-C while the step compiles: a line at once (XLA holds Python's handler until

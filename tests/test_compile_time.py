@@ -10,6 +10,7 @@ from benchmarks import compile_time
 pytestmark = pytest.mark.e2e  # the benchmarks: the end-to-end tier
 
 
+@pytest.mark.campaign
 def test_local_rows_time_every_stage_of_each_program():
   rows = compile_time.run_config_on("local", "msds1:smoke", ["init", "train", "eval"])
   assert [r["program"] for r in rows] == ["init", "train", "eval"]

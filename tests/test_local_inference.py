@@ -9,6 +9,7 @@ from benchmarks import local_inference
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
 
+@pytest.mark.campaign
 def test_quick_benchmark_times_both_objectives_and_writes_json(tmp_path, capsys):
   out = tmp_path / "local.json"
   result = local_inference.main(["--quick", "--model", "tiny", "--json", str(out)])

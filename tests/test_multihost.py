@@ -167,6 +167,7 @@ def test_two_processes_train_as_one_process_with_two_devices(runs):
   assert two.text.count("done: ") == 2  # both processes finished the run
 
 
+@pytest.mark.campaign
 def test_a_sigterm_to_one_process_stops_both_and_a_sigkill_ends_the_other(runs, tmp_path):
   base, _ = runs
   work, data_dir = tmp_path / "run", base / "data"
@@ -212,6 +213,7 @@ def test_a_sigterm_to_one_process_stops_both_and_a_sigkill_ends_the_other(runs, 
   assert _logged(work) == list(range(1, STEPS + 1))
 
 
+@pytest.mark.campaign
 def test_every_process_takes_one_decision_on_an_earlier_run(runs, tmp_path):
   """checkpoints/ deleted: both processes refuse in one line each with every file as it
   was; with --start_over process 0 moves the earlier run aside whole while the other
@@ -256,6 +258,7 @@ def _errors_of(procs: dict, timeout: float = 120) -> dict:
   return out
 
 
+@pytest.mark.campaign
 def test_start_up_faults_end_in_one_line_within_the_timeout(tmp_path):
   """Peers that never arrive, a coordinator host that does not resolve, a coordinator
   port another program holds: each one line and status 1, no C++ abort (JAX's own
@@ -318,6 +321,7 @@ def _alive(pid: int) -> bool:
     return False
 
 
+@pytest.mark.campaign
 def test_killing_the_launcher_ends_its_processes(tmp_path):
   """SIGKILL of scripts/launch_local.py: its processes get SIGTERM (Linux's parent-death
   signal) instead of running on as orphans that hold the run's lock."""

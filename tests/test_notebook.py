@@ -12,6 +12,7 @@ pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
 
 
+@pytest.mark.campaign
 def test_notebook_runs_and_shows_its_figures(tmp_path, monkeypatch):
   monkeypatch.setenv("RGFLOW_NOTEBOOK_SMOKE", "1")
   monkeypatch.setenv("RGFLOW_NOTEBOOK_WORKDIR", str(tmp_path / "run"))

@@ -66,6 +66,7 @@ def test_wheel_holds_every_module_configs_licence_and_requirements_txt(wheel):
     assert f"{script} = rgflow_jax." in entry_points
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 def test_the_wheel_in_a_fresh_venv_trains_and_evaluates_outside_the_clone(wheel, tmp_path):
   """pip install of the wheel into a new venv (its dependencies lent from this one through

@@ -45,6 +45,7 @@ def test_purity_measure():
                                                             [1, -1]])), [0, 1, 2, 3])
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 def test_short_run_writes_json_and_figure_and_learns(tmp_path):
   res = pinwheel.run(tmp_path, seeds=(0,), steps=300, n_eval=2000)

@@ -70,6 +70,7 @@ def _logged_steps(metrics) -> list[int]:
   return [json.loads(l)["step"] for l in text.splitlines() if l.strip() and "train_bpd" in l]
 
 
+@pytest.mark.campaign
 def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
   workdir, data_dir = f"gs://{BUCKET}/runs/smoke", f"gs://{BUCKET}/data"
   cwd = tmp_path / "cwd"

@@ -79,6 +79,7 @@ def _params(workdir, c, best=False):
   return state["params"], meta
 
 
+@pytest.mark.campaign
 @pytest.mark.e2e
 @pytest.mark.parametrize("loss", LOSSES)
 def test_an_earlier_run_without_a_checkpoint_is_refused_then_resumed_or_moved_aside(

@@ -21,6 +21,7 @@ def test_flop_count_matches_the_reference_table(name, gflop):
   assert 3 * bench.forward_flops(flow, 64) / 1e9 == pytest.approx(gflop, rel=0.01)
 
 
+@pytest.mark.campaign
 def test_quick_benchmark_writes_its_table_and_json(tmp_path, capsys):
   out = tmp_path / "bench.json"
   result = bench.main(["--quick", "--json", str(out), "--profile", str(tmp_path / "prof")])
