@@ -43,6 +43,11 @@ def test_the_stage_schedule_is_the_rg_sweep(order, shifted):
                for h in range(3) for layer in (DISENTANGLER, DECIMATOR))
   assert flow.stages() == want
   assert flow.stages(inverse=True) == want[::-1]
+  # one stage ends each level: its last in the RG direction, the decimator
+  ends = [st for st in flow.stages() if st.ends_level]
+  assert [st.level for st in ends] == [0, 1, 2]
+  assert all(st.layer == DECIMATOR and st == [s for s in want if s.level == st.level][-1]
+             for st in ends)
   shared = tiny_flow(16, 1, 4, share_levels=True)
   assert {st.param_key for st in shared.stages()} == {"shared"}
 

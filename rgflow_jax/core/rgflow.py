@@ -47,6 +47,13 @@ class Stage:
   shift: int
   param_key: str
 
+  @property
+  def ends_level(self) -> bool:
+    """Whether this stage ends its level in the RG direction: the decimator, whose
+    output's sites other than the ``::2`` ones are that level's latents (in decode,
+    the stage where the level's latents join the level above's)."""
+    return self.layer == DECIMATOR
+
 
 def _per_level(name: str, value, num_levels: int) -> tuple[int, ...]:
   if isinstance(value, (int, np.integer)):
@@ -184,7 +191,7 @@ class RGFlow(Flow):
       x, ld = self.apply_stage(params, stage, x, False, execution)
       kept.append((x_in.reshape(b, e * e, c), ld))
       log_det = log_det + ld.sum(axis=1)
-      if stage.layer == DECIMATOR:  # the level ends: its latents stay, the rest go on
+      if stage.ends_level:  # its latents stay, the rest go on
         frozen.append(x)
         x = geometry.coarse_sites(x)
     z = frozen[-1]
@@ -209,7 +216,7 @@ class RGFlow(Flow):
     log_det = jnp.zeros(z.shape[0], z.dtype)
     x, kept = None, []
     for stage in self.stages(inverse=True):
-      if stage.layer == DECIMATOR:  # a level starts: its latents join the level above's
+      if stage.ends_level:  # decoding, a level starts: its latents join the level above's
         h = stage.level
         x = per_level[h] if x is None else geometry.with_coarse_sites(per_level[h], x)
       b, e, _, c = x.shape

@@ -12,7 +12,6 @@ import functools
 
 import numpy as np
 
-from rgflow_jax.core.geometry import DECIMATOR
 
 
 def interval(start: int, length: int, edge: int) -> np.ndarray:
@@ -50,7 +49,7 @@ def inference_axis(flow, start: int, length: int) -> list[dict]:
   touched = interval(start, length, flow.image_size)
   for stage in flow.stages():
     out[stage.level][stage.layer], touched = _close(touched, flow.block_size, stage.shift)
-    if stage.layer == DECIMATOR:
+    if stage.ends_level:
       touched = touched[::2]
   return out
 
@@ -63,7 +62,7 @@ def generation_axis(flow, start: int, length: int) -> list[dict]:
   box = interval(start, length, flow.image_size)
   touched = None
   for stage in flow.stages(inverse=True):
-    if stage.layer == DECIMATOR:
+    if stage.ends_level:
       own = box[:: 1 << stage.level]
       if touched is not None:
         finer = np.zeros(own.size, bool)

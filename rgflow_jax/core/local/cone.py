@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 from rgflow_jax.core import geometry
-from rgflow_jax.core.geometry import DECIMATOR
 from rgflow_jax.core.local import axes
 
 
@@ -38,6 +37,10 @@ class PlanStage:
   def layer(self) -> str:
     return self.stage.layer
 
+  @property
+  def ends_level(self) -> bool:
+    return self.stage.ends_level
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -55,7 +58,7 @@ class Plan:
     """The most latent sites an inference cone of this plan holds (its padded length)."""
     k2, top = self.geometry.block_size ** 2, self.geometry.num_levels - 1
     return sum(st.n_blocks * (k2 if st.level == top else 3 * k2 // 4)
-               for st in self.stages if st.layer == DECIMATOR)
+               for st in self.stages if st.ends_level)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +224,7 @@ def _inference_cone(plan: Plan, flow, top: int, left: int) -> Cone:
       src = _locate(sites, pixel_sites[None, :], np.ones(1, bool), L, L)
     else:
       src = _locate(sites, blocks[s - 1][2], blocks[s - 1][1], edges[s - 1], edges[s])
-    holds = latent if plan.stages[s].layer == DECIMATOR else np.zeros_like(latent)
+    holds = latent if plan.stages[s].ends_level else np.zeros_like(latent)
     # Decode: a decimator reads latents or the next level's disentangler's outputs; a
     # disentangler its own level's decimator's outputs.
     if s + 1 < len(blocks):
@@ -260,7 +263,7 @@ def _generation_cone(plan: Plan, flow, top: int, left: int) -> Cone:
       prev = stages[-1]
       src = _locate(sites, prev.sites, prev.real, geo.edge(plan.stages[s - 1].level),
                     geo.edge(st.level))
-    holds = latent if st.layer == DECIMATOR else np.zeros_like(latent)
+    holds = latent if st.ends_level else np.zeros_like(latent)
     src = np.where(holds, -1, src)  # latents are read from the new z, wherever they are
     stages.append(StageIndex(ids, real, sites, image_sites, holds, src >= 0,
                              np.maximum(src, 0)))

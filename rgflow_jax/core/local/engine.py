@@ -24,7 +24,6 @@ import jax.numpy as jnp
 
 from rgflow_jax.core import bound, coupling_fast, pixels, priors
 from rgflow_jax.core.execution import DEFAULT
-from rgflow_jax.core.geometry import DECIMATOR
 from rgflow_jax.core.local.cone import Cone
 
 
@@ -104,7 +103,7 @@ def delta_log_prob(flow, params, cone: Cone, cache: dict, new_pixels, execution=
     out, ld = _run(flow, prepared, st, inputs, False, execution)
     delta = delta + jnp.sum((ld - base["log_dets"]) * jnp.asarray(tab.real, out.dtype),
                             axis=1)
-    if st.layer == DECIMATOR:
+    if st.ends_level:
       w = jnp.asarray(tab.holds_latent & tab.real[:, None], out.dtype)
       lp = priors.log_density(flow.prior, out, 1.0) - \
           priors.log_density(flow.prior, base["latents"], 1.0)
@@ -138,7 +137,7 @@ def decode_region(flow, params, cone: Cone, latents, execution=None):
   b = latents.shape[0]
   prev = None
   for st, tab in zip(reversed(cone.plan.stages), reversed(cone.stages)):
-    if st.layer == DECIMATOR:
+    if st.ends_level:
       z = _gather(latents, tab.latent_slot)
       inputs = z if prev is None else _where(tab.holds_latent, z,
                                              _gather(prev, tab.src_decode))
@@ -169,7 +168,7 @@ def edit_latents(flow, params, cone: Cone, cache: dict, z_new, execution=None):
   prev = None
   for st, tab, base in zip(cone.plan.stages, cone.stages, cache["inputs"], strict=True):
     inputs = base if prev is None else _where(tab.use_new, _gather(prev, tab.src), base)
-    if st.layer == DECIMATOR:
+    if st.ends_level:
       inputs = _where(tab.holds_latent, _gather(z_flat, tab.image_sites), inputs)
     out, _ = _run(flow, prepared, st, inputs, True, execution)
     prev = out.reshape(b, -1, c)
