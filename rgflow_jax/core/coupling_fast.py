@@ -254,14 +254,14 @@ def _matmul_t(g, w, out_dtype):
                              preferred_element_type=out_dtype)
 
 
-def _half_coupling(p, x, m, first: bool, ex: Execution, hand_backward: bool,
-                   inverse: bool):
+def _half_coupling(p, x, m, first: bool, ex: Execution, inverse: bool):
   """One half-coupling of an RNVP layer on x (N, dim): the sites where the checkerboard
-  ``m`` (dim,) is 0 given those where it is 1 (``first``), or the other way round.
-  Returns (x, log|det| (N,)); ``inverse`` undoes it (a half-coupling leaves its
-  conditioning half as it was, so s and t are the same). ``p`` is one RNVP layer of
-  :func:`prepare`'s output; x and ``m`` are in [A | B] order where the conditioners
-  are unrolled (:func:`uses_halves`), else in the natural order.
+  is 0 given those where it is 1 (``first``), or the other way round. Returns (x,
+  log|det| (N,)); ``inverse`` undoes it (a half-coupling leaves its conditioning half
+  as it was, so s and t are the same; the inverse takes autodiff's backward pass).
+  ``p`` is one RNVP layer of :func:`prepare`'s output. ``m``: the checkerboard (dim,)
+  where x is in the natural order (a scanned block), None where x is in [A | B] order
+  (unrolled conditioners, :func:`uses_halves`): A is the half where it is 1.
 
   The residual stream x <- (x + f(x)) / sqrt(2) starts as the conditioning half, zeros
   on the free one, for both networks. As one loop (at least ``ex.scan_min_layers``
@@ -274,10 +274,10 @@ def _half_coupling(p, x, m, first: bool, ex: Execution, hand_backward: bool,
   half = x.shape[-1] // 2
   a, b = slice(0, half), slice(half, 2 * half)
   src, dst = (a, b) if first else (b, a)
-  mlp = _mlp if hand_backward and not inverse else _mlp_plain
+  mlp = _mlp if ex.hand_backward and not inverse else _mlp_plain
   blocks = {k: p[k] for k in ("w", "b", "beta")}
   n_res = p["w"][0].shape[0]
-  if not uses_halves(n_res, ex):
+  if m is not None:
     m = m if first else 1.0 - m
 
     def res_block(stream, r):
@@ -318,15 +318,15 @@ def _half_coupling(p, x, m, first: bool, ex: Execution, hand_backward: bool,
 def _layer_encode(p, x, m, ex: Execution):
   """One RNVP layer on x (N, dim): the free sites of the checkerboard ``m`` given the
   others, then the other way round."""
-  x, ld_b = _half_coupling(p, x, m, True, ex, ex.hand_backward, False)
-  x, ld_a = _half_coupling(p, x, m, False, ex, ex.hand_backward, False)
+  x, ld_b = _half_coupling(p, x, m, True, ex, False)
+  x, ld_a = _half_coupling(p, x, m, False, ex, False)
   return x, ld_b + ld_a
 
 
 def _layer_decode(p, x, m, ex: Execution):
   """The inverse of :func:`_layer_encode`: its half-couplings undone last to first."""
-  x, ld_a = _half_coupling(p, x, m, False, ex, False, True)
-  x, ld_b = _half_coupling(p, x, m, True, ex, False, True)
+  x, ld_a = _half_coupling(p, x, m, False, ex, True)
+  x, ld_b = _half_coupling(p, x, m, True, ex, True)
   return x, -(ld_a + ld_b)
 
 
@@ -354,10 +354,11 @@ def apply_prepared(prep, blocks, *, inverse: bool = False, execution: Execution 
   n, k, _, c = blocks.shape
   n_layer = prep["scale"].shape[0]
   halves = uses_halves(prep["b"][0].shape[-3], execution)  # prepare()'s decision
-  m = jnp.asarray(coupling.checkerboard(k, c), blocks.dtype).reshape(-1)
   x = blocks.reshape(n, -1)
-  if halves:
-    x, m = to_halves(x, k, c), to_halves(m, k, c)
+  if halves:  # the halves are sliced: no mask
+    x, m = to_halves(x, k, c), None
+  else:
+    m = jnp.asarray(coupling.checkerboard(k, c), blocks.dtype).reshape(-1)
   layer_fn = functools.partial(_layer_decode if inverse else _layer_encode, m=m,
                                ex=execution)
   if execution.remat:

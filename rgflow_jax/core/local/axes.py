@@ -13,7 +13,6 @@ import functools
 import numpy as np
 
 
-
 def interval(start: int, length: int, edge: int) -> np.ndarray:
   """(edge,) bool: the sites [start, start + length) with periodic wrap."""
   mask = np.zeros(edge, bool)
