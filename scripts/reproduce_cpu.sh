@@ -20,7 +20,9 @@ for data in msds1 msds2; do
       --config.time_limit_s=0 --config.progress=False
     dirs+=("$dir")
   done
-  $py compare.py --out "${runs}/compare_${data}" --draws 2 --samples 1000 \
-    --inpaint_images 8 --inpaint_starts 200 --inpaint_steps 300 --rf_samples 8 "${dirs[@]}"
+  $py compare.py --out "${runs}/compare_${data}" --config.eval.bpd.draws=2 \
+    --config.eval.semantic.samples=1000 --config.eval.inpaint.images=8 \
+    --config.eval.inpaint.starts=200 --config.eval.inpaint.steps=300 \
+    --config.eval.rf.samples=8 "${dirs[@]}"
 done
 $py -m experiments.pinwheel --workdir "${runs}/pinwheel"

@@ -1,6 +1,7 @@
 """Helpers shared by tests and by the scripts tests run in subprocesses: random
 non-identity parameters, small models of each flow, the training step's gradient."""
 
+import copy
 import functools
 import importlib
 from pathlib import Path
@@ -124,9 +125,14 @@ def tensorboard_events(logdir):
 # jitted steps, which compile in seconds at this size.
 UNIT_BATCH = (8, 8, 8, 1)
 
-# Inpainting settings of the smoke evaluations: eval.py's (test_compare) and evaluate()'s
-# (test_evaluation) then compile one program, which the persistent cache serves to both.
-SMOKE_INPAINT = {"inpaint_starts": 2, "inpaint_steps": 1}
+def run_eval(config, workdir, modes: str, settings: dict | None = None, **kwargs):
+  """``evaluation.evaluate`` on a copy of ``config`` with ``config.eval.modes = modes``
+  and ``settings`` (``{"bpd.draws": 1, ...}``, keys under ``config.eval``) set."""
+  from rgflow_jax.run import evaluation, run_config  # noqa: PLC0415
+  c = copy.deepcopy(config)
+  run_config.with_overrides(c, {"eval.modes": modes,
+                                **{f"eval.{k}": v for k, v in (settings or {}).items()}})
+  return evaluation.evaluate(c, workdir, **kwargs)
 
 
 def unit_config():

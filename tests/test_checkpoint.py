@@ -158,7 +158,7 @@ def test_damaged_checkpoints_are_named_in_a_line_without_walls_of_tracebacks(run
   shutil.copytree(runs / "at6", work)
   _truncate(work / "best" / "6")
   evaluated = subprocess.run([sys.executable, str(ROOT / "eval.py"), *common,
-                              f"--workdir={work}", "--mode=bpd", "--draws=1"],
+                              f"--workdir={work}", "--mode=bpd", "--config.eval.bpd.draws=1"],
                              env=env, capture_output=True, text=True, timeout=300)
   work = tmp_path / "train"
   shutil.copytree(runs / "at6", work)

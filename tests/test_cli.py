@@ -73,8 +73,9 @@ def test_eval_summary_lines_say_n_a_for_one_draw():
 @pytest.mark.e2e
 @pytest.mark.parametrize("module,words", [
     ("rgflow_jax.cli.train", ["--workdir", "--config", "msds1:cpu"]),
-    ("rgflow_jax.cli.eval", ["--workdir", "--mode", "--json", *evaluation.MODES]),
-    ("rgflow_jax.cli.compare", ["--out", "--draws", "--inpaint_images"]),
+    ("rgflow_jax.cli.eval", ["--workdir", "--mode", "--json", *evaluation.MODES,
+                             "eval.inpaint.steps = 300", "deprecated: --config.eval.bpd.draws"]),
+    ("rgflow_jax.cli.compare", ["--out", "--config.eval.*", "--config.eval.fid.weights"]),
     ("rgflow_jax.cli.convert", ["--from", "--to", "--workdir"]),
 ])
 def test_help_of_every_entry_point_lists_its_flags_configs_and_variants(module, words):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import ROOT, SMOKE_INPAINT, load_config, perturb, random_inception_weights
+from helpers import ROOT, load_config, perturb, random_inception_weights, run_eval
 from rgflow_jax.io import checkpoint, storage
 from rgflow_jax.paper import inpainting
 from rgflow_jax.run import evaluation, jit_steps, run_config, training
@@ -81,22 +81,25 @@ def test_realnvp_has_no_cone_but_a_random_set_of_the_cone_size(runs):
 def test_eval_modes_run_on_realnvp(runs):
   _, r = runs
   c, workdir = r["smoke,realnvp"]
-  res = evaluation.evaluate(c, workdir, ["mix", "progressive"], progress=False)
+  res = run_eval(c, workdir, "mix,progressive")
   assert (workdir / "eval" / "mix.png").exists() and (workdir / "eval" / "progressive.png").exists()
   assert res["num_params"] > 0
 
 
 def test_compare_py_writes_every_table_and_figure(runs):
+  """compare.py on the two runs (each with its own saved config, the smoke sizes of
+  config.eval, and the settings given here); a run's figures equal evaluate()'s."""
   base, r = runs
   out = base / "cmp"
   env = dict(os.environ, PYTHONPATH=str(ROOT))
+  settings = {"bpd.draws": 1, "inpaint.images": 1, "fid.weights": str(base / "inception.npz")}
   proc = subprocess.run(
-      [sys.executable, str(ROOT / "compare.py"), f"--out={out}", "--draws=1", "--samples=16",
-       "--inpaint_images=1", "--inpaint_starts=2", "--inpaint_steps=1", "--rf_samples=2",
-       f"--inception_weights={base / 'inception.npz'}", "--fid_images=6",
+      [sys.executable, str(ROOT / "compare.py"), f"--out={out}",
+       *(f"--config.eval.{k}={v}" for k, v in settings.items()),
        str(r["smoke"][1]), str(r["smoke,realnvp"][1])],
       env=env, capture_output=True, text=True, cwd=base)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "deprecated" not in proc.stderr
   result = json.loads((out / "compare.json").read_text())
   labels = [row["label"] for row in result["runs"]]
   assert labels == ["RG-Flow + Laplace", "Real NVP + Laplace"]
@@ -113,28 +116,42 @@ def test_compare_py_writes_every_table_and_figure(runs):
       assert np.isfinite(row["inpaint"][f"mean_inception_psnr_{how}"])
     assert set(row["semantic"]) == {"colour_spread", "angle_spread"}
     assert set(row["rf"]) == {f"level{h}" for h in range(4)}
-  for name in ["samples.png", "inpaint.png", "compare.md", "rg_flow_laplace_receptive_fields.png",
-               "rg_flow_laplace_rf_strengths.png", "real_nvp_laplace_receptive_fields.png",
-               "real_nvp_laplace_rf_strengths.png"]:
+  for name in ["samples.png", "inpaint.png", "compare.md",
+               "rg_flow_laplace/receptive_fields.png", "rg_flow_laplace/rf_strengths.png",
+               "real_nvp_laplace/receptive_fields.png", "real_nvp_laplace/rf_strengths.png",
+               "rg_flow_laplace/eval.json", "real_nvp_laplace/semantic_samples.npz"]:
     assert (out / name).stat().st_size > 0, name
   md = (out / "compare.md").read_text()
   assert md.count("| Real NVP + Laplace |") >= 2 + 4 and "Table F1" in md
   assert "| Real NVP + Laplace | random | " in md
   fid_cell = f"| {result['runs'][0]['fid']['fid']:.2f} | 1.16 |"  # ours, then the paper's
   assert fid_cell in md.splitlines()[4]
+  # compare is evaluate per run: the RG-Flow run evaluated on its own with the same
+  # settings gives the same figures (same keys, same images).
+  c, workdir = r["smoke"]
+  alone = run_eval(c, workdir, "bpd,semantic,fid,inpaint,rf", settings,
+                   out_dir=base / "alone")
+
+  def untimed(d):
+    return {k: v for k, v in d.items() if "seconds" not in k}
+
+  for key in ("test_bpd", "semantic", "fid", "rf", "step", "checkpoint"):
+    assert alone[key] == rg[key], key
+  assert untimed(alone["inpaint"] | {"rows": []}) == untimed(rg["inpaint"] | {"rows": []})
+  assert [untimed(row) for row in alone["inpaint"]["rows"]] == \
+      [untimed(row) for row in rg["inpaint"]["rows"]]
 
 
 def test_eval_py_fid_and_inception_psnr(runs):
-  """eval.py --mode fid (random Inception weights, smoke size), and Inception-PSNR."""
+  """eval.py --mode fid (random Inception weights, smoke size), and Inception-PSNR, on
+  the run's own config with --config.eval.* settings."""
   base, r = runs
-  c, workdir = r["smoke"]
+  _, workdir = r["smoke"]
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   proc = subprocess.run(
-      [sys.executable, str(ROOT / "eval.py"), "--config=msds1:smoke", f"--workdir={workdir}",
-       f"--config.data.data_dir={c.data.data_dir}", "--config.sample_every=0",
-       "--mode=fid,inpaint", f"--inception_weights={base / 'inception.npz'}",
-       "--fid_images=6", "--fid_temperature=0.8", "--inpaint_images=1",
-       *(f"--{k}={v}" for k, v in SMOKE_INPAINT.items())],
+      [sys.executable, str(ROOT / "eval.py"), f"--workdir={workdir}",  # the run's config
+       "--mode=fid,inpaint", f"--config.eval.fid.weights={base / 'inception.npz'}",
+       "--config.eval.fid.temperature=0.8", "--config.eval.inpaint.images=1"],
       env=env, capture_output=True, text=True, cwd=base)
   assert proc.returncode == 0, proc.stderr[-3000:]
   saved = json.loads((workdir / "eval" / "eval.json").read_text())
@@ -147,12 +164,12 @@ def test_eval_py_fid_and_inception_psnr(runs):
   # A missing weights file: one line, before any work.
   proc = subprocess.run(
       [sys.executable, str(ROOT / "eval.py"), "--config=msds1:smoke", f"--workdir={workdir}",
-       "--mode=fid", f"--inception_weights={base / 'none.npz'}"],
+       "--mode=fid", f"--config.eval.fid.weights={base / 'none.npz'}"],
       env=env, capture_output=True, text=True, cwd=base)
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
       f"error: no Inception weights file {base / 'none.npz'}: give the FID Inception "
-      "weights with --inception_weights (docs/evaluation.md says how to get them)")
+      "weights with --config.eval.fid.weights (docs/evaluation.md says how to get them)")
 
 
 def test_compare_py_errors_are_one_line(tmp_path):

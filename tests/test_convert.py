@@ -50,7 +50,7 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
   assert meta["step"] == 0 and meta["imported_from"] == str(FIXTURE)
   chex.assert_trees_all_equal(restored["params"],
                               jax.tree.map(lambda a: np.asarray(a, np.float32), want))
-  # eval.py reads it like any run...
+  # eval.py reads it like any run (given the previous release's flags)...
   out = _run("eval.py", "--config", CONFIG, f"--workdir={work}",
              f"--config.data.data_dir={data_dir}", "--mode=bpd,inpaint", "--draws=1",
              "--checkpoint=latest", "--inpaint_images=1", "--inpaint_starts=2",
@@ -58,6 +58,11 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((work / "eval" / "eval.json").read_text())
   assert result["step"] == 0 and np.isfinite(result["test_bpd"]["bpd"])
+  # (the options of the previous release still work, as their keys, with a note each)
+  assert "note: --draws is deprecated and goes in the next release: use " \
+      "--config.eval.bpd.draws=1" in out.stderr
+  assert out.stderr.count("is deprecated") == 5 and len(result["test_bpd"]["draws"]) == 1
+  assert len(result["inpaint"]["rows"]) == 1 and result["checkpoint"] == "latest"
   # (and inpaints on the cone, saying so and how long it took)
   assert "inpainting (free: cone; each step computes the cone's blocks only): PSNR" in out.stdout
   assert result["inpaint"]["median_seconds_cone"] > 0

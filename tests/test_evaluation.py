@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import SMOKE_INPAINT, smoke_config, tensorboard_events
+from helpers import run_eval, smoke_config, tensorboard_events
 from rgflow_jax.run import evaluation, training
 
 
@@ -15,14 +15,14 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   training.train_and_evaluate(c, tmp_path / "run")
   out = tmp_path / "run" / "eval"
   told = []  # each mode's line as it ends, with the figures there at that moment
-  results = evaluation.evaluate(
-      c, tmp_path / "run", ["all"], draws=2, rf_samples=2, progress=False,
-      inpaint_images=2, **SMOKE_INPAINT,
+  results = run_eval(  # the smoke config's eval section: 2 draws, 2 inpaintings, ...
+      c, tmp_path / "run", "all",
       on_mode=lambda line: told.append((line, {p.name for p in out.iterdir()})))
   for name in ["samples_T1.0.png", "samples_T0.0.png", "samples_mixed_T.png",
                "progressive.png", "receptive_fields.png", "rf_strengths.png",
                "traverse_level0.png", "traverse_level3.png", "traverse.gif", "mix.png",
-               "inpaint.png", "bpd_curve.png", "eval.json"]:
+               "inpaint.png", "bpd_curve.png", "semantic_samples.png", "samples.npz",
+               "inpaint.npz", "semantic_samples.npz", "eval.json"]:
     assert (out / name).exists(), name
   saved = json.loads((out / "eval.json").read_text())
   assert saved["test_bpd"]["images"] == c.data.n_test
@@ -39,7 +39,8 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   lines = evaluation.summary_lines(results)
   starts = {"bpd": "test bits/dim: ", "samples": "samples: ", "progressive": "progressive ",
             "rf": "receptive fields: ", "traverse": "traversals ", "mix": "level mixing ",
-            "inpaint": "inpainting (free: cone; ", "curve": "bits/dim against "}
+            "inpaint": "inpainting (free: cone; ", "curve": "bits/dim against ",
+            "semantic": "semantic scores of 16 samples "}
   ran = [m for m in evaluation.MODES if m != "fid"]  # fid needs Inception weights
   assert saved["modes"] == ran
   assert [l.split()[0] for l in lines[:-1]] == [starts[m].split()[0] for m in ran]
@@ -63,16 +64,19 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   # bits/dim on a user's .npz, and a clear error for a wrong shape.
   imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
   np.savez(tmp_path / "mine.npz", images=imgs)
-  r = evaluation.evaluate(c, tmp_path / "run", ["bpd"], str(tmp_path / "mine.npz"), draws=1,
-                          progress=False)
+  r = run_eval(c, tmp_path / "run", "bpd", {"bpd.images": str(tmp_path / "mine.npz"),
+                                             "bpd.draws": 1})
   assert r["test_bpd"]["images"] == 10
   np.savez(tmp_path / "small.npz", images=imgs[:, :16, :16])
   with pytest.raises(ValueError, match="model expects"):
-    evaluation.evaluate(c, tmp_path / "run", ["bpd"], str(tmp_path / "small.npz"),
-                        progress=False)
+    run_eval(c, tmp_path / "run", "bpd", {"bpd.images": str(tmp_path / "small.npz")})
   with pytest.raises(ValueError, match="unknown eval mode"):
-    evaluation.evaluate(c, tmp_path / "run", ["fidd"], progress=False)
+    run_eval(c, tmp_path / "run", "fidd")
   with pytest.raises(ValueError, match="mode fid needs the Inception weights"):
-    evaluation.evaluate(c, tmp_path / "run", ["fid"], progress=False)
+    run_eval(c, tmp_path / "run", "fid")
+  with pytest.raises(ValueError, match="config.eval.bpd.draws must be >= 1"):
+    run_eval(c, tmp_path / "run", "bpd", {"bpd.draws": 0})
+  with pytest.raises(ValueError, match="config.eval.checkpoint must be best, latest or a"):
+    run_eval(c, tmp_path / "run", "bpd", {"checkpoint": "newest"})
   with pytest.raises(FileNotFoundError, match="train first"):
-    evaluation.evaluate(c, tmp_path / "nothing", ["bpd"], progress=False)
+    run_eval(c, tmp_path / "nothing", "bpd")

@@ -95,7 +95,7 @@ def test_weights_errors_are_one_line(tmp_path):
     assert "\n" not in message and str(path) in message
     return message
 
-  assert "--inception_weights" in error(tmp_path / "missing.npz")
+  assert "--config.eval.fid.weights" in error(tmp_path / "missing.npz")
   (tmp_path / "garbage.npz").write_bytes(b"not a zip")
   assert "is not an .npz archive (a zip of .npy arrays)" in error(tmp_path / "garbage.npz")
   (tmp_path / "pickle.npz").write_bytes(b"\x80\x04K\x01.")  # what np.load takes for a pickle

@@ -98,7 +98,7 @@ def test_the_wheel_in_a_fresh_venv_trains_and_evaluates_outside_the_clone(wheel,
   assert train.stdout.strip().splitlines()[-1].startswith("done: step 6 (6 this run)")
   assert "compiling the training step" in train.stderr
   evaluation = run("rgflow-eval", "--config", "msds1:smoke", "--workdir", "run", "--mode",
-                   "bpd", "--draws", "1")
+                   "bpd", "--config.eval.bpd.draws=1")
   lines = evaluation.stdout.strip().splitlines()
   assert lines[0].startswith("test bits/dim: ") and "+- n/a (1 draw), " in lines[0]
   assert lines[0].endswith(" (over images), 32 images")

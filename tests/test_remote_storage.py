@@ -106,8 +106,8 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
   out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config",
                         str(ROOT / "configs/msds1.py:smoke"), f"--workdir={workdir}",
                         f"--config.data.data_dir={data_dir}", "--mode=bpd,samples",
-                        "--draws=2"], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=300)
+                        "--config.eval.bpd.draws=2"], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=300)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
   run = storage.as_path(workdir)
   result = json.loads((run / "eval" / "eval.json").read_text())

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import ROOT, smoke_config
+from helpers import ROOT, run_eval, smoke_config
 from rgflow_jax.io import checkpoint, storage
 from rgflow_jax.run import evaluation, jit_steps, run_config, run_folder, training
 
@@ -213,7 +213,7 @@ def test_a_malformed_run_file_is_one_line_naming_it_and_nothing_changes(runs, tm
   assert _digests(work) == before
   if case in ("a text test_bpd", "a row without step"):  # eval's curve reads it too
     with pytest.raises(storage.RunFileError, match="metrics.jsonl, line 6"):
-      evaluation.evaluate(_config(runs, 8), work, ["curve"], progress=False)
+      run_eval(_config(runs, 8), work, "curve")
 
 
 @pytest.mark.e2e
@@ -248,7 +248,7 @@ def test_evaluation_says_which_checkpoint_it_read(runs, tmp_path):
   shutil.rmtree(work / "tensorboard")
   (work / "tensorboard").write_text("not a folder")
   c = _config(runs, 8)
-  results = evaluation.evaluate(c, work, ["curve"], progress=False)
+  results = run_eval(c, work, "curve")
   assert results["step"] == 6 and results["checkpoint"] == "latest"
   assert "best/6 cannot be read" in results["checkpoint_fallback"]
   last = evaluation.summary_lines(results)[-1]
@@ -258,7 +258,7 @@ def test_evaluation_says_which_checkpoint_it_read(runs, tmp_path):
   assert saved["checkpoint"] == "latest" and saved["checkpoint_fallback"]
   assert (work / "eval" / "bpd_curve.png").exists()
   assert (work / "tensorboard").read_text() == "not a folder"
-  intact = evaluation.evaluate(c, runs / "at6", ["curve"], progress=False)
+  intact = run_eval(c, runs / "at6", "curve")
   assert (intact["checkpoint"], intact["checkpoint_fallback"]) == ("best", None)
 
 

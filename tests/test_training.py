@@ -15,12 +15,12 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from helpers import (ROOT, UNIT_BATCH, load_config, perturb, smoke_config, step_gradient,
-                     tensorboard_events, unit_config)
+from helpers import (ROOT, UNIT_BATCH, load_config, perturb, run_eval, smoke_config,
+                     step_gradient, tensorboard_events, unit_config)
 from rgflow_jax import data
 from rgflow_jax.core.execution import Execution
 from rgflow_jax.io import checkpoint, storage
-from rgflow_jax.run import compare, evaluation, jit_steps, run_config, training
+from rgflow_jax.run import evaluation, jit_steps, run_config, training
 
 def _check_run_outputs(workdir):
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -131,7 +131,7 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
     training.train_and_evaluate(other, tmp_path / "run")
   with pytest.raises(training.TrainingError, match=r"different config.data.name \(msds1 "
                      r"there, msds2 now\): evaluate it with its own config"):
-    evaluation.evaluate(other, tmp_path / "run", ["bpd"], progress=False)
+    run_eval(other, tmp_path / "run", "bpd")
   assert not (tmp_path / "d2").exists()
   # The same model with a longer schedule, another learning rate and bfloat16 matmuls
   # resumes, and says what changed.
@@ -232,7 +232,7 @@ def test_a_run_saved_by_43cc62e_resumes_and_evaluates(tmp_path):
   assert rows[:2] == [json.loads(l) for l in (fixture / "metrics.jsonl").read_text()
                       .splitlines()]
   assert {r["step"] for r in rows[2:]} == {4} and any("test_bpd" in r for r in rows[2:])
-  results = evaluation.evaluate(now, run, ["bpd"], which="latest", draws=1, progress=False)
+  results = run_eval(now, run, "bpd", {"checkpoint": "latest", "bpd.draws": 1})
   assert np.isfinite(results["test_bpd"]["bpd"]) and results["step"] == 4
   # compare reads it as today's
   assert json.loads(run_config.saved_config(run).model.to_json()) == json.loads(now.model.to_json())
@@ -542,13 +542,17 @@ def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("flag", ["--draws=0", "--max_images=0", "--max_images=-3"])
-def test_eval_flags_out_of_range_are_refused_before_any_work(tmp_path, flag):
+@pytest.mark.parametrize("flag,message", [
+    ("--config.eval.bpd.draws=0", "config.eval.bpd.draws must be >= 1"),
+    ("--config.eval.bpd.max_images=-3", "config.eval.bpd.max_images must be >= 0 (0: all)"),
+    ("--draws=0", "config.eval.bpd.draws must be >= 1"),  # the old flag, as its key
+])
+def test_eval_settings_out_of_range_are_refused_before_any_work(tmp_path, flag, message):
   out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config",
                         str(ROOT / "configs/msds1.py:smoke"), f"--workdir={tmp_path}", flag],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert out.returncode != 0
-  assert f"flag {flag}: " in out.stderr and "is not a positive integer" in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == f"error: {message}", out.stderr[-2000:]
   assert "Traceback" not in out.stderr
 
 

@@ -65,11 +65,60 @@ def parse_flags(argv: list[str]) -> list[str]:
   sys.exit(2)
 
 
-def define_config_flag():
+def define_config_flag(default: str | None = None):
   """The ``--config`` flag every entry point takes, with the names and variants in its
-  help text."""
+  help text. With a ``default`` file (rgflow-eval, rgflow-compare: the base config),
+  ``--config.KEY=VALUE`` is checked against it even where no ``--config`` is given, and
+  :func:`config_overrides` returns what was given."""
   from ml_collections import config_flags  # noqa: PLC0415
-  config_flags.DEFINE_config_file("config", None, configs.help_text(), lock_config=True)
+  config_flags.DEFINE_config_file("config", default, configs.help_text(), lock_config=True)
+
+
+def config_overrides() -> dict:
+  """The ``--config.KEY=VALUE`` overrides of the command line, as ``{KEY: VALUE}``."""
+  from ml_collections import config_flags  # noqa: PLC0415
+  return dict(config_flags.get_override_values(flags.FLAGS["config"]))
+
+
+# The options of rgflow-eval and rgflow-compare before they were config.eval keys: each
+# still works for one release, as its key, with a one-line note.
+DEPRECATED_EVAL_FLAGS = {
+    "checkpoint": ("eval.checkpoint", flags.DEFINE_string),
+    "images": ("eval.bpd.images", flags.DEFINE_string),
+    "draws": ("eval.bpd.draws", flags.DEFINE_integer),
+    "max_images": ("eval.bpd.max_images", flags.DEFINE_integer),
+    "rf_samples": ("eval.rf.samples", flags.DEFINE_integer),
+    "inpaint_images": ("eval.inpaint.images", flags.DEFINE_integer),
+    "inpaint_starts": ("eval.inpaint.starts", flags.DEFINE_integer),
+    "inpaint_steps": ("eval.inpaint.steps", flags.DEFINE_integer),
+    "inception_weights": ("eval.fid.weights", flags.DEFINE_string),
+    "fid_images": ("eval.fid.images", flags.DEFINE_integer),
+    "fid_temperature": ("eval.fid.temperature", flags.DEFINE_float),
+    "samples": ("eval.semantic.samples", flags.DEFINE_integer),
+}
+
+
+def define_deprecated_eval_flags(names):
+  """The old flags ``names`` (keys of :data:`DEPRECATED_EVAL_FLAGS`), unset by default."""
+  for name in names:
+    key, define = DEPRECATED_EVAL_FLAGS[name]
+    define(name, None, f"deprecated: --config.{key}")
+
+
+def eval_overrides(names, quick: dict | None = None) -> dict:
+  """The eval settings of the command line as ``{KEY: VALUE}``: ``quick`` (defaults a
+  flag stands for), then the old flags ``names`` that were given (each with a one-line
+  deprecation note on stderr), then the ``--config.KEY=VALUE`` overrides."""
+  out = dict(quick or {})
+  for name in names:
+    value = flags.FLAGS[name].value
+    if value is not None:
+      key = DEPRECATED_EVAL_FLAGS[name][0]
+      sys.stderr.write(f"note: --{name} is deprecated and goes in the next release: use "
+                       f"--config.{key}={value}\n")
+      out[key] = value
+  out.update(config_overrides())
+  return out
 
 
 def run_program(main, define_flags, usage: str, tune_cpu: bool = False):

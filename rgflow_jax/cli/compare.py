@@ -12,33 +12,27 @@ from rgflow_jax import cli
 USAGE = """Compare trained runs side by side: the paper's tables and figures.
 
   rgflow-compare --out runs/compare_msds1 runs/msds1-cpu runs/msds1-cpu,gaussian \\
-      runs/msds1-cpu,realnvp
+      runs/msds1-cpu,realnvp [--config.eval.inpaint.steps=100 ...]
 
-Each argument is a run folder written by rgflow-train (its config.json and checkpoints
-are read). Writes compare.json, compare.md (test bits/dim, FID with
---inception_weights, MSDS semantic scores, Table F1's inpainting PSNR and
-Inception-PSNR, receptive-field statistics) and the figures (samples.png,
-inpaint.png, <run>_receptive_fields.png, <run>_rf_strengths.png) to --out.
+Each argument is a run folder written by rgflow-train. Each run is evaluated as
+rgflow-eval evaluates it: its own config.json, then the --config.eval.* settings given
+here (shared by every run), into <out>/<run>/ (eval.json, receptive fields, samples,
+inpainting). Then compare writes compare.json, compare.md (test bits/dim, FID with
+--config.eval.fid.weights, MSDS semantic scores, Table F1's inpainting PSNR and
+Inception-PSNR, receptive-field statistics) and the figures side by side (samples.png,
+inpaint.png) to --out.
 """
+
+OLD_FLAGS = ("checkpoint", "draws", "max_images", "samples", "inpaint_images",
+             "inpaint_starts", "inpaint_steps", "rf_samples", "inception_weights",
+             "fid_images")
 
 
 def _define_flags():
+  from rgflow_jax.configs import base  # noqa: PLC0415
   flags.DEFINE_string("out", "runs/compare", "Folder for the tables and figures.")
-  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
-  flags.DEFINE_integer("draws", 2, "Dequantisation draws for test bits/dim.", lower_bound=1)
-  flags.DEFINE_integer("max_images", None, "Test bits/dim on the first N images.",
-                       lower_bound=1)
-  flags.DEFINE_integer("samples", 256, "Samples (and real images) for the semantic scores.",
-                       lower_bound=1)
-  flags.DEFINE_integer("inpaint_images", 4, "Test images to inpaint.", lower_bound=1)
-  flags.DEFINE_integer("inpaint_starts", 200, "Random starts per inpainting.", lower_bound=1)
-  flags.DEFINE_integer("inpaint_steps", 300, "Adam steps per inpainting.", lower_bound=0)
-  flags.DEFINE_integer("rf_samples", 8, "Prior samples per receptive field.", lower_bound=1)
-  flags.DEFINE_string("inception_weights", None,
-                      "FID Inception weights (pytorch-fid's .pth or its .npz, or 'download'): "
-                      "adds FID and Inception-PSNR.")
-  flags.DEFINE_integer("fid_images", 10_000, "Samples (and test images) for FID.",
-                       lower_bound=2)
+  cli.define_config_flag(base.__file__)
+  cli.define_deprecated_eval_flags(OLD_FLAGS)
 
 
 def main(argv):
@@ -47,16 +41,17 @@ def main(argv):
   if not workdirs:
     sys.exit("error: name the run folders to compare, e.g. "
              "rgflow-compare --out runs/cmp runs/a runs/b")
+  if flags.FLAGS["config"].present:
+    sys.exit("error: compare evaluates each run with its own config: give only "
+             "--config.eval.* settings, not --config")
   from rgflow_jax.data import DataError  # noqa: PLC0415
   from rgflow_jax.run import compare  # noqa: PLC0415
   from rgflow_jax.run.run_config import TrainingError  # noqa: PLC0415
   f = flags.FLAGS
   try:
+    overrides = cli.eval_overrides(OLD_FLAGS)
     compare.check_workdirs(workdirs)
-    result = compare.compare(workdirs, f.out, f.draws, f.max_images, f.samples,
-                             f.inpaint_images, f.inpaint_starts, f.inpaint_steps,
-                             f.rf_samples, f.checkpoint,
-                             inception_weights=f.inception_weights, fid_images=f.fid_images)
+    result = compare.compare(workdirs, f.out, overrides)
   except (DataError, TrainingError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(compare.tables_markdown(result))

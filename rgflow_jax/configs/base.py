@@ -78,6 +78,19 @@ KEY_HELP = {
     "compilation_cache_dir": "compiled programs kept: auto (~/.cache/rgflow_jax/xla), a folder, off",
     "progress": "progress bars and lines on stderr",
     "reference_curve": "{label: {minutes: [...], bpd: [...]}} drawn on bpd_curve.png",
+    "eval.modes": "rgflow-eval's modes, comma-separated, or all (--mode sets it)",
+    "eval.checkpoint": "the checkpoint evaluated: best, latest or a step number",
+    "eval.bpd.draws": "dequantisation draws for test bits/dim",
+    "eval.bpd.max_images": "test bits/dim on the first N test images (0: all)",
+    "eval.bpd.images": ".npz of uint8 images (N, H, W, C) for bits/dim instead of the test set",
+    "eval.rf.samples": "prior samples per receptive field",
+    "eval.inpaint.images": "test images to inpaint",
+    "eval.inpaint.starts": "random starts per inpainting",
+    "eval.inpaint.steps": "Adam steps per inpainting",
+    "eval.fid.weights": "FID Inception weights (.pth, .npz or download); enables fid",
+    "eval.fid.images": "samples (and test images) for FID",
+    "eval.fid.temperature": "sampling temperature for FID",
+    "eval.semantic.samples": "MSDS: samples (and real images) for the semantic scores",
 }
 
 
@@ -139,7 +152,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = "auto"
   c.progress = True
   c.reference_curve = {}  # {label: {"minutes": [...], "bpd": [...]}} drawn on bpd_curve.png
+  c.eval = eval_config()
   return c
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """What ``rgflow-eval`` and ``rgflow-compare`` do with a trained run
+  (rgflow_jax/run/evaluation.py): a section per mode that has options. It may differ
+  from the run's own config at every evaluation (``--config.eval.inpaint.steps=10``)."""
+  return ml_collections.ConfigDict(dict(
+      modes="all", checkpoint="best",
+      bpd=dict(draws=4, max_images=0, images=""),
+      rf=dict(samples=8),
+      inpaint=dict(images=4, starts=200, steps=300),
+      fid=dict(weights="", images=10_000, temperature=1.0),
+      semantic=dict(samples=256)))
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """The defaults as a config file: what ``rgflow-eval`` (without ``--config``) and
+  ``rgflow-compare`` check ``--config.*`` overrides against before applying them to
+  each run's own config."""
+  return apply_variant(base_config(), arg)
 
 
 def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -188,6 +222,12 @@ def smoke(c: ml_collections.ConfigDict, channels: int = 3) -> ml_collections.Con
   c.sample_every = 3
   c.num_samples = 4
   c.progress = False
+  e = c.eval  # every evaluation mode at a size that runs in seconds
+  e.bpd.draws = 2
+  e.rf.samples = 2
+  e.inpaint.images, e.inpaint.starts, e.inpaint.steps = 2, 2, 1
+  e.fid.images = 6
+  e.semantic.samples = 16
   return c
 
 

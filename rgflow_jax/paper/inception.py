@@ -220,8 +220,8 @@ def load_weights(path) -> dict:
   path = storage.as_path(path)
   if not path.is_file():
     raise InceptionWeightsError(f"no Inception weights file {path}: give the FID Inception "
-                                "weights with --inception_weights (docs/evaluation.md says "
-                                "how to get them)")
+                                "weights with --config.eval.fid.weights (docs/evaluation.md "
+                                "says how to get them)")
   try:
     if path.suffix in (".pth", ".pt"):
       state = _read_torch(path)
@@ -278,7 +278,7 @@ def cached_weights(cache_dir=None, url: str = WEIGHTS_URL) -> str:
   except OSError as e:
     raise InceptionWeightsError(f"cannot download the Inception weights from {url} "
                                 f"({storage.error_line(e)}): download them by hand and "
-                                "give --inception_weights PATH") from None
+                                "give --config.eval.fid.weights=PATH") from None
   finally:
     if os.path.exists(tmp):
       os.unlink(tmp)

@@ -6,21 +6,24 @@ samples against real test images (colour and orientation spread per image), inpa
 PSNR and, with Inception weights, Inception-PSNR (Table F1: cone-constrained RG-Flow,
 randomly constrained and unconstrained Real NVP, on the same images and regions),
 receptive-field maps and strength histograms (Fig. 5c / C1), and a sample grid with a
-row per model (Fig. B2). Writes
-``compare.json``, ``compare.md`` (the tables) and the figures to ``out``.
+row per model (Fig. B2). Writes ``compare.json``, ``compare.md`` (the tables) and the
+figures to ``out``, and each run's evaluation to a folder of its own beside them.
+
+compare composes :func:`rgflow_jax.run.evaluation.evaluate`: every figure of a run is
+the one rgflow-eval gives for that run with the same ``config.eval`` settings (same
+keys, same images).
 """
 
 from __future__ import annotations
 
+import io
 import re
 
-import jax
 import numpy as np
 
 from rgflow_jax import data
-from rgflow_jax.core import pixels
 from rgflow_jax.io import storage
-from rgflow_jax.paper import fid, plots, semantic
+from rgflow_jax.paper import plots
 from rgflow_jax.run import evaluation, run_config
 
 # The paper's reported figures to print beside ours: test bits/dim per data set and
@@ -60,15 +63,29 @@ def _fmt(v, digits=3):
   return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
-            n_samples: int = 256, inpaint_images: int = 4, inpaint_starts: int = 200,
-            inpaint_steps: int = 300, rf_samples: int = 8, which: str = "best",
-            progress: bool = True, inception_weights: str | None = None,
-            fid_images: int = 10_000) -> dict:
+def compare_modes(config) -> tuple[str, ...]:
+  """The evaluation modes compare runs on a run of ``config``: test bits/dim, the MSDS
+  semantic scores (elsewhere the sample grids, for the figure's row), FID with Inception
+  weights, inpainting and receptive fields."""
+  return (("bpd", "semantic" if config.data.name in evaluation.SEMANTIC_DATA else "samples")
+          + (("fid",) if config.eval.fid.weights else ()) + ("inpaint", "rf"))
+
+
+def compare(workdirs, out, overrides: dict | None = None) -> dict:
+  """Evaluate each run in ``workdirs`` with its own saved config and the shared
+  ``overrides`` (``{"eval.inpaint.steps": 10, ...}``, keys of ``config.eval``) into
+  ``<out>/<run label>/`` (what rgflow-eval writes for the same run and settings), then
+  set the runs side by side in ``out``: compare.json, compare.md and the figures."""
   if len(workdirs) < 1:
     raise ValueError("compare needs at least one run folder")
+  overrides = dict(overrides or {})
+  bad = sorted(k for k in overrides if not k.startswith("eval.") or k == "eval.modes")
+  if bad:
+    raise ValueError(f"compare takes only config.eval settings (not {', '.join(bad)}): it "
+                     "evaluates each run with its own config and its own choice of modes")
   out = storage.check_writable(out, "output folder")
-  configs = [run_config.saved_config(w) for w in workdirs]
+  configs = [run_config.with_overrides(run_config.saved_config(w), overrides)
+             for w in workdirs]
   data_names = {c.data.name for c in configs}
   if len(data_names) > 1:
     raise ValueError(f"the runs were trained on different data sets {sorted(data_names)}: "
@@ -79,72 +96,52 @@ def compare(workdirs, out, draws: int = 2, max_images: int | None = None,
     labels = [f"{lab} ({storage.as_path(w).name})"
               for lab, w in zip(labels, workdirs, strict=True)]
 
-  real = None
-  if data_name in ("msds1", "msds2"):
-    src = data.make_source(configs[0].data, "test", 32, progress)
-    real = np.stack([src[i] for i in range(min(n_samples, len(src)))])
-
-  extractor = fid.Extractor.from_file(inception_weights) if inception_weights else None
-  real_stats = None  # the test set's Inception statistics: once, all runs share the set
-  rows, sample_rows, inpaint_cols = [], [], []
-  truth_panels = None
+  rows, sample_rows, inpaint_panels = [], [], []
   for workdir, config, label in zip(workdirs, configs, labels, strict=True):
-    flow, params, step, used, _ = evaluation.load_params(config, workdir, which)
+    config.eval.modes = ",".join(compare_modes(config))
+    run_out = out / _slug(label)
+    r = evaluation.evaluate(config, workdir, out_dir=run_out)
     kind = config.model.get("name", "rgflow")
-    rng = jax.random.PRNGKey(config.seed + 777)
-    row = {"label": label, "workdir": str(workdir), "model": kind,
-           "prior": config.model.prior, "params": flow.num_params(params),
-           "target_params": int(config.model.get("target_params", 0)) or None,
-           "step": step, "checkpoint": used, "paper_bpd": PAPER_BPD.get(data_name, {}).get(
-               f"{kind}/{config.model.prior}"),
-           "paper_fid": PAPER_FID.get(data_name, {}).get(f"{kind}/{config.model.prior}")}
-    source = data.make_source(config.data, "test", flow.image_size, progress)
-    row["test_bpd"] = evaluation.test_bpd(flow, params, source, config.eval_batch_size,
-                                          draws, jax.random.fold_in(rng, 1), max_images,
-                                          progress)
-    sample = jax.jit(flow.sample, static_argnums=2)
-    imgs = np.asarray(pixels.to_uint8(sample(params, jax.random.fold_in(rng, 2),
-                                             n_samples, 1.0)))
-    sample_rows.append(imgs[:8])
-    if real is not None:
-      row["semantic"] = semantic.compare(imgs, real)
-    if extractor is not None:  # the samples and key of eval's fid mode
-      real_stats = real_stats or evaluation.test_set_stats(config, flow, extractor,
-                                                           fid_images, progress)
-      row["fid"] = evaluation.fid_score(config, flow, params, jax.random.fold_in(rng, 9),
-                                        extractor, real_stats, 1.0, progress)
-    summary, panels = evaluation.inpaint_table(config, flow, params,
-                                               jax.random.fold_in(rng, 8), inpaint_images,
-                                               inpaint_starts, inpaint_steps, progress,
-                                               extractor=extractor)
-    row["inpaint"] = summary
-    n_cols = len(summary["columns"])
-    panels = panels.reshape((-1, n_cols) + panels.shape[1:])
-    truth_panels = panels[:, :2] if truth_panels is None else truth_panels
-    inpaint_cols.append(panels[:, 2:])
-    row["rf"], _ = evaluation.receptive_field_figures(flow, params, rng, rf_samples, out,
-                                                      prefix=f"{_slug(label)}_",
-                                                      progress=progress)
-    rows.append(row)
+    rows.append({
+        "label": label, "workdir": str(workdir), "folder": _slug(label), "model": kind,
+        "prior": config.model.prior, "params": r["num_params"],
+        "target_params": int(config.model.get("target_params", 0)) or None,
+        "step": r["step"], "checkpoint": r["checkpoint"],
+        "paper_bpd": PAPER_BPD.get(data_name, {}).get(f"{kind}/{config.model.prior}"),
+        "paper_fid": PAPER_FID.get(data_name, {}).get(f"{kind}/{config.model.prior}"),
+        "test_bpd": r["test_bpd"], "semantic": r.get("semantic"), "fid": r.get("fid"),
+        "inpaint": r["inpaint"], "rf": r["rf"]})
+    samples = (_npz(run_out / "semantic_samples.npz")["samples"] if "semantic" in r
+               else _npz(run_out / "samples.npz")["T1.0"])
+    sample_rows.append(samples[:8])
+    panels = _npz(run_out / "inpaint.npz")["panels"]
+    inpaint_panels.append(panels.reshape((-1, len(r["inpaint"]["columns"]))
+                                         + panels.shape[1:]))
 
-  if real is not None:
-    grid = np.concatenate([real[:8][None]] + [s[None] for s in sample_rows])
-    plots.save_grid(grid.reshape((-1,) + grid.shape[2:]), out / "samples.png", ncol=8)
-  else:
-    plots.save_grid(np.concatenate(sample_rows), out / "samples.png", ncol=8)
-  panels = np.concatenate([truth_panels] + inpaint_cols, axis=1)
-  plots.save_grid(np.asarray(pixels.to_uint8(panels.reshape((-1,) + panels.shape[2:]))),
-                  out / "inpaint.png", ncol=panels.shape[1])
-  result = {"data": data_name, "runs": rows,
+  if data_name in evaluation.SEMANTIC_DATA:  # a first row of real test images
+    src = data.make_source(configs[0].data, "test", 32, bool(configs[0].progress))
+    sample_rows.insert(0, np.stack([src[i] for i in range(min(8, len(src)))]))
+  plots.save_grid(np.concatenate(sample_rows), out / "samples.png", ncol=8)
+  # truth and corrupted once (every run inpaints the same images), then each run's modes
+  panels = np.concatenate([inpaint_panels[0][:, :2]] + [p[:, 2:] for p in inpaint_panels],
+                          axis=1)
+  plots.save_grid(panels.reshape((-1,) + panels.shape[2:]), out / "inpaint.png",
+                  ncol=panels.shape[1])
+  result = {"data": data_name, "runs": rows, "overrides": overrides,
             "figures": {"samples": "samples.png (first row: real test images, then one "
                                    "row of T = 1 samples per run)",
                         "inpaint": "inpaint.png (columns: truth, corrupted, then each "
                                    "run's inpainting modes in order)",
-                        "receptive_fields": [f"{_slug(r['label'])}_receptive_fields.png"
-                                             for r in rows]}}
+                        "runs": "<folder>/: each run's evaluation (eval.json, receptive "
+                                "fields, samples, inpainting), as rgflow-eval writes it"}}
   storage.write_json_atomic(out / "compare.json", result)
   storage.write_text_atomic(out / "compare.md", tables_markdown(result))
   return result
+
+
+def _npz(path) -> dict:
+  with np.load(io.BytesIO(storage.as_path(path).read_bytes())) as z:
+    return dict(z)
 
 
 def tables_markdown(result: dict) -> str:
@@ -172,7 +169,7 @@ def tables_markdown(result: dict) -> str:
   lines += ["", "Spreads are per image over its 16 ovals (colour: mean over channels of "
             "the standard deviation, 0-255; orientation: circular standard deviation of "
             "the axes). The band is the real test images' 95th percentile. FID (with "
-            "--inception_weights): samples at T = 1 against as many test images; the "
+            "--config.eval.fid.weights): samples at T = 1 against as many test images; the "
             "importance-weighted BPD is over the dequantisation draws.", "",
             "## Inpainting a 10 x 10 region (Table F1)", "",
             "| run | latents freed | mean number freed | PSNR (dB) | paper PSNR (CelebA) | "

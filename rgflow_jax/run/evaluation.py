@@ -1,9 +1,13 @@
-"""Evaluation of a trained run: ``evaluate(config, workdir, modes)``, behind eval.py.
+"""Evaluation of a trained run: ``evaluate(config, workdir)``, behind rgflow-eval and
+rgflow-compare. Everything it does is read from ``config.eval`` (the modes, the
+checkpoint, a section of options per mode: rgflow_jax/configs/base.py).
 
 Every mode is a small function ``mode(ctx) -> dict`` in :data:`MODES` (registered with
 :func:`mode`), run in the order given, its dict merged into the results; ``ctx`` (a
 :class:`Context`) holds the run's flow and params, the output folder, the options and
-what an earlier mode left for a later one. The modes:
+what an earlier mode left for a later one. Each mode draws its randomness from its own
+key, :data:`MODE_KEYS`, so a mode gives the same numbers whichever modes run with it.
+The modes:
 
 - ``bpd``: test bits/dim over several dequantisation draws (mean and standard error),
   and the importance-weighted estimate over the draws;
@@ -17,15 +21,19 @@ what an earlier mode left for a later one. The modes:
   constrained and unconstrained for Real NVP; PSNR table (Fig. 8);
 - ``fid``: FID of samples against the test set (Tables B1, G1), with the Inception
   weights given (:mod:`rgflow_jax.paper.fid`); they also add Inception-PSNR to ``inpaint``;
-- ``curve``: the run's bits/dim curve.
+- ``curve``: the run's bits/dim curve;
+- ``semantic``: MSDS only: colour and orientation spreads of samples against real test
+  images (:mod:`rgflow_jax.paper.semantic`).
 
-``all`` runs every mode (``fid`` only with Inception weights). Every number goes to
-``<workdir>/eval/eval.json``.
+``all`` runs every mode (``fid`` only with Inception weights, ``semantic`` only on
+MSDS). Every number goes to ``<workdir>/eval/eval.json``; the images that modes draw
+(samples, inpaintings) also go beside it as ``.npz``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -39,10 +47,23 @@ from rgflow_jax import data
 from rgflow_jax.core import pixels, registry
 from rgflow_jax.io import checkpoint, metrics, platform, storage
 from rgflow_jax.io.progress import bar as progress_bar, say as progress_say
-from rgflow_jax.paper import fid, inpainting, latents, plots, receptive
+from rgflow_jax.paper import fid, inpainting, latents, plots, receptive, semantic
 from rgflow_jax.run import jit_steps, run_config
 
 log = logging.getLogger(__name__)
+
+# Each mode's key: fold_in(PRNGKey(config.seed + KEY_OFFSET), MODE_KEYS[mode]). Two
+# runs evaluated with the same seed see the same noise, and the modes that sample the
+# prior at T = 1 (samples, semantic) draw from one key.
+KEY_OFFSET = 777
+MODE_KEYS = {"bpd": 1, "samples": 2, "semantic": 2, "rf": 3, "progressive": 5,
+             "traverse": 6, "inpaint": 8, "fid": 9}
+SEMANTIC_DATA = ("msds1", "msds2")  # the data sets whose images the semantic scores read
+
+
+def mode_key(config, name: str) -> jax.Array:
+  """The key of evaluation mode ``name`` for a run of ``config``."""
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed + KEY_OFFSET), MODE_KEYS[name])
 
 
 @dataclasses.dataclass
@@ -55,18 +76,32 @@ class Context:
   out_dir: object
   flow: object
   params: object
-  rng: jax.Array
-  options: dict
   step: int = 0  # of the checkpoint evaluated
-  extractor: object = None  # fid.Extractor of --inception_weights, if given
+  extractor: object = None  # fid.Extractor of config.eval.fid.weights, if given
   shared: dict = dataclasses.field(default_factory=dict)
 
   @property
   def dtype(self):
     return jax.tree.leaves(self.params)[0].dtype
 
-  def key(self, i: int) -> jax.Array:
-    return jax.random.fold_in(self.rng, i)
+  @property
+  def options(self):
+    """``config.eval``: the modes' options."""
+    return self.config.eval
+
+  @property
+  def progress(self) -> bool:
+    return bool(self.config.progress)
+
+  def key(self, name: str) -> jax.Array:
+    """Mode ``name``'s key (:func:`mode_key`)."""
+    return mode_key(self.config, name)
+
+  def arrays(self, name: str, **arrays):
+    """Save ``arrays`` as ``<out_dir>/<name>.npz`` (what rgflow-compare reads back)."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    storage.write_bytes_atomic(self.out_dir / f"{name}.npz", buf.getvalue())
 
   def figure(self, name: str):
     """The path to write the figure ``name`` to; it is also shown in TensorBoard."""
@@ -272,16 +307,16 @@ def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progre
   return summary, np.stack(panels)
 
 
-def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
-                            progress=False):
+def receptive_field_figures(flow, params, key, rf_samples, out_dir, progress=False):
   """Maps of the 6 strongest latents per level and the strength histograms (Fig. 5c,
-  C1); returns (summary per level, the strongest latent of each level)."""
+  C1), the prior sampled with ``key``; returns (summary per level, the strongest latent
+  of each level)."""
   strongest, strengths, maps, titles, summary = [], {}, [], [], {}
   for level in progress_bar(range(flow.num_levels), progress, desc="receptive fields",
                             unit="level"):
     # One pass over every latent of the level: strengths, and the maps of the top 6.
     latents, s, rfs = receptive.receptive_field_strengths(
-        flow, params, level, jax.random.fold_in(rng, 3), n_samples=rf_samples,
+        flow, params, level, key, n_samples=rf_samples,
         return_maps=True)
     strengths[f"level {level}"] = s
     order = np.argsort(-s)[:6]
@@ -295,14 +330,14 @@ def receptive_field_figures(flow, params, rng, rf_samples, out_dir, prefix="",
         # how spread out the strongest map is: pixels holding half its mass
         "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
   out_dir = storage.as_path(out_dir)
-  plots.plot_maps(np.stack(maps), titles, out_dir / f"{prefix}receptive_fields.png", ncol=6,
-                  suptitle=f"{prefix}receptive fields of the 6 strongest latents of each "
+  plots.plot_maps(np.stack(maps), titles, out_dir / "receptive_fields.png", ncol=6,
+                  suptitle="receptive fields of the 6 strongest latents of each "
                   "level, a row per level (h = level, (i, j, c) = the latent): E_z sum_c "
                   "|dx/dz| with x in [0, 1] pixel units; each map coloured from 0 to its "
                   "own maximum (its colour bar)")
-  plots.plot_histograms(strengths, out_dir / f"{prefix}rf_strengths.png",
+  plots.plot_histograms(strengths, out_dir / "rf_strengths.png",
                         "receptive-field strength (sum of the map)",
-                        f"{prefix}receptive-field strengths per level")
+                        "receptive-field strengths per level")
   return summary, strongest
 
 
@@ -322,16 +357,14 @@ def _describe_bpd(results: dict) -> str:
 
 @mode("bpd", _describe_bpd)
 def _bpd(ctx: Context) -> dict:
-  npz = ctx.options["images_npz"]
-  if npz:
-    source = data.ArraySource(data.load_npz(npz), npz)
+  o = ctx.options.bpd
+  if o.images:
+    source = data.ArraySource(data.load_npz(o.images), o.images)
   else:
-    source = data.make_source(ctx.config.data, "test", ctx.flow.image_size,
-                              ctx.options["progress"])
+    source = data.make_source(ctx.config.data, "test", ctx.flow.image_size, ctx.progress)
   data.check_source_shape(source, ctx.flow.image_size, ctx.flow.channels)
   return {"test_bpd": test_bpd(ctx.flow, ctx.params, source, ctx.config.eval_batch_size,
-                               ctx.options["draws"], ctx.key(1), ctx.options["max_images"],
-                               ctx.options["progress"])}
+                               o.draws, ctx.key("bpd"), o.max_images or None, ctx.progress)}
 
 
 SAMPLE_TEMPERATURES = (1.0, 0.8, 0.5, 0.0)
@@ -342,19 +375,22 @@ SAMPLE_TEMPERATURES = (1.0, 0.8, 0.5, 0.0)
     f"temperatures {', '.join(f'{t:.2f}' for t in r['samples_mixed_temperatures'])})"))
 def _samples(ctx: Context) -> dict:
   sample = jax.jit(ctx.flow.sample, static_argnums=2)
-  real = plots.grid_image(_test_images(ctx.config, ctx.flow, 64, ctx.options["progress"]), 8,
+  real = plots.grid_image(_test_images(ctx.config, ctx.flow, 64, ctx.progress), 8,
                           title=f"test images ({ctx.config.data.name}), for comparison")
 
   def save(imgs, name, title):  # samples on the left, real test images on the right
     plots.save_side_by_side([plots.grid_image(np.asarray(imgs), 8, title=title), real],
                             ctx.figure(name))
 
+  drawn = {}
   for t in SAMPLE_TEMPERATURES:
-    save(pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, t)), f"samples_T{t:.1f}.png",
+    drawn[f"T{t:.1f}"] = _to_uint8(sample(ctx.params, ctx.key("samples"), 64, t))
+    save(drawn[f"T{t:.1f}"], f"samples_T{t:.1f}.png",
          f"samples at temperature T = {t} (step {ctx.step})")
+  ctx.arrays("samples", **drawn)
   # App. D: warm high levels, cooler low levels.
   mixed_t = np.linspace(0.6, 1.0, ctx.flow.num_levels).tolist()
-  save(pixels.to_uint8(sample(ctx.params, ctx.key(2), 64, jnp.asarray(mixed_t))),
+  save(pixels.to_uint8(sample(ctx.params, ctx.key("samples"), 64, jnp.asarray(mixed_t))),
        "samples_mixed_T.png", "samples, temperature per level (0 = finest): "
        + ", ".join(f"{t:.2f}" for t in mixed_t))
   return {"samples": [f"samples_T{t:.1f}.png" for t in SAMPLE_TEMPERATURES],
@@ -364,7 +400,8 @@ def _samples(ctx: Context) -> dict:
 @mode("progressive", lambda r: "progressive decoding, coarse to fine: progressive.png")
 def _progressive(ctx: Context) -> dict:
   flow = ctx.flow
-  z = flow.sample_latents(ctx.key(5), 8, ctx.config.sample_temperature, ctx.dtype)
+  z = flow.sample_latents(ctx.key("progressive"), 8, ctx.config.sample_temperature,
+                         ctx.dtype)
   images = jax.jit(lambda p, zz: latents.progressive(flow, p, zz))(ctx.params, z)
   plots.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
                   ctx.figure("progressive.png"), ncol=8,
@@ -379,8 +416,8 @@ def _progressive(ctx: Context) -> dict:
     + ", ".join(f"{v['median_strength']:.3g}" for v in r["rf"].values())))
 def _rf(ctx: Context) -> dict:
   summary, ctx.shared["strongest"] = receptive_field_figures(
-      ctx.flow, ctx.params, ctx.rng, ctx.options["rf_samples"], ctx.out_dir,
-      progress=ctx.options["progress"])
+      ctx.flow, ctx.params, ctx.key("rf"), ctx.options.rf.samples, ctx.out_dir,
+      progress=ctx.progress)
   for name in ("receptive_fields.png", "rf_strengths.png"):
     ctx.figure(name)
   return {"rf": summary}
@@ -391,10 +428,10 @@ def _rf(ctx: Context) -> dict:
     "traverse_level*.png, traverse.gif"))
 def _traverse(ctx: Context) -> dict:
   flow = ctx.flow
-  z = flow.sample_latents(ctx.key(6), 4, 0.8, ctx.dtype)
+  z = flow.sample_latents(ctx.key("traverse"), 4, 0.8, ctx.dtype)
   values = np.linspace(-3.0, 3.0, 9)
-  tops = ctx.shared.get("strongest") or strongest_latents(flow, ctx.params, ctx.key(3),
-                                                          ctx.options["rf_samples"])
+  tops = ctx.shared.get("strongest") or strongest_latents(flow, ctx.params, ctx.key("rf"),
+                                                          ctx.options.rf.samples)
   traverse = jax.jit(lambda p, zz, lat, v: latents.traverse(flow, p, zz, lat, v))
   frames_per_level = []
   for level, latent in enumerate(tops):
@@ -416,7 +453,7 @@ def _traverse(ctx: Context) -> dict:
 @mode("mix", lambda r: f"level mixing ({r['mix']['columns']}): mix.png")
 def _mix(ctx: Context) -> dict:
   flow = ctx.flow
-  imgs = _test_images(ctx.config, flow, 4, ctx.options["progress"])
+  imgs = _test_images(ctx.config, flow, 4, ctx.progress)
   y, _ = pixels.to_flow((imgs.astype(np.float32) + 0.5) / 256.0)
   z, _ = latents.encode_jit(flow, ctx.params, y)
   n = len(imgs) - len(imgs) % 2
@@ -450,14 +487,14 @@ def _describe_inpaint(results: dict) -> str:
 
 @mode("inpaint", _describe_inpaint)
 def _inpaint(ctx: Context) -> dict:
-  o = ctx.options
-  summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key(8),
-                                  o["inpaint_images"], o["inpaint_starts"],
-                                  o["inpaint_steps"], o["progress"],
+  o = ctx.options.inpaint
+  summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key("inpaint"),
+                                  o.images, o.starts, o.steps, ctx.progress,
                                   extractor=ctx.extractor)
   plots.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
                   ncol=len(summary["columns"]), columns=summary["columns"],
                   title="inpainting: " + " | ".join(summary["columns"]))
+  ctx.arrays("inpaint", panels=_to_uint8(panels), columns=np.asarray(summary["columns"]))
   return {"inpaint": summary}
 
 
@@ -494,11 +531,11 @@ def fid_score(config, flow, params, rng, extractor, real_stats, temperature: flo
     f"{r['fid']['temperature']:g} against {r['fid']['images']} test images; Inception "
     f"weights {r['fid']['weights']})"))
 def _fid(ctx: Context) -> dict:
-  o = ctx.options
-  real = test_set_stats(ctx.config, ctx.flow, ctx.extractor, o["fid_images"], o["progress"])
-  result = fid_score(ctx.config, ctx.flow, ctx.params, ctx.key(9), ctx.extractor, real,
-                     o["fid_temperature"], o["progress"])
-  return {"fid": dict(result, weights=str(o["inception_weights"]))}
+  o = ctx.options.fid
+  real = test_set_stats(ctx.config, ctx.flow, ctx.extractor, o.images, ctx.progress)
+  result = fid_score(ctx.config, ctx.flow, ctx.params, ctx.key("fid"), ctx.extractor, real,
+                     o.temperature, ctx.progress)
+  return {"fid": dict(result, weights=str(o.weights))}
 
 
 @mode("curve", lambda r: "bits/dim against training time: bpd_curve.png")
@@ -508,54 +545,109 @@ def _curve(ctx: Context) -> dict:
   return {"curve": "bpd_curve.png"}
 
 
+def _describe_semantic(results: dict) -> str:
+  c, a = results["semantic"]["colour_spread"], results["semantic"]["angle_spread"]
+  return (f"semantic scores of {results['semantic_samples']} samples (median spread, "
+          f"real in brackets): colour {c['median_generated']:.1f} "
+          f"({c['median_real']:.1f}), orientation {a['median_generated']:.1f} deg "
+          f"({a['median_real']:.1f}) -> semantic_samples.png")
+
+
+@mode("semantic", _describe_semantic)
+def _semantic(ctx: Context) -> dict:
+  if ctx.config.data.name not in SEMANTIC_DATA:
+    raise ValueError(f"mode semantic reads MSDS images, not {ctx.config.data.name!r}: "
+                     "leave it out of --mode for this run")
+  n = ctx.options.semantic.samples
+  sample = jax.jit(ctx.flow.sample, static_argnums=2)
+  imgs = _to_uint8(sample(ctx.params, ctx.key("semantic"), n, 1.0))
+  real = _test_images(ctx.config, ctx.flow, n, ctx.progress)
+  plots.save_side_by_side([plots.grid_image(imgs[:64], 8, title="samples at T = 1"),
+                           plots.grid_image(real[:64], 8, title="test images")],
+                          ctx.figure("semantic_samples.png"))
+  ctx.arrays("semantic_samples", samples=imgs)
+  return {"semantic": semantic.compare(imgs, real), "semantic_samples": n}
+
+
 # --------------------------------------------------------------------- main
-def evaluate(config, workdir, modes=("all",), images_npz: str | None = None,
-             which: str = "best", draws: int = 4, max_images: int | None = None,
-             rf_samples: int = 8, progress: bool = True, inpaint_images: int = 4,
-             inpaint_starts: int = 200, inpaint_steps: int = 300,
-             inception_weights: str | None = None, fid_images: int = 10_000,
-             fid_temperature: float = 1.0, on_mode: Callable[[str], None] | None = None
+def resolve_modes(config) -> tuple[str, ...]:
+  """``config.eval.modes`` as mode names: ``all`` is every mode this run can take
+  (``fid`` only with Inception weights, ``semantic`` only on MSDS); an unknown name, or
+  fid without weights, is a one-line ValueError."""
+  _check_options(config.eval)
+  asked = tuple(m.strip() for m in str(config.eval.modes).split(",") if m.strip())
+  weights = config.eval.fid.weights
+  if "all" in asked:
+    asked = tuple(m for m in MODES if (m != "fid" or weights)
+                  and (m != "semantic" or config.data.name in SEMANTIC_DATA))
+  unknown = sorted(set(asked) - set(MODES))
+  if unknown or not asked:
+    raise ValueError(f"unknown eval mode(s) {unknown or asked}; choose from "
+                     f"{tuple(MODES) + ('all',)} (--mode, or config.eval.modes)")
+  if "fid" in asked and not weights:
+    raise ValueError("mode fid needs the Inception weights: --config.eval.fid.weights=PATH "
+                     "(or download); docs/evaluation.md says how to get them")
+  return asked
+
+
+def _check_options(e) -> None:
+  """One line for an option that cannot work, before any work."""
+  for ok, key, rule in [(e.bpd.draws >= 1, "bpd.draws", ">= 1"),
+                        (e.bpd.max_images >= 0, "bpd.max_images", ">= 0 (0: all)"),
+                        (e.rf.samples >= 1, "rf.samples", ">= 1"),
+                        (e.inpaint.images >= 1, "inpaint.images", ">= 1"),
+                        (e.inpaint.starts >= 1, "inpaint.starts", ">= 1"),
+                        (e.inpaint.steps >= 0, "inpaint.steps", ">= 0"),
+                        (e.fid.images >= 2, "fid.images", ">= 2"),
+                        (e.fid.temperature >= 0, "fid.temperature", ">= 0"),
+                        (e.semantic.samples >= 1, "semantic.samples", ">= 1")]:
+    if not ok:
+      raise ValueError(f"config.eval.{key} must be {rule}")
+  which = str(e.checkpoint)
+  if which not in ("best", "latest") and not which.isdigit():
+    raise ValueError(f"config.eval.checkpoint must be best, latest or a step number, "
+                     f"got {which!r}")
+
+
+def checkpoint_choice(config):
+  """``config.eval.checkpoint`` as :func:`load_params` takes it: 'best', 'latest' or a
+  step (an int)."""
+  which = str(config.eval.checkpoint)
+  return int(which) if which.isdigit() else which
+
+
+def evaluate(config, workdir, out_dir=None, on_mode: Callable[[str], None] | None = None
              ) -> dict:
-  """Run ``modes`` on the run in ``workdir`` (local or ``gs://``), every computation at
-  full float32 matmul precision whatever the run trained with. ``all``: every mode,
-  ``fid`` only when ``inception_weights`` is given (a file, or "download").
+  """Run ``config.eval.modes`` on the run in ``workdir`` (local or ``gs://``), with the
+  options of ``config.eval``, every computation at full float32 matmul precision
+  whatever the run trained with. Figures, ``.npz`` and ``eval.json`` go to ``out_dir``
+  (default ``<workdir>/eval``, whose figures are also shown in the run's TensorBoard).
   ``on_mode(line)`` is called with each mode's summary line as the mode ends."""
-  if "all" in modes:
-    modes = tuple(m for m in MODES if m != "fid" or inception_weights)
-  modes = tuple(modes)
-  unknown = sorted(set(modes) - set(MODES))
-  if unknown:
-    raise ValueError(f"unknown eval mode(s) {unknown}; choose from "
-                     f"{tuple(MODES) + ('all',)}")
-  if "fid" in modes and not inception_weights:
-    raise ValueError("mode fid needs the Inception weights: --inception_weights PATH (or "
-                     "download); docs/evaluation.md says how to get them")
-  options = dict(images_npz=images_npz, draws=draws, max_images=max_images,
-                 rf_samples=rf_samples, progress=progress, inpaint_images=inpaint_images,
-                 inpaint_starts=inpaint_starts, inpaint_steps=inpaint_steps,
-                 inception_weights=inception_weights, fid_images=fid_images,
-                 fid_temperature=fid_temperature)
-  platform.use_compilation_cache(config.get("compilation_cache_dir", "auto"))
+  modes = resolve_modes(config)
+  platform.use_compilation_cache(config.compilation_cache_dir)
   with jax.default_matmul_precision(jit_steps.EVAL_PRECISION):
     workdir = storage.as_path(workdir)
-    out_dir = storage.check_writable(workdir / "eval", "eval output folder")
+    own_folder = out_dir is None
+    out_dir = storage.check_writable(workdir / "eval" if own_folder else out_dir,
+                                     "eval output folder")
     # The weights first: a wrong file is refused before any other work.
-    needs_inception = inception_weights and {"fid", "inpaint"} & set(modes)
-    extractor = fid.Extractor.from_file(inception_weights) if needs_inception else None
-    flow, params, step, used, fallback = load_params(config, workdir, which)
-    ctx = Context(config, workdir, out_dir, flow, params,
-                  jax.random.PRNGKey(config.seed + 777), options, step, extractor)
+    weights = config.eval.fid.weights
+    needs_inception = weights and {"fid", "inpaint"} & set(modes)
+    extractor = fid.Extractor.from_file(weights) if needs_inception else None
+    flow, params, step, used, fallback = load_params(config, workdir,
+                                                     checkpoint_choice(config))
+    ctx = Context(config, workdir, out_dir, flow, params, step, extractor)
     results = {"step": step, "checkpoint": used, "checkpoint_fallback": fallback,
                "num_params": flow.num_params(params), "modes": list(modes),
                "out_dir": str(out_dir)}
     for i, name in enumerate(modes):
-      if progress and jax.process_index() == 0:
+      if ctx.progress and jax.process_index() == 0:
         progress_say(f"eval {i + 1}/{len(modes)}: {name} ...")
       results.update(MODES[name](ctx))
       if on_mode is not None:
         on_mode(SUMMARIES[name](results))
   storage.write_json_atomic(out_dir / "eval.json", results)
-  if jax.process_index() == 0:
+  if own_folder and jax.process_index() == 0:
     _figures_to_tensorboard(workdir / "tensorboard", out_dir, ctx.shared.get("figures", []),
                             step)
   return results

@@ -348,7 +348,8 @@ def evaluate_draws(flow, params, batches, mesh, draw_rngs, eval_step=None) -> di
                          for i, (images, weights) in enumerate(batches)])
   n = int(sum(float(o["weight"].sum()) for o in outs))
   if n == 0:
-    raise ValueError("no test images to evaluate: the test set (or --max_images) is empty")
+    raise ValueError("no test images to evaluate: the test set (or "
+                     "config.eval.bpd.max_images) is empty")
   per_draw = np.sum([np.asarray(o["draws"], np.float64) for o in outs], axis=0) / n
   iw = np.concatenate([np.asarray(o["iw"], np.float64)[o["weight"] > 0] for o in outs])
   stderr = float(iw.std(ddof=1) / np.sqrt(n)) if n > 1 else None

@@ -108,7 +108,8 @@ MODEL_KEYS_THAT_MATTER = ("model", "dtype")
 EVAL_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + ("data.name", "data.channels")
 RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
     "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
-# Free to differ even under those: how the model is executed, and where the data live.
+# Free to differ even under those: how the model is executed, where the data live, and
+# how the run is evaluated (the execution and eval sections).
 DATA_LOCATION_KEYS = ("data.data_dir", "data.path", "data.test_path")
 # Keys added after runs existed, and the value those runs had.
 VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
@@ -131,13 +132,20 @@ def upgrade_saved_config(saved: dict) -> dict:
       saved.setdefault(section, {}).setdefault(leaf, value)
   defaults = json.loads(base.base_config().to_json())
   for key, value in defaults.items():
-    if isinstance(value, dict) and key in ("execution", "data"):
-      saved.setdefault(key, {})
-      for leaf, v in value.items():
-        saved[key].setdefault(leaf, v)
+    if isinstance(value, dict) and key in ("execution", "data", "eval"):
+      _fill(saved.setdefault(key, {}), value)
     elif not isinstance(value, dict):
       saved.setdefault(key, value)
   return saved
+
+
+def _fill(saved: dict, defaults: dict) -> None:
+  """The keys of ``defaults`` that ``saved`` lacks, at any depth, set to their default."""
+  for leaf, v in defaults.items():
+    if isinstance(v, dict):
+      _fill(saved.setdefault(leaf, {}), v)
+    else:
+      saved.setdefault(leaf, v)
 
 
 def read_saved_config(workdir) -> dict | None:
@@ -168,7 +176,7 @@ def _saved_config_problem(saved) -> str | None:
   """What makes ``saved`` not a config.json that training writes (None if nothing)."""
   if not isinstance(saved, dict):
     return f"not a JSON object but a {type(saved).__name__}"
-  for section in ("model", "data", "execution"):
+  for section in ("model", "data", "execution", "eval"):
     if section in saved and not isinstance(saved[section], dict):
       return f"\"{section}\" is {saved[section]!r}, not a JSON object"
   name = saved.get("model", {}).get("name", "rgflow")
@@ -179,6 +187,24 @@ def _saved_config_problem(saved) -> str | None:
     if key in saved and (not isinstance(value, int) or isinstance(value, bool)):
       return f"\"{key}\" is {value!r}, not an integer"
   return None
+
+
+def with_overrides(config, overrides: dict):
+  """``config`` (unlocked) with ``overrides`` (``{dotted key: value}``) set in place;
+  a key the config lacks is a ConfigError naming it."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    try:
+      for part in parents:
+        node = node[part]
+      known = leaf in node
+    except (KeyError, TypeError):
+      known = False
+    if not known:
+      raise ConfigError(f"no config key {key}")
+    node[leaf] = value
+  return config
 
 
 def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
@@ -195,7 +221,7 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
   now = metrics.flatten(json.loads(config.to_json()))
   changed = sorted(k for k in set(saved) | set(now)
                    if saved.get(k) != now.get(k) and k not in DATA_LOCATION_KEYS
-                   and not k.startswith("execution."))
+                   and not k.startswith(("execution.", "eval.")))
   for key in changed:
     if key in keys or key.split(".")[0] in keys:
       fix = ("train in a new --workdir" if use == "resume" else
