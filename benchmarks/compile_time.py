@@ -191,8 +191,8 @@ def run_config_on(target: str, config_name: str, programs, batch=None) -> list[d
   n_chips = devices.size
   name, _, variant = config_name.partition(":")
   config = importlib.import_module(f"rgflow_jax.configs.{name}").get_config(variant)
-  per_chip = batch or max(1, config.batch_size // n_chips)
-  config.batch_size = per_chip * n_chips
+  per_chip = batch or max(1, config.train.batch_size // n_chips)
+  config.train.batch_size = per_chip * n_chips
   flow = run_config.build_model(config)
   rep, rows_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   sds = lambda x, s=rep: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
@@ -202,7 +202,7 @@ def run_config_on(target: str, config_name: str, programs, batch=None) -> list[d
   base = {"target": target, "device": str(devices.flat[0].device_kind),
           "config": config_name, "chips": n_chips,
           "batch_per_chip": per_chip, "parameters": layout.size}
-  ex = execution.Execution.from_config(config, training=True)
+  ex = execution.Execution.from_config(config.execution, training=True)
   out = []
   for program in programs:
     row = dict(base, program=program)
@@ -215,8 +215,8 @@ def run_config_on(target: str, config_name: str, programs, batch=None) -> list[d
         row.update(_train_row(jit_steps, execution, flow, config, mesh, layout, state, ex,
                               per_chip, n_chips, chip_memory, local, sds, L, C))
       elif program == "eval":
-        eval_batch = jit_steps.eval_batch_size(config.eval_batch_size) if local else \
-            max(1, config.eval_batch_size // n_chips) * n_chips
+        eval_batch = jit_steps.eval_batch_size(config.eval.batch_size) if local else \
+            max(1, config.eval.batch_size // n_chips) * n_chips
         args = (jax.tree.map(sds, state["params"]),
                 jax.ShapeDtypeStruct((eval_batch, L, L, C), jnp.uint8, sharding=rows_sharding),
                 jax.ShapeDtypeStruct((eval_batch,), jnp.float32, sharding=rows_sharding),
@@ -246,7 +246,7 @@ def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_
   import jax.numpy as jnp  # noqa: PLC0415
   from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: PLC0415
 
-  optimizer = jit_steps.make_optimizer(config)
+  optimizer = jit_steps.make_optimizer(config.train.optimizer, config.train.num_steps)
   flat = jax.tree.map(sds, jax.eval_shape(layout.flatten, state))
   window = jax.ShapeDtypeStruct((len(jit_steps.WINDOW),), jnp.float32,
                                 sharding=NamedSharding(mesh, P()))
@@ -264,13 +264,13 @@ def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_
     timings.append(timing)
     return compiled
 
-  choice = execution.remat_choice(config)
+  choice = execution.remat_choice(config.execution)
   compiled, used = jit_steps.compile_loop_step(
       flow, optimizer, mesh, layout, (flat, window, batch_of(per_chip)),
-      config.matmul_precision, ex, choice, budget=chip_memory,
-      command_buffers=config.gpu_command_buffers, compile_fn=timed_compile)
+      config.execution.matmul_precision, ex, choice, budget=chip_memory,
+      command_buffers=config.execution.gpu_command_buffers, compile_fn=timed_compile)
   timing = timings[-1]
-  options = jit_steps.compiler_options(mesh, config.gpu_command_buffers)
+  options = jit_steps.compiler_options(mesh, config.execution.gpu_command_buffers)
   why = "auto: the plan without it does not fit" if used.remat and choice is None else None
   row = dict(timing, remat=used.remat, remat_because=why,
              scan_min_layers=used.scan_min_layers, command_buffers=options is not None,
@@ -280,7 +280,7 @@ def _train_row(jit_steps, execution, flow, config, mesh, layout, state, ex, per_
     other = per_chip // 2 if per_chip > 1 else 2
     need = jit_steps.step_memory_bytes(compiled)
     need_other = jit_steps.step_memory_bytes(jit_steps.make_loop_step(
-        flow, optimizer, mesh, layout, config.matmul_precision, used).lower(
+        flow, optimizer, mesh, layout, config.execution.matmul_precision, used).lower(
             flat, window, batch_of(other)).compile(compiler_options=options))
     row.update(chip_memory_gib=round(chip_memory / 2**30, 1),
                step_memory_gib=round(need / 2**30, 3), fits=need <= chip_memory,

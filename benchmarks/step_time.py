@@ -159,7 +159,8 @@ def bench_model(name: str, batch: int = 64, steps: int = 10, remat: bool | None 
   def build(use_remat):
     ex = Execution(remat=use_remat, matmul_dtype=matmul_dtype, hand_backward=True, **scan)
     state = jit_steps.init_state(flow, config, jnp.float32)
-    step = jit_steps.make_train_step(flow, jit_steps.make_optimizer(config), mesh, ex=ex)
+    optimizer = jit_steps.make_optimizer(config.train.optimizer, 1)
+    step = jit_steps.make_train_step(flow, optimizer, mesh, ex=ex)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     t0 = time.perf_counter()
     compiled = step.lower(state, batch_arr).compile(  # timed once, then called directly
@@ -245,9 +246,9 @@ def add_authors(row: dict, theirs: dict):
 
 def _optimizer_config():
   import ml_collections  # noqa: PLC0415
-  c = ml_collections.ConfigDict(dict(lr=1e-3, weight_decay=5e-5, grad_clip=1.0,
-                                     schedule="constant", warmup_steps=0, num_steps=1,
-                                     seed=0))
+  from rgflow_jax.configs import base  # noqa: PLC0415
+  c = ml_collections.ConfigDict(dict(seed=0, train=base.base_config().train.to_dict()))
+  c.train.num_steps = 1
   return c
 
 

@@ -4,12 +4,12 @@
     python scripts/launch_local.py -n 2 -- train.py --config configs/msds1.py:smoke \
         --workdir runs/two-procs
 
-Each process gets ``--config.distributed=True`` and, through the environment JAX and
+Each process gets ``--config.hosts.distributed=True`` and, through the environment JAX and
 rgflow-jax read, the coordinator on 127.0.0.1, the process count and its own id; on the
 CPU, ``--cpu_devices`` devices of its own. Their output is interleaved line by line,
 each line prefixed with ``[pI]``. A process that ends with an error (or is killed) is
 reported at once; the others then end on their own within the coordination service's
-heartbeat timeout (``--config.heartbeat_timeout_s``), or are stopped after ``--grace_s``.
+heartbeat timeout (``--config.hosts.heartbeat_timeout_s``), or are stopped after ``--grace_s``.
 SIGTERM and Ctrl-C sent to the launcher go to process 0, which stops them all at one
 step, with one checkpoint. The processes die with the launcher: killed (even by
 SIGKILL), it leaves none behind holding the run's lock (on Linux each gets a SIGTERM
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                JAX_NUM_PROCESSES=str(args.num_processes), JAX_PROCESS_ID=str(i),
                PYTHONUNBUFFERED="1",
                XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={args.cpu_devices}")
-    proc = subprocess.Popen([sys.executable, *command, "--config.distributed=True"], env=env,
+    proc = subprocess.Popen([sys.executable, *command, "--config.hosts.distributed=True"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_die_with_launcher(os.getpid()))
     procs.append(proc)

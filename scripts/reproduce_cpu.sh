@@ -17,7 +17,7 @@ for data in msds1 msds2; do
   for variant in cpu cpu,gaussian cpu,realnvp; do
     dir="${runs}/${data}_${variant//,/_}"
     $py train.py --config "configs/${data}.py:${variant}" --workdir "$dir" \
-      --config.time_limit_s=0 --config.progress=False
+      --config.train.time_limit_s=0 --config.progress=False
     dirs+=("$dir")
   done
   $py compare.py --out "${runs}/compare_${data}" --config.eval.bpd.draws=2 \

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from rgflow_jax import RGFlow, RealNVP
+from rgflow_jax.configs import base
 from rgflow_jax.core import execution
 
 from rgflow_jax.run import jit_steps
@@ -101,13 +102,18 @@ def load_config(name, variant="smoke"):
 
 
 def smoke_config(tmp_path, name="msds1", **overrides):
+  """``name:smoke`` with its data under ``tmp_path``, and ``overrides``: dotted keys
+  (``**{"train.test.every": 2}``), or a flat layout's name as shorthand for its key
+  (``num_steps=4`` for ``train.num_steps``: ``base.MOVED_KEYS``)."""
   c = load_config(name)
-  c.data.data_dir = str(tmp_path / "data")
+  c.data.location.data_dir = str(tmp_path / "data")
   for key, value in overrides.items():
     target = c
-    *path, leaf = key.split(".")
+    *path, leaf = base.MOVED_KEYS.get(key, key).split(".")
     for p in path:
       target = target[p]
+    if leaf not in target:
+      raise KeyError(f"no config key {key}")
     target[leaf] = value
   return c
 

@@ -153,7 +153,7 @@ def test_damaged_checkpoints_are_named_in_a_line_without_walls_of_tracebacks(run
   behind the one line that names the damage: eval.py on a truncated best/ and train.py
   resuming past a checkpoint without its OCDBT manifest print a few lines each."""
   env = dict(os.environ, PYTHONPATH=str(ROOT))
-  common = ["--config", "msds1:smoke", f"--config.data.data_dir={runs / 'data'}"]
+  common = ["--config", "msds1:smoke", f"--config.data.location.data_dir={runs / 'data'}"]
   work = tmp_path / "eval"
   shutil.copytree(runs / "at6", work)
   _truncate(work / "best" / "6")
@@ -164,7 +164,7 @@ def test_damaged_checkpoints_are_named_in_a_line_without_walls_of_tracebacks(run
   shutil.copytree(runs / "at6", work)
   _delete_manifest(work / "checkpoints" / "6")
   resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *common,
-                            f"--workdir={work}", "--config.num_steps=7"],
+                            f"--workdir={work}", "--config.train.num_steps=7"],
                            env=env, capture_output=True, text=True, timeout=300)
   for out, named in ((evaluated, "checkpoint damaged, skipped"),
                      (resumed, "checkpoint damaged, set aside")):
@@ -262,10 +262,11 @@ def test_a_kill_between_the_latest_and_the_best_save_loses_no_best(tmp_path, mon
 # --------------------------------------------------------------- random kills
 def _train_cmd(workdir, data_dir, steps):
   return [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/msds1.py:smoke"),
-          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-          f"--config.num_steps={steps}", f"--config.ckpt_every={CKPT_EVERY}",
-          "--config.log_every=1", "--config.eval_every=3", "--config.eval_images=8",
-          "--config.sample_every=0"]
+          f"--workdir={workdir}", f"--config.data.location.data_dir={data_dir}",
+          f"--config.train.num_steps={steps}", f"--config.train.checkpoint.every={CKPT_EVERY}",
+          "--config.train.log_every=1", "--config.train.test.every=3",
+          "--config.train.test.images=8",
+          "--config.train.samples.every=0"]
 
 
 def _rows(workdir, key):
@@ -380,7 +381,7 @@ def test_a_full_disk_stops_the_run_in_one_line_before_a_partial_checkpoint(tmp_p
   last = out.stderr.strip().splitlines()[-1]
   assert re.fullmatch(r"error: not enough disk space for checkpoint (\d+): about [\d.]+ MiB "
                       rf"needed in {disk}/run/checkpoints, [\d.]+ MiB free; free some space "
-                      r"\(or lower config.keep_checkpoints\) and rerun to resume from the "
+                      r"\(or lower config.train.checkpoint.keep\) and rerun to resume from the "
                       r"last checkpoint", last), last
   failed_at = int(re.search(r"checkpoint (\d+)", last).group(1))
   ckpts = checkpoint.Checkpoints(copy, read_only=True)

@@ -88,10 +88,23 @@ def test_help_of_every_entry_point_lists_its_flags_configs_and_variants(module, 
   assert not missing, (missing, out.stdout[-3000:], out.stderr[-2000:])
   assert "Traceback" not in out.stderr
   if module == "rgflow_jax.cli.train":  # every config key, its default and its line
-    for key, default in [("time_limit_s", "0.0"), ("num_steps", "200000"),
-                         ("batch_size", "64"), ("data.data_dir", "'data'")]:
+    for key, default in [("train.time_limit_s", "0.0"), ("train.num_steps", "200000"),
+                         ("train.batch_size", "64"), ("data.location.data_dir", "'data'"),
+                         ("train.optimizer.lr", "0.001"), ("hosts.init_timeout_s", "300")]:
       assert re.search(rf"^  {re.escape(key)} = {re.escape(default)} +\S", out.stdout,
                        re.M), key
+
+
+def test_old_flat_keys_on_the_command_line_are_read_as_their_section_keys(capsys):
+  argv = ["train.py", "--config.num_steps=3", "--config.data.data_dir", "d",
+          "--config.model.hidden=(8,)", "--config.train.lr=1"]
+  assert cli._moved_config_keys(argv) == [
+      "train.py", "--config.train.num_steps=3", "--config.data.location.data_dir", "d",
+      "--config.model.hidden=(8,)", "--config.train.lr=1"]  # (the last: no such key)
+  notes = capsys.readouterr().err.splitlines()
+  assert notes == ["note: --config.num_steps is now --config.train.num_steps (the old name "
+                   "goes in the next release)", "note: --config.data.data_dir is now "
+                   "--config.data.location.data_dir (the old name goes in the next release)"]
 
 
 def test_every_config_key_has_a_help_line():
@@ -111,7 +124,7 @@ def test_a_misspelt_config_key_is_refused_before_jax_is_imported():
   """The typo is refused in one line by a process that never imports JAX (a second
   of the ~3 s budget otherwise): -X importtime lists every module imported."""
   out = subprocess.run([sys.executable, "-X", "importtime", "-m", "rgflow_jax.cli.train",
-                        "--config", "msds1:cpu", "--config.tim_limit_s=3"],
+                        "--config", "msds1:cpu", "--config.train.tim_limit_s=3"],
                        capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert out.returncode == 2
@@ -128,8 +141,8 @@ def _train_until(tmp_path, name, line_start):
   """A train.py on msds1:smoke (long), read until a stderr line starts with ``line_start``."""
   proc = subprocess.Popen(
       [sys.executable, str(ROOT / "train.py"), "--config", "msds1:smoke",
-       f"--workdir={tmp_path / name}", f"--config.data.data_dir={tmp_path / 'data'}",
-       "--config.num_steps=100000", "--config.progress=false"],
+       f"--workdir={tmp_path / name}", f"--config.data.location.data_dir={tmp_path / 'data'}",
+       "--config.train.num_steps=100000", "--config.progress=false"],
       stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
       env=dict(os.environ, PYTHONPATH=str(ROOT)))
   lines = []

@@ -32,8 +32,8 @@ def runs(tmp_path_factory):
   out = {}
   for variant in ("smoke", "smoke,realnvp"):
     c = load_config("msds1", variant)
-    c.data.data_dir = str(base / "data")
-    c.sample_every = 0
+    c.data.location.data_dir = str(base / "data")
+    c.train.samples.every = 0
     workdir = base / variant.replace(",", "_")
     if variant == "smoke":
       flow = run_config.build_model(c)
@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
       storage.write_json_atomic(workdir / "config.json", json.loads(c.to_json()))
     else:
       summary = training.train_and_evaluate(c, workdir)
-      assert summary["step"] == c.num_steps and np.isfinite(summary["best_test_bpd"])
+      assert summary["step"] == c.train.num_steps and np.isfinite(summary["best_test_bpd"])
     out[variant] = (c, workdir)
   random_inception_weights(base / "inception.npz")
   return base, out

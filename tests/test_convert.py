@@ -52,7 +52,7 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
                               jax.tree.map(lambda a: np.asarray(a, np.float32), want))
   # eval.py reads it like any run (given the previous release's flags)...
   out = _run("eval.py", "--config", CONFIG, f"--workdir={work}",
-             f"--config.data.data_dir={data_dir}", "--mode=bpd,inpaint", "--draws=1",
+             f"--config.data.location.data_dir={data_dir}", "--mode=bpd,inpaint", "--draws=1",
              "--checkpoint=latest", "--inpaint_images=1", "--inpaint_starts=2",
              "--inpaint_steps=2")
   assert out.returncode == 0, out.stderr[-3000:]
@@ -68,8 +68,8 @@ def test_import_evaluate_fine_tune_and_export(tmp_path):
   assert result["inpaint"]["median_seconds_cone"] > 0
   # ...train.py fine-tunes it...
   out = _run("train.py", "--config", CONFIG, f"--workdir={work}",
-             f"--config.data.data_dir={data_dir}", "--config.num_steps=2",
-             "--config.sample_every=0")
+             f"--config.data.location.data_dir={data_dir}", "--config.train.num_steps=2",
+             "--config.train.samples.every=0")
   assert out.returncode == 0, out.stderr[-3000:]
   assert "done: step 2 (2 this run)" in out.stdout
   # ...and the export of the imported step is their state_dict, name by name (the

@@ -2,17 +2,21 @@
 
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
 from rgflow_jax import data
+from rgflow_jax.configs import base
 
 
-def _cfg(**kw):
-  return ml_collections.ConfigDict({"data_dir": "/nonexistent-data", **kw})
+def _cfg(name, **location):
+  """A data section (config.data) of set ``name``, its location as given."""
+  c = base.base_config().data
+  c.name = name
+  c.location.update({"data_dir": "/nonexistent-data", **location})
+  return c
 
 
 @pytest.mark.parametrize("name,raw_shape,channels", [

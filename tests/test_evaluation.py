@@ -28,7 +28,7 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   assert saved["test_bpd"]["images"] == c.data.n_test
   assert np.isfinite(saved["test_bpd"]["bpd"]) and len(saved["test_bpd"]["draws"]) == 2
   assert set(saved["rf"]) == {f"level{h}" for h in range(4)}
-  assert results["step"] == c.num_steps
+  assert results["step"] == c.train.num_steps
   rows = saved["inpaint"]["rows"]
   assert len(rows) == 2 and all(np.isfinite(r["psnr_cone"]) for r in rows)
   assert all(0 < r["free_latents_cone"] < 32 * 32 * 3 for r in rows)
@@ -55,12 +55,13 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   assert (f"+- {saved['test_bpd']['stderr']:.4f} (2 draws), importance-weighted over the "
           f"draws {iw:.4f} +- {saved['test_bpd']['iw_stderr']:.4f} (over images), "
           f"{c.data.n_test} images") in lines[0]
-  assert lines[-1] == f"eval: step {c.num_steps} (best checkpoint); every number in {out}/eval.json"
+  assert lines[-1] == (f"eval: step {c.train.num_steps} (best checkpoint); every number in "
+                       f"{out}/eval.json")
   # The figures went to the run's TensorBoard too, at the evaluated step.
   tb = tensorboard_events(tmp_path / "run" / "tensorboard")
   assert {"eval/receptive_fields", "eval/samples_T1.0", "eval/inpaint"} <= \
       set(tb.Tags()["images"])
-  assert [e.step for e in tb.Images("eval/receptive_fields")] == [c.num_steps]
+  assert [e.step for e in tb.Images("eval/receptive_fields")] == [c.train.num_steps]
   # bits/dim on a user's .npz, and a clear error for a wrong shape.
   imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
   np.savez(tmp_path / "mine.npz", images=imgs)

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import perturb
 from rgflow_jax import RGFlow
+from rgflow_jax.configs import base
 from rgflow_jax.core import execution
 from rgflow_jax.core.execution import Execution
 
@@ -17,15 +18,18 @@ def test_config_section_and_the_training_default():
   c = ml_collections.ConfigDict({"execution": {"remat": "on", "scan_min_layers": 2,
                                                "matmul_dtype": "float32",
                                                "hand_backward": "auto"}})
-  assert Execution.from_config(c) == Execution(remat=True, scan_min_layers=2)
-  assert Execution.from_config(c, training=True).hand_backward
+  assert Execution.from_config(c.execution) == Execution(remat=True, scan_min_layers=2)
+  assert Execution.from_config(c.execution, training=True).hand_backward
   c.execution.hand_backward = "off"
-  assert not Execution.from_config(c, training=True).hand_backward
-  assert Execution.from_config(ml_collections.ConfigDict({})) == Execution()
+  assert not Execution.from_config(c.execution, training=True).hand_backward
+  assert Execution.from_config(None) == Execution()
+  # the section's keys about the whole program are read elsewhere, not refused here
+  assert Execution.from_config(base.base_config().execution) == Execution()
   # remat: "on" / "off" / "auto" (off until a memory plan says otherwise) or a bool
   for word, flag, choice in (("on", True, True), ("off", False, False), ("auto", False, None)):
     c.execution.remat = word
-    assert Execution.from_config(c).remat is flag and execution.remat_choice(c) is choice
+    assert Execution.from_config(c.execution).remat is flag
+    assert execution.remat_choice(c.execution) is choice
 
 
 @pytest.mark.parametrize("section,match", [
@@ -37,7 +41,7 @@ def test_config_section_and_the_training_default():
 ])
 def test_bad_values_are_refused_in_one_line(section, match):
   with pytest.raises(ValueError, match=match) as err:
-    Execution.from_config(ml_collections.ConfigDict({"execution": section}))
+    Execution.from_config(ml_collections.ConfigDict(section))
   assert "\n" not in str(err.value)
 
 

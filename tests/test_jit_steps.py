@@ -70,7 +70,7 @@ def test_the_flat_state_is_the_tree_state_rearranged_exactly(setup):
   assert len(vectors) == 2  # mu and nu
   jax.tree.map(np.testing.assert_array_equal, layout.unflatten(flat), state)
   mesh = jit_steps.make_mesh()
-  opt = jit_steps.make_optimizer(c)
+  opt = jit_steps.make_optimizer(c.train.optimizer, c.train.num_steps)
   batch = np.random.default_rng(0).integers(0, 256, UNIT_BATCH).astype(np.uint8)
   tree_step = jit_steps.make_train_step(flow, opt, mesh)
   loop_step = jit_steps.make_loop_step(flow, opt, mesh, layout)

@@ -124,7 +124,7 @@ def test_a_cache_with_a_meta_file_that_is_not_a_record_is_regenerated(tmp_path, 
 def test_an_unwritable_data_dir_is_a_one_line_error(tmp_path):
   not_a_folder = tmp_path / "file"
   not_a_folder.write_text("x")
-  with pytest.raises(data.DataError, match="config.data.data_dir") as err:
+  with pytest.raises(data.DataError, match="config.data.location.data_dir") as err:
     arrays.load_msds("msds1", "test", not_a_folder, n=5, progress=False)
   assert "\n" not in str(err.value) and str(not_a_folder) in str(err.value)
 

@@ -33,10 +33,12 @@ def _flags(workdir, data_dir, steps=STEPS):
   # 13 test images in global batches of 4: the last batch is one image, on process 0
   # only, so the processes' shares are unequal.
   return ["train.py", "--config", str(ROOT / "configs/msds1.py:smoke"), f"--workdir={workdir}",
-          f"--config.data.data_dir={data_dir}", f"--config.num_steps={steps}",
-          "--config.ckpt_every=4", "--config.eval_every=6", "--config.sample_every=6",
-          "--config.log_every=1", "--config.eval_images=13", "--config.eval_batch_size=4",
-          f"--config.heartbeat_timeout_s={HEARTBEAT_S}"]
+          f"--config.data.location.data_dir={data_dir}", f"--config.train.num_steps={steps}",
+          "--config.train.checkpoint.every=4", "--config.train.test.every=6",
+          "--config.train.samples.every=6",
+          "--config.train.log_every=1", "--config.train.test.images=13",
+          "--config.eval.batch_size=4",
+          f"--config.hosts.heartbeat_timeout_s={HEARTBEAT_S}"]
 
 
 def _env(**extra):
@@ -231,7 +233,7 @@ def test_every_process_takes_one_decision_on_an_earlier_run(runs, tmp_path):
   refusals = [l for l in run.lines if "holds an earlier run but no checkpoint" in l]
   assert sorted(l[:4] for l in refusals) == ["[p0]", "[p1]"], run.text[-4000:]
   assert "Traceback" not in run.text and files(work) == before
-  run = Launch(work, base / "data", "--start_over", "--config.num_steps=4")
+  run = Launch(work, base / "data", "--start_over", "--config.train.num_steps=4")
   assert run.finish() == 0, run.text[-4000:]
   (earlier,) = (work / "earlier-runs").iterdir()
   assert files(earlier) == before
@@ -246,7 +248,7 @@ def _free_port() -> int:
 
 def _train_cmd(workdir, *flags):
   return [sys.executable, str(ROOT / "train.py"), "--config", "msds1:smoke",
-          f"--workdir={workdir}", "--config.distributed=True", *flags]
+          f"--workdir={workdir}", "--config.hosts.distributed=True", *flags]
 
 
 def _errors_of(procs: dict, timeout: float = 120) -> dict:
@@ -268,16 +270,17 @@ def test_start_up_faults_end_in_one_line_within_the_timeout(tmp_path):
   held.listen()
   busy, free = held.getsockname()[1], _free_port()
   cases = {
-      "alone": (["--config.num_processes=2", "--config.process_id=0", "--config.init_timeout_s=5",
-                 f"--config.coordinator_address=127.0.0.1:{free}"],
+      "alone": (["--config.hosts.num_processes=2", "--config.hosts.process_id=0",
+                 "--config.hosts.init_timeout_s=5",
+                 f"--config.hosts.coordinator_address=127.0.0.1:{free}"],
                 f"error: process 0 of 2: the run's processes did not all connect to the "
-                f"coordinator 127.0.0.1:{free} within config.init_timeout_s=5 s"),
-      "unresolved": (["--config.num_processes=2", "--config.process_id=1",
-                      "--config.coordinator_address=no-such-host.invalid:1"],
+                f"coordinator 127.0.0.1:{free} within config.hosts.init_timeout_s=5 s"),
+      "unresolved": (["--config.hosts.num_processes=2", "--config.hosts.process_id=1",
+                      "--config.hosts.coordinator_address=no-such-host.invalid:1"],
                      "error: the coordinator host 'no-such-host.invalid' of "
                      "no-such-host.invalid:1 does not resolve"),
-      "port in use": (["--config.num_processes=2", "--config.process_id=0",
-                       f"--config.coordinator_address=127.0.0.1:{busy}"],
+      "port in use": (["--config.hosts.num_processes=2", "--config.hosts.process_id=0",
+                       f"--config.hosts.coordinator_address=127.0.0.1:{busy}"],
                       f"error: the coordinator port {busy} is in use on this host"),
   }
   start = time.time()
@@ -300,15 +303,16 @@ def test_processes_started_with_different_settings_refuse_in_one_line(tmp_path):
   and exits before any step (they would otherwise wait for each other for ever)."""
   port = _free_port()
   procs = {i: subprocess.Popen(
-      _train_cmd(tmp_path / "run", f"--config.num_steps={4 + 5 * i}",
-                 f"--config.data.data_dir={tmp_path / 'data'}"),
+      _train_cmd(tmp_path / "run", f"--config.train.num_steps={4 + 5 * i}",
+                 f"--config.data.location.data_dir={tmp_path / 'data'}"),
       cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       env=_env(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                JAX_PROCESS_ID=str(i))) for i in (0, 1)}
   for i, (status, lines) in _errors_of(procs).items():
     assert status == 1 and lines[-1] == (
-        "error: the processes of this run were started with different settings: num_steps "
-        "4 (process 0) vs 9 (process 1); start every process with the same command"), lines
+        "error: the processes of this run were started with different settings: "
+        "train.num_steps 4 (process 0) vs 9 (process 1); start every process with the same "
+        "command"), lines
     assert not any("Traceback" in l or "Fatal" in l for l in lines), lines
   assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
@@ -386,12 +390,12 @@ def test_bad_process_settings_are_refused_before_anything_starts(monkeypatch, se
   from jax._src import distributed  # noqa: PLC0415
   from rgflow_jax.io import multihost  # noqa: PLC0415
   c = load_config("msds1")
-  c.distributed = True
-  c.coordinator_address = "127.0.0.1:1"
+  c.hosts.distributed = True
+  c.hosts.coordinator_address = "127.0.0.1:1"
   for key, value in settings.items():
-    c[key] = value
+    c.hosts[key] = value
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   with pytest.raises(multihost.DistributedError, match=message):
-    multihost.initialize(c)
+    multihost.initialize(c.hosts)
   assert distributed.global_state.client is None  # nothing was started

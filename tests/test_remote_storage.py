@@ -79,9 +79,10 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
   steps = 20
   train = [sys.executable, str(ROOT / "train.py"), "--config",
            str(ROOT / "configs/msds1.py:smoke"), f"--workdir={workdir}",
-           f"--config.data.data_dir={data_dir}", f"--config.num_steps={steps}",
-           "--config.ckpt_every=3", "--config.log_every=1", "--config.eval_every=10",
-           "--config.sample_every=10"]
+           f"--config.data.location.data_dir={data_dir}", f"--config.train.num_steps={steps}",
+           "--config.train.checkpoint.every=3", "--config.train.log_every=1",
+           "--config.train.test.every=10",
+           "--config.train.samples.every=10"]
   proc = subprocess.Popen(train, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   start = time.time()
@@ -105,7 +106,7 @@ def test_train_kill_resume_and_eval_all_in_the_object_store(gcs, tmp_path):
 
   out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--config",
                         str(ROOT / "configs/msds1.py:smoke"), f"--workdir={workdir}",
-                        f"--config.data.data_dir={data_dir}", "--mode=bpd,samples",
+                        f"--config.data.location.data_dir={data_dir}", "--mode=bpd,samples",
                         "--config.eval.bpd.draws=2"], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

@@ -265,7 +265,7 @@ def test_evaluation_says_which_checkpoint_it_read(runs, tmp_path):
 # ---------------------------------------------------------------- the commands
 def _train_cmd(work, data_dir, *extra):
   return [sys.executable, str(ROOT / "train.py"), "--config", "msds1:smoke",
-          f"--workdir={work}", f"--config.data.data_dir={data_dir}", *extra]
+          f"--workdir={work}", f"--config.data.location.data_dir={data_dir}", *extra]
 
 
 @pytest.mark.e2e
@@ -282,9 +282,9 @@ def test_the_commands_refuse_in_one_line(runs, tmp_path):
             "no checkpoint to resume"),
            (_train_cmd(tmp_path / "new", "/proc/no/such"), 1, "error: cannot write the "
             "msds1 cache to /proc/no/such"),
-           (_train_cmd(tmp_path / "new2", runs / "data", "--config.distributed=True",
-                       "--config.coordinator_address=127.0.0.1:99999"), 2,
-            "error: bad config: config.coordinator_address: the coordinator port 99999 of "
+           (_train_cmd(tmp_path / "new2", runs / "data", "--config.hosts.distributed=True",
+                       "--config.hosts.coordinator_address=127.0.0.1:99999"), 2,
+            "error: bad config: config.hosts.coordinator_address: the coordinator port 99999 of "
             "127.0.0.1:99999 is not in 1..65535")]
   for cmd, status, words in cases:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

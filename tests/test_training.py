@@ -18,8 +18,10 @@ from PIL import Image
 from helpers import (ROOT, UNIT_BATCH, load_config, perturb, run_eval, smoke_config,
                      step_gradient, tensorboard_events, unit_config)
 from rgflow_jax import data
+from rgflow_jax.configs import base
+from rgflow_jax.core import execution
 from rgflow_jax.core.execution import Execution
-from rgflow_jax.io import checkpoint, storage
+from rgflow_jax.io import checkpoint, metrics, storage
 from rgflow_jax.run import evaluation, jit_steps, run_config, training
 
 def _check_run_outputs(workdir):
@@ -43,7 +45,7 @@ def _check_run_outputs(workdir):
   start = plugin_data_pb2.HParamsPluginData.FromString(
       tb.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
   config = json.loads((workdir / "config.json").read_text())
-  assert start.hparams["batch_size"].number_value == config["batch_size"]
+  assert start.hparams["train.batch_size"].number_value == config["train"]["batch_size"]
   assert start.hparams["data.name"].string_value == config["data"]["name"]
   # Files get the process umask's mode (0644 under 022), as Orbax's checkpoint files do.
   umask = os.umask(0)
@@ -85,7 +87,7 @@ def test_smoke_run_image_folder(tmp_path):
   for i in range(80):
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
   c = smoke_config(tmp_path, "chairs")
-  c.data.path = str(folder)
+  c.data.location.path = str(folder)
   c.data.test_fraction = 0.3
   summary = training.train_and_evaluate(c, tmp_path / "run")
   assert summary["step"] == 6
@@ -115,18 +117,19 @@ def test_resume_with_a_different_model_is_refused(tmp_path, caplog):
     training.train_and_evaluate(c2, tmp_path / "run")
   # Settings that would silently make it another run (data order, schedule state).
   changed = smoke_config(tmp_path, num_steps=4, sample_every=0, batch_size=16)
-  with pytest.raises(training.TrainingError, match="different config.batch_size "):
+  with pytest.raises(training.TrainingError, match="different config.train.batch_size "):
     training.train_and_evaluate(changed, tmp_path / "run")
-  for key, value in [("seed", 1), ("schedule", "cosine"), ("warmup_steps", 5),
-                     ("data.name", "msds2"), ("data.n_train", 128),
-                     ("model.layer_order", "authors")]:
+  for key, value in [("seed", 1), ("train.optimizer.schedule", "cosine"),
+                     ("train.optimizer.warmup_steps", 5), ("data.name", "msds2"),
+                     ("data.n_train", 128), ("model.layer_order", "authors")]:
     changed = smoke_config(tmp_path, num_steps=4, sample_every=0, **{key: value})
     with pytest.raises(training.TrainingError, match=f"different config.{key} ") as err:
       run_config.check_resume_compatible(tmp_path / "run", changed)
     assert "\n" not in str(err.value)
   # Refused before any data is made (MSDS generation takes a minute at full size), by
   # training and by evaluation, which must be given the run's model and data set.
-  other = smoke_config(tmp_path, **{"data.name": "msds2", "data.data_dir": str(tmp_path / "d2")})
+  other = smoke_config(tmp_path, **{"data.name": "msds2",
+                                    "data.location.data_dir": str(tmp_path / "d2")})
   with pytest.raises(training.TrainingError, match="different config.data.name "):
     training.train_and_evaluate(other, tmp_path / "run")
   with pytest.raises(training.TrainingError, match=r"different config.data.name \(msds1 "
@@ -155,13 +158,13 @@ def test_the_time_limit_is_the_run_s_over_its_launches(tmp_path, capsys):
   again = training.train_and_evaluate(c, tmp_path / "run")
   assert again["stopped_by"] == "time_limit" and again["steps_this_run"] == 0
   assert again["step"] == first["step"]
-  assert "nothing to train; raise --config.time_limit_s" in capsys.readouterr().err
+  assert "nothing to train; raise --config.train.time_limit_s" in capsys.readouterr().err
   assert again["train_seconds"] == pytest.approx(first["train_seconds"], abs=1e-3)
   more = smoke_config(tmp_path, num_steps=10**6, time_limit_s=first["train_seconds"] + 2.0,
                       log_every=5, eval_every=10**6, ckpt_every=10**6, sample_every=0)
   on = training.train_and_evaluate(more, tmp_path / "run")
   assert on["stopped_by"] == "time_limit" and on["step"] > first["step"]
-  assert on["train_seconds"] > more.time_limit_s
+  assert on["train_seconds"] > more.train.time_limit_s
 
 
 @pytest.mark.parametrize("text,words", [
@@ -179,22 +182,46 @@ def test_a_malformed_saved_config_is_one_line_naming_it(tmp_path, text, words):
   assert "\n" not in str(err.value)
 
 
+def test_a_config_of_the_flat_layout_upgrades_to_today_key_by_key(tmp_path):
+  """Every key the flat layout had (base.MOVED_KEYS), put back where it was with a value
+  of its own, lands in its section with that value; data.channels is dropped."""
+  now = json.loads(smoke_config(tmp_path).to_json())
+  flat = json.loads(json.dumps(now))
+  for i, (old, new) in enumerate(base.MOVED_KEYS.items()):
+    *parents, leaf = new.split(".")
+    node, want = flat, now
+    for part in parents:
+      node, want = node[part], want[part]
+    value = node.pop(leaf)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      want[leaf] = value = value + i + 1  # each key's own value
+    section, _, name = old.rpartition(".")
+    (flat[section] if section else flat)[name] = value
+  flat["data"]["channels"] = 3
+  for section in ("train", "hosts"):  # the flat layout had neither
+    assert not metrics.flatten(flat.pop(section)), section  # (no key left in them)
+  assert run_config.upgrade_saved_config(flat) == now
+
+
 def test_a_run_saved_before_the_layer_order_and_execution_keys_resumes_as_it_was(tmp_path):
   saved = json.loads(smoke_config(tmp_path).to_json())
   del saved["model"]["layer_order"]  # what config.json held before the option existed
   # ... and when the execution options were model keys:
-  saved["model"].update(saved.pop("execution"), matmul_dtype="bfloat16", remat=True)
+  ex = saved.pop("execution")
+  saved["model"].update({k: ex[k] for k in execution.FIELDS}, matmul_dtype="bfloat16",
+                        remat=True)
+  saved.update({k: ex[k] for k in execution.PROGRAM_KEYS})  # top-level keys then
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
   run_config.check_resume_compatible(tmp_path / "run", smoke_config(tmp_path))
   old = ml_collections.ConfigDict(run_config.read_saved_config(tmp_path / "run"))
   assert run_config.build_model(old) == run_config.build_model(smoke_config(tmp_path))
-  assert Execution.from_config(old) == Execution(remat=True, matmul_dtype="bfloat16")
+  assert Execution.from_config(old.execution) == Execution(remat=True, matmul_dtype="bfloat16")
   assert "execution" not in saved and "remat" in saved["model"]  # the input is unchanged
   rnvp = json.loads(load_config("msds1", "smoke,realnvp").to_json())
-  del rnvp["lock_lease_s"]  # a key a run may predate: today's default
+  del rnvp["train"]["checkpoint"]["lock_lease_s"]  # a key a run may predate: the default
   up = run_config.upgrade_saved_config(rnvp)
-  assert "layer_order" not in up["model"] and up["lock_lease_s"] == 300.0
+  assert "layer_order" not in up["model"] and up["train"]["checkpoint"]["lock_lease_s"] == 300
   authors = smoke_config(tmp_path, **{"model.layer_order": "authors"})
   with pytest.raises(training.TrainingError, match="different config.model.layer_order"):
     run_config.check_resume_compatible(tmp_path / "run", authors)
@@ -284,8 +311,8 @@ def test_train_step_uses_the_hand_backward_and_matches_autodiff():
   (coupling_fast._mlp_bwd) on, and the step's gradient with it equals plain autodiff's,
   every entry (float32, random parameters)."""
   c = unit_config()
-  ex = Execution.from_config(c, training=True)
-  assert ex.hand_backward and not Execution.from_config(c).hand_backward
+  ex = Execution.from_config(c.execution, training=True)
+  assert ex.hand_backward and not Execution.from_config(c.execution).hand_backward
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
   images = np.random.default_rng(0).integers(0, 256, UNIT_BATCH).astype(np.uint8)
@@ -305,7 +332,8 @@ def test_nonfinite_batch_skips_the_update():
   mesh = jit_steps.make_mesh()
   state = jit_steps.init_state(flow, c, jnp.float32)
   before = jax.tree.map(np.asarray, state["params"])
-  step = jit_steps.make_train_step(flow, jit_steps.make_optimizer(c), mesh)
+  optimizer = jit_steps.make_optimizer(c.train.optimizer, c.train.num_steps)
+  step = jit_steps.make_train_step(flow, optimizer, mesh)
   bad = np.full(UNIT_BATCH, np.nan, np.float32)
   state, m = step(state, jit_steps.global_batch(bad, mesh))
   assert not bool(m["finite"])
@@ -350,15 +378,16 @@ def test_nonfinite_steps_in_a_row_stop_the_run_with_the_good_checkpoint(tmp_path
 
 
 @pytest.mark.parametrize("key,value,msg", [
-    ("lr", -1.0, "config.lr"), ("batch_size", 0, "config.batch_size"),
-    ("schedule", "linear", "config.schedule"), ("dtype", "float16", "config.dtype"),
+    ("lr", -1.0, "config.train.optimizer.lr"), ("batch_size", 0, "config.train.batch_size"),
+    ("schedule", "linear", "config.train.optimizer.schedule"), ("dtype", "float16", "config.dtype"),
     ("data.name", "imagenet", "config.data.name"), ("model.prior", "cauchy", "prior"),
-    ("keep_checkpoints", 0, "config.keep_checkpoints"), ("eval_images", 0, "config.eval_images"),
-    ("num_samples", 0, "config.num_samples"), ("time_limit_s", -1.0, "config.time_limit_s"),
-    ("matmul_precision", "fast", "config.matmul_precision"),
-    ("coordinator_address", "127.0.0.1:99999", "config.coordinator_address: the coordinator "
+    ("keep_checkpoints", 0, "config.train.checkpoint.keep"),
+    ("eval_images", 0, "config.train.test.images"), ("num_samples", 0, "config.train.samples.num"),
+    ("time_limit_s", -1.0, "config.train.time_limit_s"),
+    ("matmul_precision", "fast", "config.execution.matmul_precision"),
+    ("coordinator_address", "127.0.0.1:99999", "config.hosts.coordinator_address: the coordinator "
      r"port 99999 of 127.0.0.1:99999 is not in 1\.\.65535"),
-    ("coordinator_address", "localhost", "config.coordinator_address: the coordinator "
+    ("coordinator_address", "localhost", "config.hosts.coordinator_address: the coordinator "
      "address 'localhost' is not HOST:PORT"),
 ])
 def test_invalid_config_values_are_one_line_errors(tmp_path, key, value, msg):
@@ -374,7 +403,7 @@ def test_invalid_config_values_are_one_line_errors(tmp_path, key, value, msg):
 def test_train_script_reports_missing_data_in_one_line(tmp_path):
   out = subprocess.run(
       [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/celeba.py:smoke"),
-       f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path}"],
+       f"--workdir={tmp_path / 'run'}", f"--config.data.location.data_dir={tmp_path}"],
       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert out.returncode != 0
   last = out.stderr.strip().splitlines()[-1]
@@ -431,7 +460,7 @@ def test_window_means_match_the_steps_it_folds():
   c = unit_config()
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
-  opt = jit_steps.make_optimizer(c)
+  opt = jit_steps.make_optimizer(c.train.optimizer, c.train.num_steps)
   plain = jit_steps.make_train_step(flow, opt, mesh)
   s1 = jit_steps.init_state(flow, c, jnp.float32)
   layout = jit_steps.FlatState(s1["params"])
@@ -465,7 +494,7 @@ def test_matmul_precision_reaches_the_step_and_evaluation_runs_at_highest():
   c = unit_config()
   flow = run_config.build_model(c)
   mesh = jit_steps.make_mesh()
-  opt = jit_steps.make_optimizer(c)
+  opt = jit_steps.make_optimizer(c.train.optimizer, c.train.num_steps)
   state = jit_steps.init_state(flow, c, jnp.float32)
   layout = jit_steps.FlatState(state["params"])
   batch = jit_steps.global_batch(np.zeros(UNIT_BATCH, np.uint8), mesh)
@@ -482,18 +511,18 @@ def test_matmul_precision_reaches_the_step_and_evaluation_runs_at_highest():
 
 def test_accelerator_variant_and_bfloat16_are_reachable_from_the_config():
   c = load_config("msds1", "smoke,accel")
-  assert Execution.from_config(c, training=True).matmul_dtype == "bfloat16"
-  assert c.compilation_cache_dir and c.matmul_precision == "default"
+  assert Execution.from_config(c.execution, training=True).matmul_dtype == "bfloat16"
+  assert c.execution.compilation_cache_dir and c.execution.matmul_precision == "default"
   assert load_config("msds1", "smoke,accel,realnvp").execution.matmul_dtype == "float32"
   c = load_config("msds1", "smoke")
   c.execution.matmul_dtype = "bfloat16"  # what --config.execution.matmul_dtype=bfloat16 sets
-  assert Execution.from_config(c, training=True).matmul_dtype == "bfloat16"
+  assert Execution.from_config(c.execution, training=True).matmul_dtype == "bfloat16"
   c.execution.matmul_dtype = "float16"
   with pytest.raises(ValueError, match="execution.matmul_dtype must be one of"):
     run_config.validate_config(c)
   c.execution.matmul_dtype = "float32"
-  c.matmul_precision = "float8"
-  with pytest.raises(ValueError, match="config.matmul_precision"):
+  c.execution.matmul_precision = "float8"
+  with pytest.raises(ValueError, match="config.execution.matmul_precision"):
     run_config.validate_config(c)
 
 
@@ -562,12 +591,12 @@ def test_eval_settings_out_of_range_are_refused_before_any_work(tmp_path, flag, 
                                              "unknown variant 'bogus'; give at most one size"),
     (["--config", "configs/msds1.py:smoke", "--config.no_such_key=1"],
      "error: bad command line: no config key 'no_such_key'"),
-    (["--config", "msds1:smoke", "--config.batchsize=3"],
+    (["--config", "msds1:smoke", "--config.train.batchsize=3"],
      "error: bad command line: no config key 'batchsize'; Did you mean \"batch_size\""),
     (["--config", "msds3:smoke"], "error: bad command line: unknown config 'msds3': use one "
                                   "of celeba, chairs, cifar10, mnist, msds1, msds2"),
-    (["--config", "configs/msds1.py:smoke", "--config.batch_size=abc"],
-     "error: bad command line: flag --config.batch_size=abc"),
+    (["--config", "configs/msds1.py:smoke", "--config.train.batch_size=abc"],
+     "error: bad command line: flag --config.train.batch_size=abc"),
     (["--config", "configs/msds1.py:smoke", "--workdir=WORKDIR_IS_A_FILE"],
      "error: cannot write to the workdir"),
 ])
@@ -588,7 +617,7 @@ def test_a_second_trainer_on_one_workdir_is_refused_naming_the_holder(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
   cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/msds1.py:smoke"),
-         f"--workdir={workdir}", f"--config.data.data_dir={tmp_path / 'data'}"]
+         f"--workdir={workdir}", f"--config.data.location.data_dir={tmp_path / 'data'}"]
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   with runlock.RunLock(workdir):  # this process is the trainer now
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -610,7 +639,7 @@ def test_the_learning_rate_schedule_has_its_closed_form(tmp_path, schedule, warm
   from lr down to final_lr_frac * lr at num_steps (the warm-up counted in)."""
   c = smoke_config(tmp_path, schedule=schedule, warmup_steps=warmup, num_steps=100, lr=2e-3,
                    final_lr_frac=0.1)
-  fn = jit_steps.make_schedule(c)
+  fn = jit_steps.make_schedule(c.train.optimizer, c.train.num_steps)
   for t in (0, 5, 10, 40, 99, 100):
     got = float(fn(t)) if callable(fn) else float(fn)
     if warmup and t < warmup:

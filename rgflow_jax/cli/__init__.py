@@ -49,6 +49,23 @@ def _resolve_config_names(argv: list[str]) -> list[str]:
   return out
 
 
+def _moved_config_keys(argv: list[str]) -> list[str]:
+  """``--config.KEY=VALUE`` of a key the flat layout had (``--config.num_steps=3``) as
+  its key today (``--config.train.num_steps=3``), with a one-line note each."""
+  from rgflow_jax.configs import base  # noqa: PLC0415 (ml_collections only when run)
+  out = []
+  for arg in argv:
+    flag, eq, value = arg.partition("=")
+    key = flag.removeprefix("--config.").removeprefix("-config.")
+    if key != flag and key in base.MOVED_KEYS:
+      new = f"--config.{base.MOVED_KEYS[key]}"
+      sys.stderr.write(f"note: --config.{key} is now {new} (the old name goes in the next "
+                       "release)\n")
+      arg = new + eq + value
+    out.append(arg)
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """``flags.FLAGS(argv)`` for ``app.run(..., flags_parser=parse_flags)``: a bad flag,
   a config override of a key that does not exist, or a config variant that
@@ -143,7 +160,7 @@ def _run_program(main, define_flags, usage: str, tune_cpu: bool = False):
     from rgflow_jax.cli import xla_cpu  # noqa: PLC0415
     tuned = xla_cpu.tune_cpu_process(dispatch=False)
   try:
-    sys.argv = _resolve_config_names(sys.argv)
+    sys.argv = _moved_config_keys(_resolve_config_names(sys.argv))
   except ValueError as e:
     sys.stderr.write(f"error: bad command line: {e}\n")
     sys.exit(2)

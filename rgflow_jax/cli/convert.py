@@ -91,7 +91,7 @@ def import_run(config, path, workdir) -> int:
   buf = io.BytesIO()
   np.savez(buf, **buffers)
   storage.write_bytes_atomic(workdir / BUFFERS, buf.getvalue())
-  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  ckpts = checkpoint.Checkpoints(workdir, config.train.checkpoint.keep)
   ckpts.save(0, state, {"step": 0, "skipped_steps": 0, "best_test_bpd": None,
                         "data_state": None, "imported_from": str(path)})
   ckpts.close()

@@ -24,7 +24,7 @@ USAGE = """Train RG-Flow (or the Real NVP baseline), resuming from the run's las
   rgflow-train --config msds1:cpu [--workdir runs/msds1-cpu] [--config.KEY=VALUE ...]
 
 --config names the config and its variants (below, under flags). Any config value can
-be overridden: --config.batch_size=32, --config.model.hidden='(64,)' (the keys follow).
+be overridden: --config.train.batch_size=32, --config.model.hidden='(64,)' (the keys follow).
 The run folder (local or gs://) gets checkpoints/, best/, metrics.jsonl, tensorboard/,
 samples/ and config.json; a rerun with the same folder resumes. A folder that holds an
 earlier run but no checkpoint to resume is refused unless --resume_from_best or

@@ -4,7 +4,7 @@ AdamW, learning rate 1e-3, weight decay 5e-5, global-norm clipping at 1, batch 6
 RNVP blocks with n_res = 4 residual blocks of 2 hidden layers of width 512.
 Per-level model sizes are tuples: one value for all levels, or one per level.
 
-Precision: ``matmul_precision`` sets float32 matrix products in the training step on
+Precision: ``execution.matmul_precision`` sets float32 matrix products in the training step on
 accelerators ('default': one bfloat16 pass on TPU, TF32 on recent NVIDIA GPUs;
 'high'; 'highest': full float32); test bits/dim, samples and round trips always run
 at 'highest'. ``execution.matmul_dtype='bfloat16'`` goes further: the RG-Flow
@@ -19,9 +19,12 @@ import ml_collections
 # One line per config key for ``--help`` (rgflow_jax.configs.keys_help); a test checks
 # that every key of base_config() has one.
 KEY_HELP = {
+    "seed": "seed of the parameters, noise and sampling",
+    "dtype": "float32 or float64 parameters and arithmetic",
+    "progress": "progress bars and lines on stderr",
     "model.name": "rgflow, or realnvp (the baseline; the realnvp variant sets its keys)",
     "model.image_size": "image side L in pixels (a power of two times block_size)",
-    "model.channels": "image channels C",
+    "model.channels": "image channels C (the data's too)",
     "model.block_size": "side of the RNVP blocks (4: 4 x 4 patches)",
     "model.n_layers": "RNVP layers per block, one value or one per level",
     "model.n_res": "residual blocks per conditioner network, per level",
@@ -30,59 +33,51 @@ KEY_HELP = {
     "model.share_levels": "one set of block parameters for every level",
     "model.prior": "laplace or gaussian",
     "model.layer_order": "paper (eqs. 6-9) or authors (their code's order)",
-    "execution.remat": "auto, on or off: recompute each RNVP layer in the backward pass",
-    "execution.scan_min_layers": "loops this long or longer compile as one lax.scan",
-    "execution.matmul_dtype": "float32 or bfloat16 conditioner matmul inputs in training",
-    "execution.hand_backward": "auto, on or off: the hand-written conditioner backward pass",
     "data.name": "msds1, msds2 (made locally), celeba, cifar10, mnist or folder",
-    "data.data_dir": "where prepared and generated data sets are kept",
     "data.n_train": "MSDS training images to generate",
     "data.n_test": "MSDS test images to generate",
     "data.seed": "seed of the data order (and of generated sets)",
     "data.flip": "random horizontal flips in training",
-    "data.path": "folder of images (data.name folder)",
-    "data.test_path": "folder of test images (else test_fraction of data.path)",
     "data.crop": "centre crop side before resizing (0: none)",
-    "data.test_fraction": "share of data.path held out for testing",
-    "data.channels": "channels of the data set's images",
-    "dtype": "float32 or float64 parameters and arithmetic",
-    "seed": "seed of the parameters, noise and sampling",
-    "batch_size": "images per training step, over all devices",
-    "num_steps": "training steps of the run",
-    "lr": "AdamW learning rate",
-    "weight_decay": "AdamW weight decay",
-    "grad_clip": "global-norm gradient clipping (0: none)",
-    "schedule": "constant or cosine learning rate",
-    "warmup_steps": "linear warm-up steps",
-    "final_lr_frac": "cosine only: the final rate as a fraction of lr",
-    "log_every": "steps between metrics rows (metrics.jsonl, TensorBoard)",
-    "eval_every": "steps between test bits/dim evaluations (and best checkpoints)",
-    "eval_images": "test images for the periodic test bits/dim",
-    "eval_batch_size": "images per evaluation batch",
-    "ckpt_every": "steps between checkpoints",
-    "keep_checkpoints": "latest checkpoints kept",
-    "lock_lease_s": "gs:// and s3:// runs: the run lock's lease, seconds",
-    "sample_every": "steps between sample grids (0: none)",
-    "num_samples": "images per sample grid",
-    "sample_temperature": "temperature of the sample grids",
-    "max_nonfinite": "non-finite steps in a row that stop the run",
-    "time_limit_s": "training seconds of the run over all its launches (0: no limit)",
-    "distributed": "many processes: call jax.distributed.initialize()",
-    "coordinator_address": "many processes: process 0's HOST:PORT",
-    "num_processes": "many processes: how many (-1: from the environment)",
-    "process_id": "many processes: this one's index (-1: from the environment)",
-    "heartbeat_timeout_s": "a lost process ends the others after this many seconds",
-    "init_timeout_s": "seconds processes wait for each other at the start",
-    "matmul_precision": "default, high or highest: float32 matmuls on GPU/TPU",
-    "gpu_command_buffers": "GPU: launch the step's loops as CUDA graphs",
-    "compilation_cache_dir": "compiled programs kept: auto (~/.cache/rgflow_jax/xla), a folder, off",
-    "progress": "progress bars and lines on stderr",
-    "reference_curve": "{label: {minutes: [...], bpd: [...]}} drawn on bpd_curve.png",
+    "data.test_fraction": "share of data.location.path held out for testing",
+    "data.location.data_dir": "where prepared and generated data sets are kept",
+    "data.location.path": "folder of images (data.name folder)",
+    "data.location.test_path": "folder of test images (else test_fraction of path)",
+    "execution.remat": "auto, on or off: recompute each RNVP layer in the backward pass",
+    "execution.scan_min_layers": "loops this long or longer compile as one lax.scan",
+    "execution.matmul_dtype": "float32 or bfloat16 conditioner matmul inputs in training",
+    "execution.hand_backward": "auto, on or off: the hand-written conditioner backward pass",
+    "execution.matmul_precision": "default, high or highest: float32 matmuls on GPU/TPU",
+    "execution.gpu_command_buffers": "GPU: launch the step's loops as CUDA graphs",
+    "execution.compilation_cache_dir": "compiled programs kept: auto "
+                                       "(~/.cache/rgflow_jax/xla), a folder, off",
+    "train.batch_size": "images per training step, over all devices",
+    "train.num_steps": "training steps of the run",
+    "train.log_every": "steps between metrics rows (metrics.jsonl, TensorBoard)",
+    "train.max_nonfinite": "non-finite steps in a row that stop the run",
+    "train.time_limit_s": "training seconds of the run over all its launches (0: no limit)",
+    "train.reference_curve": "{label: {minutes: [...], bpd: [...]}} drawn on bpd_curve.png",
+    "train.optimizer.lr": "AdamW learning rate",
+    "train.optimizer.weight_decay": "AdamW weight decay",
+    "train.optimizer.grad_clip": "global-norm gradient clipping",
+    "train.optimizer.schedule": "constant or cosine learning rate",
+    "train.optimizer.warmup_steps": "linear warm-up steps",
+    "train.optimizer.final_lr_frac": "cosine only: the final rate as a fraction of lr",
+    "train.checkpoint.every": "steps between checkpoints",
+    "train.checkpoint.keep": "latest checkpoints kept",
+    "train.checkpoint.lock_lease_s": "gs:// and s3:// runs: the run lock's lease, seconds",
+    "train.test.every": "steps between test bits/dim evaluations (and best checkpoints)",
+    "train.test.images": "test images for the periodic test bits/dim",
+    "train.samples.every": "steps between sample grids (0: none)",
+    "train.samples.num": "images per sample grid",
+    "train.samples.temperature": "temperature of the sample grids",
+    "eval.batch_size": "images per evaluation batch (training's periodic test too)",
     "eval.modes": "rgflow-eval's modes, comma-separated, or all (--mode sets it)",
     "eval.checkpoint": "the checkpoint evaluated: best, latest or a step number",
     "eval.bpd.draws": "dequantisation draws for test bits/dim",
     "eval.bpd.max_images": "test bits/dim on the first N test images (0: all)",
-    "eval.bpd.images": ".npz of uint8 images (N, H, W, C) for bits/dim instead of the test set",
+    "eval.bpd.images": ".npz of uint8 images (N, H, W, C) for bits/dim instead of the "
+                       "test set",
     "eval.rf.samples": "prior samples per receptive field",
     "eval.inpaint.images": "test images to inpaint",
     "eval.inpaint.starts": "random starts per inpainting",
@@ -91,68 +86,91 @@ KEY_HELP = {
     "eval.fid.images": "samples (and test images) for FID",
     "eval.fid.temperature": "sampling temperature for FID",
     "eval.semantic.samples": "MSDS: samples (and real images) for the semantic scores",
+    "hosts.distributed": "many processes: call jax.distributed.initialize()",
+    "hosts.coordinator_address": "many processes: process 0's HOST:PORT",
+    "hosts.num_processes": "many processes: how many (-1: from the environment)",
+    "hosts.process_id": "many processes: this one's index (-1: from the environment)",
+    "hosts.heartbeat_timeout_s": "a lost process ends the others after this many seconds",
+    "hosts.init_timeout_s": "seconds processes wait for each other at the start",
 }
+
+# Where each key of the flat layout (configs before sections) lives now: the saved-config
+# migration (rgflow_jax.run.run_config) and the command line's old --config.KEY read it.
+MOVED_KEYS = {
+    "batch_size": "train.batch_size", "num_steps": "train.num_steps",
+    "log_every": "train.log_every", "max_nonfinite": "train.max_nonfinite",
+    "time_limit_s": "train.time_limit_s", "reference_curve": "train.reference_curve",
+    "lr": "train.optimizer.lr", "weight_decay": "train.optimizer.weight_decay",
+    "grad_clip": "train.optimizer.grad_clip", "schedule": "train.optimizer.schedule",
+    "warmup_steps": "train.optimizer.warmup_steps",
+    "final_lr_frac": "train.optimizer.final_lr_frac",
+    "ckpt_every": "train.checkpoint.every", "keep_checkpoints": "train.checkpoint.keep",
+    "lock_lease_s": "train.checkpoint.lock_lease_s", "eval_every": "train.test.every",
+    "eval_images": "train.test.images", "eval_batch_size": "eval.batch_size",
+    "sample_every": "train.samples.every", "num_samples": "train.samples.num",
+    "sample_temperature": "train.samples.temperature",
+    "distributed": "hosts.distributed", "coordinator_address": "hosts.coordinator_address",
+    "num_processes": "hosts.num_processes", "process_id": "hosts.process_id",
+    "heartbeat_timeout_s": "hosts.heartbeat_timeout_s",
+    "init_timeout_s": "hosts.init_timeout_s",
+    "matmul_precision": "execution.matmul_precision",
+    "gpu_command_buffers": "execution.gpu_command_buffers",
+    "compilation_cache_dir": "execution.compilation_cache_dir",
+    "data.data_dir": "data.location.data_dir", "data.path": "data.location.path",
+    "data.test_path": "data.location.test_path",
+}
+# Keys of the flat layout that are gone: the data's channels are the model's.
+DROPPED_KEYS = ("data.channels",)
 
 
 def base_config() -> ml_collections.ConfigDict:
+  """The defaults, a section per concern: ``model`` (what is computed), ``data`` (its
+  ``location`` may differ per host and on resume), ``execution`` (how it is computed:
+  may change on resume), ``train`` (``optimizer``, ``checkpoint``, ``test``, ``samples``),
+  ``eval`` (rgflow-eval and rgflow-compare) and ``hosts`` (many processes); ``seed``,
+  ``dtype`` and ``progress`` apply to all of them."""
   c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dtype = "float32"
+  c.progress = True
   c.model = ml_collections.ConfigDict(dict(
       name="rgflow", image_size=32, channels=3, block_size=4,
       n_layers=(4,), n_res=(4,), hidden=(512,), mlp_depth=(2,),
       share_levels=False, prior="laplace", layer_order="paper"))
-  c.execution = ml_collections.ConfigDict(dict(
-      remat="auto", scan_min_layers=5, matmul_dtype="float32", hand_backward="auto"))
   c.data = ml_collections.ConfigDict(dict(
-      name="msds1", data_dir="data", n_train=90_000, n_test=10_000, seed=0, flip=False,
-      path="", test_path="", crop=0, test_fraction=0.1, channels=3))
-  c.dtype = "float32"
-  c.seed = 0
-  c.batch_size = 64
-  c.num_steps = 200_000
-  c.lr = 1e-3
-  c.weight_decay = 5e-5
-  c.grad_clip = 1.0
-  c.schedule = "constant"  # or "cosine"
-  c.warmup_steps = 0
-  c.final_lr_frac = 0.0  # cosine only: final lr as a fraction of lr
-  c.log_every = 50
-  c.eval_every = 2000
-  c.eval_images = 1000  # test images for the periodic test bits/dim
-  c.eval_batch_size = 250
-  c.ckpt_every = 1000
-  c.keep_checkpoints = 3
-  # gs:// and s3:// workdirs: the run lock is a lease renewed by the trainer; one left by
-  # a trainer that died is taken over when this old (local workdirs need no lease).
-  c.lock_lease_s = 300.0
-  c.sample_every = 2000
-  c.num_samples = 64
-  c.sample_temperature = 1.0
-  c.max_nonfinite = 20  # this many non-finite steps in a row stop the run
-  # > 0: stop (with a checkpoint) when the run has trained this many seconds, counted
-  # over all its launches (a rerun that finds them used trains nothing); 0: no limit.
-  c.time_limit_s = 0.0
-  # Many processes (docs/many-hosts.md): True calls jax.distributed.initialize(). The
-  # three below are taken from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-  # JAX_PROCESS_ID where unset, or detected by JAX (Cloud TPU, SLURM, Open MPI, GKE).
-  c.distributed = False
-  c.coordinator_address = ""  # process 0's HOST:PORT
-  c.num_processes = -1
-  c.process_id = -1
-  c.heartbeat_timeout_s = 100  # a lost process ends the others after this long
-  c.init_timeout_s = 300  # how long processes wait for each other at the start
-  # Speed of the training step's float32 matmuls on GPU/TPU (see the docstring); the
+      name="msds1", n_train=90_000, n_test=10_000, seed=0, flip=False, crop=0,
+      test_fraction=0.1, location=dict(data_dir="data", path="", test_path="")))
+  # Speed of the training step's float32 matmuls on GPU/TPU (see the docstring): the
   # coupling layers stay exactly invertible at any setting, and evaluation runs at
-  # 'highest' regardless.
-  c.matmul_precision = "default"
-  # On a GPU: the training step's kernels, loops and conditionals included, launched as
-  # CUDA graphs (XLA's command buffers; jit_steps.GPU_COMMAND_BUFFERS). Ignored elsewhere.
-  c.gpu_command_buffers = True
-  # JAX's persistent compilation cache: "auto" (the folder JAX was given, else
-  # ~/.cache/rgflow_jax/xla), a folder (local or gs://), or "off".
-  c.compilation_cache_dir = "auto"
-  c.progress = True
-  c.reference_curve = {}  # {label: {"minutes": [...], "bpd": [...]}} drawn on bpd_curve.png
+  # 'highest' regardless. gpu_command_buffers: on a GPU, the step's kernels, loops and
+  # conditionals included, launched as CUDA graphs (jit_steps.GPU_COMMAND_BUFFERS).
+  # compilation_cache_dir: JAX's persistent compilation cache, "auto" (the folder JAX
+  # was given, else ~/.cache/rgflow_jax/xla), a folder (local or gs://), or "off".
+  c.execution = ml_collections.ConfigDict(dict(
+      remat="auto", scan_min_layers=5, matmul_dtype="float32", hand_backward="auto",
+      matmul_precision="default", gpu_command_buffers=True, compilation_cache_dir="auto"))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=64, num_steps=200_000, log_every=50,
+      max_nonfinite=20,  # this many non-finite steps in a row stop the run
+      # > 0: stop (with a checkpoint) when the run has trained this many seconds,
+      # counted over all its launches (a rerun that finds them used trains nothing).
+      time_limit_s=0.0,
+      reference_curve={},  # {label: {"minutes": [...], "bpd": [...]}} on bpd_curve.png
+      optimizer=dict(lr=1e-3, weight_decay=5e-5, grad_clip=1.0, schedule="constant",
+                     warmup_steps=0, final_lr_frac=0.0),
+      # gs:// and s3:// workdirs: the run lock is a lease renewed by the trainer; one
+      # left by a trainer that died is taken over when this old (local ones need none).
+      checkpoint=dict(every=1000, keep=3, lock_lease_s=300.0),
+      test=dict(every=2000, images=1000),  # the periodic test bits/dim
+      samples=dict(every=2000, num=64, temperature=1.0)))
   c.eval = eval_config()
+  # Many processes (docs/many-hosts.md): distributed=True calls
+  # jax.distributed.initialize(). The address, count and id are taken from
+  # JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID where unset, or
+  # detected by JAX (Cloud TPU, SLURM, Open MPI, GKE).
+  c.hosts = ml_collections.ConfigDict(dict(
+      distributed=False, coordinator_address="", num_processes=-1, process_id=-1,
+      heartbeat_timeout_s=100, init_timeout_s=300))
   return c
 
 
@@ -161,7 +179,7 @@ def eval_config() -> ml_collections.ConfigDict:
   (rgflow_jax/run/evaluation.py): a section per mode that has options. It may differ
   from the run's own config at every evaluation (``--config.eval.inpaint.steps=10``)."""
   return ml_collections.ConfigDict(dict(
-      modes="all", checkpoint="best",
+      batch_size=250, modes="all", checkpoint="best",
       bpd=dict(draws=4, max_images=0, images=""),
       rf=dict(samples=8),
       inpaint=dict(images=4, starts=200, steps=300),
@@ -189,18 +207,12 @@ def cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.hidden = (64,)
   c.model.mlp_depth = (1,)
   c.data.n_train = 30_000  # MSDS only
-  c.batch_size = 8
-  c.lr = 3e-3
-  c.schedule = "cosine"
-  c.warmup_steps = 200
-  c.final_lr_frac = 0.02
-  c.num_steps = 15_000
-  c.time_limit_s = 480.0
-  c.log_every = 50
-  c.eval_every = 2000
-  c.eval_images = 1000
-  c.ckpt_every = 1000
-  c.sample_every = 4000
+  t = c.train
+  t.batch_size = 8
+  t.optimizer.update(lr=3e-3, schedule="cosine", warmup_steps=200, final_lr_frac=0.02)
+  t.num_steps = 15_000
+  t.time_limit_s = 480.0
+  t.samples.every = 4000
   return c
 
 
@@ -212,17 +224,16 @@ def smoke(c: ml_collections.ConfigDict, channels: int = 3) -> ml_collections.Con
   c.model.hidden = (8,)
   c.model.mlp_depth = (1,)
   c.data.n_train, c.data.n_test = 64, 32
-  c.batch_size = 8
-  c.num_steps = 6
-  c.log_every = 2
-  c.eval_every = 3
-  c.eval_images = 16
-  c.eval_batch_size = 8
-  c.ckpt_every = 2
-  c.sample_every = 3
-  c.num_samples = 4
+  t = c.train
+  t.batch_size = 8
+  t.num_steps = 6
+  t.log_every = 2
+  t.test.update(every=3, images=16)
+  t.checkpoint.every = 2
+  t.samples.update(every=3, num=4)
   c.progress = False
   e = c.eval  # every evaluation mode at a size that runs in seconds
+  e.batch_size = 8
   e.bpd.draws = 2
   e.rf.samples = 2
   e.inpaint.images, e.inpaint.starts, e.inpaint.steps = 2, 2, 1
@@ -269,7 +280,8 @@ def accel(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # Every loop of an RNVP block as a lax.scan: accelerator compilers take minutes over
   # unrolled copies (docs/accelerators.md); XLA:CPU's faster unrolled code is for CPUs.
   c.execution.scan_min_layers = 1
-  c.log_every = max(c.log_every, 100) if c.num_steps > 1000 else c.log_every
+  if c.train.num_steps > 1000:
+    c.train.log_every = max(c.train.log_every, 100)
   return c
 
 
@@ -311,7 +323,7 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str, channels: int = 3):
   if "cpu" in sizes and "realnvp" in tokens:
     # Real NVP's step is slower than RG-Flow's at the same parameter count: a cosine
     # schedule that ends inside the same 8-minute budget.
-    c.num_steps = 7_000
+    c.train.num_steps = 7_000
   return c
 
 

@@ -11,6 +11,5 @@ def get_config(arg: str = ""):
   c = base.base_config()
   c.data.name = "mnist"
   c.model.channels = 1
-  c.data.channels = 1
   base.apply_variant(c, arg, channels=1)
   return c

@@ -47,9 +47,10 @@ def _choice(values: dict, key: str, table: dict, default: str):
   return value
 
 
-def remat_choice(config):
-  """``config.execution.remat`` as True, False, or None for "auto"."""
-  return _choice(dict(config.get("execution", None) or {}), "remat", REMAT, "auto")
+def remat_choice(section):
+  """``config.execution.remat`` (``section`` is ``config.execution``) as True, False, or
+  None for "auto"."""
+  return _choice(dict(section or {}), "remat", REMAT, "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,14 +80,16 @@ class Execution:
     return None if self.matmul_dtype == "float32" else jnp.bfloat16
 
   @classmethod
-  def from_config(cls, config, training: bool = False) -> "Execution":
-    """From ``config.execution`` (absent: the defaults). ``training``: the step's
-    options (hand_backward "auto" on)."""
-    values = dict(config.get("execution", None) or {})
+  def from_config(cls, section, training: bool = False) -> "Execution":
+    """From ``config.execution`` (``section``; None or empty: the defaults); its keys
+    for the compiled program as a whole (:data:`PROGRAM_KEYS`) are read by the training
+    step and the compilation cache, not here. ``training``: the step's options
+    (hand_backward "auto" on)."""
+    values = {k: v for k, v in dict(section or {}).items() if k not in PROGRAM_KEYS}
     unknown = set(values) - set(FIELDS)
     if unknown:
       raise ValueError(f"unknown config.execution keys {sorted(unknown)}; "
-                       f"valid keys: {list(FIELDS)}")
+                       f"valid keys: {list(FIELDS) + list(PROGRAM_KEYS)}")
     hand = _choice(values, "hand_backward", HAND_BACKWARD, "auto")
     remat = _choice(values, "remat", REMAT, "auto")
     return cls(hand_backward=training if hand is None else hand, remat=bool(remat),
@@ -99,5 +102,7 @@ class Execution:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Execution))
+# config.execution's keys about the compiled program, not the flow's arithmetic.
+PROGRAM_KEYS = ("matmul_precision", "gpu_command_buffers", "compilation_cache_dir")
 DEFAULT = Execution()
 TRAINING = Execution(hand_backward=True)  # the training step's, when not configured

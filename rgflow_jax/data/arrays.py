@@ -131,5 +131,5 @@ def load_msds(variant: str, split: str, data_dir="data", n: int | None = None,
     storage.write_json_atomic(meta_path, meta)
   except OSError as e:
     raise DataError(f"cannot write the {variant} cache to {folder} ({e}); set "
-                    "config.data.data_dir to a writable folder") from None
+                    "config.data.location.data_dir to a writable folder") from None
   return images, labels

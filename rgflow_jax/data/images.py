@@ -64,7 +64,7 @@ class ImageFolderSource:
                test_fraction: float = 0.1, seed: int = 0, progress: bool = True):
     folder = storage.as_path(folder)
     if not folder.is_dir():
-      raise DataError(f"image folder {folder} does not exist; set config.data.path "
+      raise DataError(f"image folder {folder} does not exist; set config.data.location.path "
                       "to a folder of images (searched recursively)")
     if split not in ("train", "test"):
       raise DataError(f"split must be 'train' or 'test', got {split!r}")

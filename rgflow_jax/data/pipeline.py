@@ -18,34 +18,35 @@ from rgflow_jax.data.errors import DataError
 DATASETS = ("msds1", "msds2", "celeba", "cifar10", "mnist", "folder", "npz")
 
 
-def make_source(cfg, split: str, image_size: int = 32, progress: bool = True):
-  """The random-access source of ``split`` ('train' or 'test') named by a data config.
+def make_source(cfg, split: str, image_size: int = 32, channels: int = 3,
+                progress: bool = True):
+  """The random-access source of ``split`` ('train' or 'test') named by ``cfg``, a data
+  section (``config.data``), for a model of ``image_size`` and ``channels``.
 
-  ``cfg`` fields: name, data_dir; msds: n_train, n_test, seed; folder: path, crop,
-  test_fraction, channels; npz: path (train) and test_path.
+  Read: name, location.data_dir; msds: n_train, n_test, seed; folder: location.path,
+  crop, test_fraction, seed; npz: location.path (train) and location.test_path.
   """
-  name = cfg.name
+  name, where = cfg.name, cfg.location
   if name not in DATASETS:
     raise DataError(f"config.data.name must be one of {DATASETS}, got {name!r}")
   if split not in ("train", "test"):
     raise DataError(f"split must be 'train' or 'test', got {split!r}")
   if name in ("msds1", "msds2"):
     n = cfg.n_train if split == "train" else cfg.n_test
-    imgs, _ = arrays.load_msds(name, split, cfg.data_dir, n, cfg.get("seed", 0), progress)
+    imgs, _ = arrays.load_msds(name, split, where.data_dir, n, cfg.seed, progress)
     return arrays.ArraySource(imgs, name)
   if name in tfds_sources.TFDS_SETS:
-    return tfds_sources.TfdsSource(name, split, cfg.data_dir, image_size)
+    return tfds_sources.TfdsSource(name, split, where.data_dir, image_size)
   if name == "folder":
-    if not cfg.get("path"):
-      raise DataError("config.data.path must name an image folder for name='folder'")
-    return images.ImageFolderSource(cfg.path, image_size, cfg.get("channels", 3),
-                                    cfg.get("crop", None), split,
-                                    cfg.get("test_fraction", 0.1), cfg.get("seed", 0),
-                                    progress)
-  path = cfg.get("path") if split == "train" else cfg.get("test_path")
+    if not where.path:
+      raise DataError("config.data.location.path must name an image folder for "
+                      "name='folder'")
+    return images.ImageFolderSource(where.path, image_size, channels, cfg.crop or None,
+                                    split, cfg.test_fraction, cfg.seed, progress)
+  path = where.path if split == "train" else where.test_path
   if not path:
-    raise DataError(f"config.data.{'path' if split == 'train' else 'test_path'} must "
-                    "name an .npz of uint8 images for name='npz'")
+    raise DataError(f"config.data.location.{'path' if split == 'train' else 'test_path'} "
+                    "must name an .npz of uint8 images for name='npz'")
   return arrays.ArraySource(arrays.load_npz(path), str(path))
 
 
@@ -76,7 +77,7 @@ def train_batches(source, batch_size: int, seed: int, flip: bool = False,
   ds = grain.MapDataset.source(source)
   if len(ds) < batch_size * process_count:
     raise DataError(f"the training set has {len(ds)} images, fewer than one batch of "
-                    f"{batch_size * process_count}; lower config.batch_size")
+                    f"{batch_size * process_count}; lower config.train.batch_size")
   ds = ds.shuffle(seed=seed).repeat(None)
   if flip:
     ds = ds.random_map(_flip, seed=seed + 1)

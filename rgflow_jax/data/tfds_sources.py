@@ -88,7 +88,7 @@ def unreadable_message(name: str, data_dir, error: Exception) -> str:
     return (f"cannot read {name} from {prepared} ({why}); the ArrayRecord files behind "
             "tfds.data_source are read from local disk: copy the prepared folder to each "
             f"host with `python -m rgflow_jax.data.prepare {name} --copy_from {data_dir} "
-            "--data_dir data` and set --config.data.data_dir=data")
+            "--data_dir data` and set --config.data.location.data_dir=data")
   return (f"cannot read {name} from {prepared} ({why}); the prepared folder may be "
           "incomplete: prepare it again (python -m rgflow_jax.data.prepare "
           f"{name} --data_dir {data_dir})")

@@ -46,29 +46,31 @@ class DistributedError(RuntimeError):
   """A multi-process setting that cannot work; the message says which and how to fix."""
 
 
-def _setting(config, key: str, env: str):
-  """A config value if set, else the environment variable ``env`` (None if neither)."""
-  value = config.get(key, None)
+def _setting(hosts, key: str, env: str):
+  """``config.hosts.<key>`` if set, else the environment variable ``env`` (None if
+  neither)."""
+  value = hosts[key]
   if value not in (None, "", -1):
     return value
   return os.environ.get(env)
 
 
-def initialize(config) -> bool:
-  """``jax.distributed.initialize`` when ``config.distributed``; returns whether it did.
+def initialize(hosts) -> bool:
+  """``jax.distributed.initialize`` when ``config.hosts.distributed`` (``hosts`` is
+  ``config.hosts``); returns whether it did.
 
   The coordinator address, process count and process id come from
-  ``config.coordinator_address`` / ``num_processes`` / ``process_id`` or, where those are
+  ``hosts.coordinator_address`` / ``num_processes`` / ``process_id`` or, where those are
   unset, from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``;
   where all are unset, JAX detects them itself (Cloud TPU, SLURM, Open MPI, GKE). On the
   CPU the processes' collectives go through gloo over TCP.
   """
-  if not config.distributed or jax.distributed.is_initialized():
+  if not hosts.distributed or jax.distributed.is_initialized():
     return False
-  address = _setting(config, "coordinator_address", "JAX_COORDINATOR_ADDRESS")
+  address = _setting(hosts, "coordinator_address", "JAX_COORDINATOR_ADDRESS")
   try:
-    count = _setting(config, "num_processes", "JAX_NUM_PROCESSES")
-    index = _setting(config, "process_id", "JAX_PROCESS_ID")
+    count = _setting(hosts, "num_processes", "JAX_NUM_PROCESSES")
+    index = _setting(hosts, "process_id", "JAX_PROCESS_ID")
     count = None if count is None else int(count)
     index = None if index is None else int(index)
   except ValueError as e:
@@ -85,11 +87,11 @@ def initialize(config) -> bool:
     # on the CPU such a loaded program deadlocked its first gloo collective (JAX 0.12.1,
     # both processes waiting to receive). The CPU's many-process programs compile fast.
     jax.config.update("jax_enable_compilation_cache", False)
-  timeout = int(config.init_timeout_s)
+  timeout = int(hosts.init_timeout_s)
   who = f"process {index} of {count}" if index is not None and count else "this process"
   late = (f"error: {who}: the run's processes did not all connect to the coordinator "
-          f"{address or '(found by JAX)'} within config.init_timeout_s={timeout} s; start "
-          f"every process (ids 0..{(count or 1) - 1}, the same command) within that time")
+          f"{address or '(found by JAX)'} within config.hosts.init_timeout_s={timeout} s; "
+          f"start every process (ids 0..{(count or 1) - 1}, the same command) within that time")
   # JAX's own timeout ends the process in a C++ abort: this thread ends it first, in
   # one line. JAX is given a margin so that the watchdog always fires first.
   watchdog = threading.Timer(timeout, exit_now, args=(late,))
@@ -98,15 +100,15 @@ def initialize(config) -> bool:
   try:
     jax.distributed.initialize(
         coordinator_address=address, num_processes=count, process_id=index,
-        heartbeat_timeout_seconds=int(config.heartbeat_timeout_s),
+        heartbeat_timeout_seconds=int(hosts.heartbeat_timeout_s),
         initialization_timeout=timeout + 30)
   except Exception as e:  # noqa: BLE001  (gRPC, cluster detection and JAX raise many types)
     raise DistributedError(
         f"jax.distributed could not start ({storage.error_line(e)}); set "
-        "--config.coordinator_address=HOST:PORT (process 0's), --config.num_processes and "
-        "--config.process_id, or "
+        "--config.hosts.coordinator_address=HOST:PORT (process 0's), "
+        "--config.hosts.num_processes and --config.hosts.process_id, or "
         "the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables, "
-        "and start every process within config.init_timeout_s") from None
+        "and start every process within config.hosts.init_timeout_s") from None
   finally:
     watchdog.cancel()
   log.info("process %d of %d, %d local of %d devices", jax.process_index(),
@@ -146,13 +148,13 @@ def check_coordinator(address: str, coordinator: bool) -> None:
     except OSError as e:
       raise DistributedError(f"the coordinator port {port} is in use on this host ({e.strerror}"
                              f"): another run's coordinator? Pick a free port in "
-                             f"--config.coordinator_address (HOST:PORT)") from None
+                             f"--config.hosts.coordinator_address (HOST:PORT)") from None
 
 
-# Settings that may differ between the processes of one run: the process's own id, and
-# where each host finds the data and keeps its compiled programs.
-PER_PROCESS_KEYS = ("process_id", "coordinator_address", "data.data_dir", "data.path",
-                    "data.test_path", "compilation_cache_dir", "progress")
+# Settings that may differ between the processes of one run (keys, or sections): the
+# process's own id, where each host finds the data and keeps its compiled programs.
+PER_PROCESS_KEYS = ("hosts.process_id", "hosts.coordinator_address", "data.location",
+                    "execution.compilation_cache_dir", "progress")
 
 
 def agree_on_settings(config, workdir, choices: dict | None = None) -> None:
@@ -166,7 +168,7 @@ def agree_on_settings(config, workdir, choices: dict | None = None) -> None:
   from jax.experimental import multihost_utils  # noqa: PLC0415
   from rgflow_jax.io import metrics  # noqa: PLC0415
   flat = {k: v for k, v in metrics.flatten(json.loads(config.to_json())).items()
-          if k not in PER_PROCESS_KEYS}
+          if not any(k == p or k.startswith(p + ".") for p in PER_PROCESS_KEYS)}
   text = json.dumps({"workdir": str(workdir), **(choices or {}), **flat}, sort_keys=True,
                     default=str)
   digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)

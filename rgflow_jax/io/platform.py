@@ -40,7 +40,7 @@ def user_cache_dir(environ=None) -> str:
 
 
 def use_compilation_cache(setting: str) -> str | None:
-  """JAX's persistent compilation cache as ``config.compilation_cache_dir`` says:
+  """JAX's persistent compilation cache as ``config.execution.compilation_cache_dir`` says:
   "auto" (the default; also "", the default of runs saved before it) keeps a folder JAX
   was already given (``JAX_COMPILATION_CACHE_DIR``) or uses :func:`user_cache_dir`/xla;
   a path (local or gs://) uses it; "off": none.

@@ -210,7 +210,7 @@ def check_free_space(folder, nbytes: int, what: str) -> None:
     raise StorageError(
         f"not enough disk space for {what}: about {nbytes / 2**20:.1f} MiB needed in "
         f"{folder}, {free / 2**20:.1f} MiB free; free some space (or lower "
-        "config.keep_checkpoints) and rerun to resume from the last checkpoint")
+        "config.train.checkpoint.keep) and rerun to resume from the last checkpoint")
 
 
 def size_on_disk(folder) -> int:

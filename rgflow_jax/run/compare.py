@@ -49,7 +49,7 @@ MODEL_NAMES = {"rgflow": "RG-Flow", "realnvp": "Real NVP"}
 
 
 def _label(config) -> str:
-  name = config.model.get("name", "rgflow")
+  name = config.model.name
   return f"{MODEL_NAMES.get(name, name)} + {config.model.prior.capitalize()}"
 
 
@@ -101,11 +101,12 @@ def compare(workdirs, out, overrides: dict | None = None) -> dict:
     config.eval.modes = ",".join(compare_modes(config))
     run_out = out / _slug(label)
     r = evaluation.evaluate(config, workdir, out_dir=run_out)
-    kind = config.model.get("name", "rgflow")
+    kind = config.model.name
     rows.append({
         "label": label, "workdir": str(workdir), "folder": _slug(label), "model": kind,
         "prior": config.model.prior, "params": r["num_params"],
-        "target_params": int(config.model.get("target_params", 0)) or None,
+        "target_params": config.model.target_params if "target_params" in config.model
+                         else None,
         "step": r["step"], "checkpoint": r["checkpoint"],
         "paper_bpd": PAPER_BPD.get(data_name, {}).get(f"{kind}/{config.model.prior}"),
         "paper_fid": PAPER_FID.get(data_name, {}).get(f"{kind}/{config.model.prior}"),
@@ -119,7 +120,7 @@ def compare(workdirs, out, overrides: dict | None = None) -> dict:
                                          + panels.shape[1:]))
 
   if data_name in evaluation.SEMANTIC_DATA:  # a first row of real test images
-    src = data.make_source(configs[0].data, "test", 32, bool(configs[0].progress))
+    src = data.make_source(configs[0].data, "test", 32, 3, bool(configs[0].progress))
     sample_rows.insert(0, np.stack([src[i] for i in range(min(8, len(src)))]))
   plots.save_grid(np.concatenate(sample_rows), out / "samples.png", ncol=8)
   # truth and corrupted once (every run inpaints the same images), then each run's modes

@@ -204,7 +204,7 @@ def _to_uint8(x):
 
 
 def _test_images(config, flow, n, progress):
-  source = data.make_source(config.data, "test", flow.image_size, progress)
+  source = data.make_source(config.data, "test", flow.image_size, flow.channels, progress)
   return np.stack([source[i] for i in range(min(n, len(source)))])
 
 
@@ -361,9 +361,10 @@ def _bpd(ctx: Context) -> dict:
   if o.images:
     source = data.ArraySource(data.load_npz(o.images), o.images)
   else:
-    source = data.make_source(ctx.config.data, "test", ctx.flow.image_size, ctx.progress)
+    source = data.make_source(ctx.config.data, "test", ctx.flow.image_size,
+                              ctx.flow.channels, ctx.progress)
   data.check_source_shape(source, ctx.flow.image_size, ctx.flow.channels)
-  return {"test_bpd": test_bpd(ctx.flow, ctx.params, source, ctx.config.eval_batch_size,
+  return {"test_bpd": test_bpd(ctx.flow, ctx.params, source, ctx.config.eval.batch_size,
                                o.draws, ctx.key("bpd"), o.max_images or None, ctx.progress)}
 
 
@@ -400,7 +401,7 @@ def _samples(ctx: Context) -> dict:
 @mode("progressive", lambda r: "progressive decoding, coarse to fine: progressive.png")
 def _progressive(ctx: Context) -> dict:
   flow = ctx.flow
-  z = flow.sample_latents(ctx.key("progressive"), 8, ctx.config.sample_temperature,
+  z = flow.sample_latents(ctx.key("progressive"), 8, ctx.config.train.samples.temperature,
                          ctx.dtype)
   images = jax.jit(lambda p, zz: latents.progressive(flow, p, zz))(ctx.params, z)
   plots.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
@@ -519,7 +520,7 @@ def test_set_stats(config, flow, extractor, n_images: int, progress: bool = Fals
 def fid_score(config, flow, params, rng, extractor, real_stats, temperature: float,
               progress: bool = False) -> dict:
   """FID of as many samples at ``temperature`` as ``real_stats`` has test images."""
-  fake = draw_samples(flow, params, rng, real_stats.n, temperature, config.eval_batch_size,
+  fake = draw_samples(flow, params, rng, real_stats.n, temperature, config.eval.batch_size,
                       progress)
   fake_stats = extractor.stats(fake, progress, "Inception: samples")
   return {"fid": fid.fid_from_stats(fake_stats, real_stats), "images": real_stats.n,
@@ -624,7 +625,7 @@ def evaluate(config, workdir, out_dir=None, on_mode: Callable[[str], None] | Non
   (default ``<workdir>/eval``, whose figures are also shown in the run's TensorBoard).
   ``on_mode(line)`` is called with each mode's summary line as the mode ends."""
   modes = resolve_modes(config)
-  platform.use_compilation_cache(config.compilation_cache_dir)
+  platform.use_compilation_cache(config.execution.compilation_cache_dir)
   with jax.default_matmul_precision(jit_steps.EVAL_PRECISION):
     workdir = storage.as_path(workdir)
     own_folder = out_dir is None

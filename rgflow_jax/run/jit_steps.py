@@ -28,22 +28,28 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from rgflow_jax.core import execution
 
 
-def make_schedule(config):
-  lr, warmup, steps = config.lr, config.warmup_steps, config.num_steps
-  if config.schedule == "constant":
+def make_schedule(optimizer, num_steps: int):
+  """The learning rate of ``config.train.optimizer`` (``optimizer``) over a run of
+  ``num_steps``: a number for a constant rate without warm-up, else an optax schedule."""
+  lr, warmup = optimizer.lr, optimizer.warmup_steps
+  if optimizer.schedule == "constant":
     if warmup:
       return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
                                    optax.constant_schedule(lr)], [warmup])
     return lr
-  if config.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(steps, warmup + 1),
-                                              end_value=lr * config.final_lr_frac)
-  raise ValueError(f"config.schedule must be 'constant' or 'cosine', got {config.schedule!r}")
+  if optimizer.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, max(warmup, 1), max(num_steps, warmup + 1),
+        end_value=lr * optimizer.final_lr_frac)
+  raise ValueError("config.train.optimizer.schedule must be 'constant' or 'cosine', got "
+                   f"{optimizer.schedule!r}")
 
 
-def make_optimizer(config):
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                     optax.adamw(make_schedule(config), weight_decay=config.weight_decay))
+def make_optimizer(optimizer, num_steps: int):
+  """AdamW with global-norm clipping, as ``config.train.optimizer`` says."""
+  return optax.chain(optax.clip_by_global_norm(optimizer.grad_clip),
+                     optax.adamw(make_schedule(optimizer, num_steps),
+                                 weight_decay=optimizer.weight_decay))
 
 
 # float32 matrix products on accelerators: 'default' is the platform's fast mode (one
@@ -71,7 +77,7 @@ def init_state(flow, config, dtype, params=None):
   rng = jax.random.PRNGKey(config.seed)
   if params is None:
     params = flow.init(jax.random.fold_in(rng, 0), dtype)
-  opt_state = make_optimizer(config).init(params)
+  opt_state = make_optimizer(config.train.optimizer, config.train.num_steps).init(params)
   return {"params": params, "opt_state": opt_state,
           "step": jnp.zeros((), jnp.int32), "rng": jax.random.fold_in(rng, 1)}
 

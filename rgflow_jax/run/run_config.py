@@ -53,86 +53,110 @@ def param_dtype(config):
 
 def validate_config(config):
   """Plain one-line errors for values that would otherwise fail deep inside JAX."""
+  t, o, ck, h = config.train, config.train.optimizer, config.train.checkpoint, config.hosts
   checks = [
-      (config.batch_size >= 1, "config.batch_size must be >= 1"),
-      (config.num_steps >= 1, "config.num_steps must be >= 1"),
-      (config.lr > 0 and math.isfinite(config.lr), "config.lr must be a positive number"),
-      (config.weight_decay >= 0, "config.weight_decay must be >= 0"),
-      (config.grad_clip > 0, "config.grad_clip must be > 0"),
-      (config.warmup_steps >= 0, "config.warmup_steps must be >= 0"),
-      (config.ckpt_every >= 1, "config.ckpt_every must be >= 1"),
-      (config.eval_every >= 1, "config.eval_every must be >= 1"),
-      (config.log_every >= 1, "config.log_every must be >= 1"),
-      (config.eval_batch_size >= 1, "config.eval_batch_size must be >= 1"),
-      (config.max_nonfinite >= 1, "config.max_nonfinite must be >= 1"),
-      (config.keep_checkpoints >= 1, "config.keep_checkpoints must be >= 1 (the run "
-       "resumes from its latest checkpoint)"),
-      (config.eval_images >= 1, "config.eval_images must be >= 1 (test bits/dim of no "
+      (t.batch_size >= 1, "config.train.batch_size must be >= 1"),
+      (t.num_steps >= 1, "config.train.num_steps must be >= 1"),
+      (o.lr > 0 and math.isfinite(o.lr), "config.train.optimizer.lr must be a positive "
+       "number"),
+      (o.weight_decay >= 0, "config.train.optimizer.weight_decay must be >= 0"),
+      (o.grad_clip > 0, "config.train.optimizer.grad_clip must be > 0"),
+      (o.warmup_steps >= 0, "config.train.optimizer.warmup_steps must be >= 0"),
+      (ck.every >= 1, "config.train.checkpoint.every must be >= 1"),
+      (t.test.every >= 1, "config.train.test.every must be >= 1"),
+      (t.log_every >= 1, "config.train.log_every must be >= 1"),
+      (config.eval.batch_size >= 1, "config.eval.batch_size must be >= 1"),
+      (t.max_nonfinite >= 1, "config.train.max_nonfinite must be >= 1"),
+      (ck.keep >= 1, "config.train.checkpoint.keep must be >= 1 (the run resumes from its "
+       "latest checkpoint)"),
+      (t.test.images >= 1, "config.train.test.images must be >= 1 (test bits/dim of no "
        "image would rank as the best)"),
-      (config.sample_every >= 0, "config.sample_every must be >= 0 (0: no sample grids)"),
-      (config.num_samples >= 1 or not config.sample_every,
-       "config.num_samples must be >= 1, or set config.sample_every=0"),
-      (config.time_limit_s >= 0 and math.isfinite(config.time_limit_s),
-       "config.time_limit_s must be >= 0 (0: no limit)"),
-      (config.heartbeat_timeout_s >= 1 and config.init_timeout_s >= 1,
-       "config.heartbeat_timeout_s and config.init_timeout_s must be >= 1 (seconds)"),
-      (config.lock_lease_s >= 1 and math.isfinite(config.lock_lease_s),
-       "config.lock_lease_s must be >= 1 (seconds a remote run lock lasts unrenewed)"),
-      (config.matmul_precision in jit_steps.MATMUL_PRECISIONS,
-       f"config.matmul_precision must be one of {jit_steps.MATMUL_PRECISIONS}"),
+      (t.samples.every >= 0, "config.train.samples.every must be >= 0 (0: no sample "
+       "grids)"),
+      (t.samples.num >= 1 or not t.samples.every,
+       "config.train.samples.num must be >= 1, or set config.train.samples.every=0"),
+      (t.time_limit_s >= 0 and math.isfinite(t.time_limit_s),
+       "config.train.time_limit_s must be >= 0 (0: no limit)"),
+      (h.heartbeat_timeout_s >= 1 and h.init_timeout_s >= 1,
+       "config.hosts.heartbeat_timeout_s and config.hosts.init_timeout_s must be >= 1 "
+       "(seconds)"),
+      (ck.lock_lease_s >= 1 and math.isfinite(ck.lock_lease_s),
+       "config.train.checkpoint.lock_lease_s must be >= 1 (seconds a remote run lock "
+       "lasts unrenewed)"),
+      (config.execution.matmul_precision in jit_steps.MATMUL_PRECISIONS,
+       f"config.execution.matmul_precision must be one of {jit_steps.MATMUL_PRECISIONS}"),
       (config.dtype in ("float32", "float64"),
        f"config.dtype must be 'float32' or 'float64', got {config.dtype!r}"),
-      (config.schedule in ("constant", "cosine"),
-       f"config.schedule must be 'constant' or 'cosine', got {config.schedule!r}"),
+      (o.schedule in ("constant", "cosine"),
+       f"config.train.optimizer.schedule must be 'constant' or 'cosine', got "
+       f"{o.schedule!r}"),
   ]
   for ok, msg in checks:
     if not ok:
       raise ConfigError(msg)
-  if config.coordinator_address:
+  if h.coordinator_address:
     try:
-      multihost.parse_address(config.coordinator_address)
+      multihost.parse_address(h.coordinator_address)
     except multihost.DistributedError as e:
-      raise ConfigError(f"config.coordinator_address: {e}") from None
+      raise ConfigError(f"config.hosts.coordinator_address: {e}") from None
   try:  # their own one-line errors
-    execution.Execution.from_config(config)
+    execution.Execution.from_config(config.execution)
     build_model(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
 
-# What a resumed run must share with the run in its workdir. Everything else may change
-# on resume (learning rate, num_steps, intervals, time limit, ...) and is logged.
+# What a resumed run must share with the run in its workdir (section names, or dotted
+# keys inside a section). Everything else may change on resume (learning rate,
+# num_steps, intervals, time limit, ...) and is logged.
 MODEL_KEYS_THAT_MATTER = ("model", "dtype")
 # What evaluating a run needs of the config given: its model, and the data set it was
-# trained on (other images: eval --images).
-EVAL_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + ("data.name", "data.channels")
+# trained on (other images: config.eval.bpd.images).
+EVAL_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + ("data.name",)
 RESUME_KEYS_THAT_MATTER = MODEL_KEYS_THAT_MATTER + (
-    "seed", "batch_size", "schedule", "warmup_steps", "final_lr_frac", "data")
-# Free to differ even under those: how the model is executed, where the data live, and
-# how the run is evaluated (the execution and eval sections).
-DATA_LOCATION_KEYS = ("data.data_dir", "data.path", "data.test_path")
+    "seed", "data", "train.batch_size", "train.optimizer.schedule",
+    "train.optimizer.warmup_steps", "train.optimizer.final_lr_frac")
+# Free to differ even under those: how the model is executed and evaluated, and where
+# the data live (sections).
+FREE_SECTIONS = ("execution", "eval", "data.location")
 # Keys added after runs existed, and the value those runs had.
 VALUES_BEFORE_KEY_EXISTED = {"model.layer_order": "paper"}
 
 
 def upgrade_saved_config(saved: dict) -> dict:
   """A saved config.json (as a dict) in today's layout: the execution options, once
-  keys of ``model``, in their own ``execution`` section; a key the run's version did
-  not have, at the value the run had (``VALUES_BEFORE_KEY_EXISTED``), else at today's
-  default (:func:`rgflow_jax.configs.base.base_config`). The input is not changed."""
+  keys of ``model``, in their own ``execution`` section; the keys of the flat layout in
+  their sections (``base.MOVED_KEYS``; ``base.DROPPED_KEYS`` left out); a key the run's
+  version did not have, at the value the run had (``VALUES_BEFORE_KEY_EXISTED``), else at
+  today's default (:func:`rgflow_jax.configs.base.base_config`). The input is not
+  changed. The one reader of saved configs' older forms: the rest of the library reads
+  today's keys only."""
   saved = json.loads(json.dumps(saved))
-  model = saved.get("model", {})
+  model = saved.setdefault("model", {})
+  model.setdefault("name", "rgflow")  # the one model before Real NVP was added
   if "execution" not in saved:
     saved["execution"] = {k: model.pop(k) for k in execution.FIELDS if k in model}
+  for old, new in base.MOVED_KEYS.items():
+    section, _, leaf = old.rpartition(".")
+    holder = saved.get(section, {}) if section else saved
+    if leaf in holder:
+      *parents, name = new.split(".")
+      node = saved
+      for part in parents:
+        node = node.setdefault(part, {})
+      node.setdefault(name, holder.pop(leaf))
+  for old in base.DROPPED_KEYS:
+    section, _, leaf = old.rpartition(".")
+    saved.get(section, {}).pop(leaf, None)
   model_fields = {f.name for f in dataclasses.fields(
-      registry.MODELS.get(model.get("name", "rgflow"), registry.RGFlow))}
+      registry.MODELS.get(model["name"], registry.RGFlow))}
   for key, value in VALUES_BEFORE_KEY_EXISTED.items():
     section, leaf = key.split(".")
     if section != "model" or leaf in model_fields:  # a field of the saved run's model
       saved.setdefault(section, {}).setdefault(leaf, value)
   defaults = json.loads(base.base_config().to_json())
   for key, value in defaults.items():
-    if isinstance(value, dict) and key in ("execution", "data", "eval"):
+    if isinstance(value, dict) and key != "model":
       _fill(saved.setdefault(key, {}), value)
     elif not isinstance(value, dict):
       saved.setdefault(key, value)
@@ -176,15 +200,18 @@ def _saved_config_problem(saved) -> str | None:
   """What makes ``saved`` not a config.json that training writes (None if nothing)."""
   if not isinstance(saved, dict):
     return f"not a JSON object but a {type(saved).__name__}"
-  for section in ("model", "data", "execution", "eval"):
+  for section in ("model", "data", "execution", "train", "eval", "hosts"):
     if section in saved and not isinstance(saved[section], dict):
       return f"\"{section}\" is {saved[section]!r}, not a JSON object"
   name = saved.get("model", {}).get("name", "rgflow")
   if name not in registry.MODELS:
     return f"\"model.name\" is {name!r}, not one of {sorted(registry.MODELS)}"
-  for key in ("ckpt_every", "eval_every", "num_steps", "batch_size", "seed"):
-    value = saved.get(key)
-    if key in saved and (not isinstance(value, int) or isinstance(value, bool)):
+  flat = metrics.flatten(saved)
+  for key in ("ckpt_every", "eval_every", "num_steps", "batch_size", "seed",
+              "train.checkpoint.every", "train.test.every", "train.num_steps",
+              "train.batch_size"):
+    value = flat.get(key)
+    if key in flat and (not isinstance(value, int) or isinstance(value, bool)):
       return f"\"{key}\" is {value!r}, not an integer"
   return None
 
@@ -210,7 +237,7 @@ def with_overrides(config, overrides: dict):
 def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
                             use: str = "resume"):
   """Refuse, in one line, a config that differs from the saved run's in ``keys`` (a
-  top-level name like ``model`` or a dotted one like ``data.name``: the model, and for
+  section like ``model`` or a dotted key like ``data.name``: the model, and for
   training also the seed, batch, schedule and data: a resumed run with another of these
   would silently be a different run). When resuming, log the other changes."""
   saved_path = storage.as_path(workdir) / "config.json"
@@ -220,12 +247,11 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
   saved = metrics.flatten(saved)
   now = metrics.flatten(json.loads(config.to_json()))
   changed = sorted(k for k in set(saved) | set(now)
-                   if saved.get(k) != now.get(k) and k not in DATA_LOCATION_KEYS
-                   and not k.startswith(("execution.", "eval.")))
+                   if saved.get(k) != now.get(k) and not _under(k, FREE_SECTIONS))
   for key in changed:
-    if key in keys or key.split(".")[0] in keys:
+    if _under(key, keys):
       fix = ("train in a new --workdir" if use == "resume" else
-             "pass --images FILE.npz (with its own config) for other images")
+             "give other images with --config.eval.bpd.images=FILE.npz")
       raise TrainingError(
           f"{workdir} holds a run with a different config.{key} ({saved.get(key)} there, "
           f"{now.get(key)} now): {use} it with its own config ({saved_path}) or {fix}")
@@ -234,6 +260,11 @@ def check_resume_compatible(workdir, config, keys=RESUME_KEYS_THAT_MATTER,
                 ", ".join(f"{k} {saved.get(k)} -> {now.get(k)}" for k in changed))
 
 
+def _under(key: str, names) -> bool:
+  """Whether the dotted ``key`` is one of ``names`` or inside one of them (a section)."""
+  return any(key == n or key.startswith(n + ".") for n in names)
+
+
 def reference_curves(config) -> dict:
-  refs = config.reference_curve or {}
+  refs = config.train.reference_curve or {}
   return {label: (list(c["minutes"]), list(c["bpd"])) for label, c in refs.items()}

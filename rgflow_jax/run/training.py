@@ -162,25 +162,26 @@ class _WindowReader:
 
   def check(self, window, step: int, config, ckpts, workdir):
     """Read ``window`` at ``step``: warn about skipped updates; stop the run after
-    ``config.max_nonfinite`` non-finite steps in a row (the last good checkpoint is
+    ``config.train.max_nonfinite`` non-finite steps in a row (the last good checkpoint is
     intact)."""
     before = self.skipped
     w = self.read(window)
     if self.skipped > before:
       log.warning("steps %d-%d: %d non-finite losses or gradients, updates skipped",
                   step - int(w["steps"]) + 1, step, self.skipped - before)
-    if w["nonfinite_run"] >= config.max_nonfinite:
+    if w["nonfinite_run"] >= config.train.max_nonfinite:
       raise TrainingError(
-          f"stopped at step {int(w['run_start']) + config.max_nonfinite - 1}: "
-          f"{config.max_nonfinite} non-finite losses or gradients in a row; the last "
+          f"stopped at step {int(w['run_start']) + config.train.max_nonfinite - 1}: "
+          f"{config.train.max_nonfinite} non-finite losses or gradients in a row; the last "
           f"good checkpoint (step {ckpts.latest_step()}) is intact in "
-          f"{workdir}/checkpoints. Lower config.lr or check the data.")
+          f"{workdir}/checkpoints. Lower config.train.optimizer.lr or check the data.")
 
 
 def _first_save(config) -> int:
   """The step of the first checkpoint a run of ``config`` (a ConfigDict or a saved
   config.json's dict) saves when nothing stops it early."""
-  return min(config["ckpt_every"], config["eval_every"], config["num_steps"])
+  t = config["train"]
+  return min(t["checkpoint"]["every"], t["test"]["every"], t["num_steps"])
 
 
 def _settle_history(config, workdir, earlier_run, abstract_state) -> bool:
@@ -338,7 +339,7 @@ def train_and_evaluate(config, workdir, earlier_run: str | None = None) -> dict:
   """
   validate_config(config)
   try:
-    multihost.initialize(config)
+    multihost.initialize(config.hosts)
     multihost.agree_on_settings(config, workdir, {"earlier_run": earlier_run})
   except multihost.DistributedError as e:
     raise TrainingError(str(e)) from None
@@ -371,7 +372,7 @@ def _locked_train(config, workdir, earlier_run) -> dict:
     if jax.process_index() == 0:  # one lock for the run; the others learn the outcome
       try:
         lock = stack.enter_context(runlock.RunLock(
-            workdir, config.lock_lease_s))
+            workdir, config.train.checkpoint.lock_lease_s))
       except runlock.RunLocked as e:
         refused = str(e)
     if multihost.any_process(refused is not None):
@@ -383,18 +384,18 @@ def _locked_train(config, workdir, earlier_run) -> dict:
 
 
 def _train(config, workdir, lock=None, earlier_run=None) -> dict:
-  platform.use_compilation_cache(config.compilation_cache_dir)
+  platform.use_compilation_cache(config.execution.compilation_cache_dir)
   dtype = param_dtype(config)
   flow = build_model(config)
   mesh = jit_steps.make_mesh()
-  if config.batch_size % jax.device_count():
-    raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the "
-                     f"{jax.device_count()} devices")
+  if config.train.batch_size % jax.device_count():
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} must be a "
+                     f"multiple of the {jax.device_count()} devices")
   replicated = NamedSharding(mesh, P())
   from_best = _settle_history(config, workdir, earlier_run, lambda: jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
       jax.eval_shape(lambda: jit_steps.init_state(flow, config, dtype))))
-  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  ckpts = checkpoint.Checkpoints(workdir, config.train.checkpoint.keep)
   try:  # Orbax's managers are closed on every way out (their threads outlive an error)
     return _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype)
   finally:
@@ -404,13 +405,14 @@ def _train(config, workdir, lock=None, earlier_run=None) -> dict:
 
 def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> dict:
   n_proc, proc = jax.process_count(), jax.process_index()
+  t = config.train
   if ckpts.latest_step() is not None or from_best:  # refuse another run's config first
     check_resume_compatible(workdir, config)
-  train_src = data.make_source(config.data, "train", flow.image_size, config.progress)
-  test_src = data.make_source(config.data, "test", flow.image_size, config.progress)
+  train_src, test_src = (data.make_source(config.data, split, flow.image_size, flow.channels,
+                                         config.progress) for split in ("train", "test"))
   for src in (train_src, test_src):
     data.check_source_shape(src, flow.image_size, flow.channels)
-  batches = data.train_batches(train_src, config.batch_size // n_proc,
+  batches = data.train_batches(train_src, t.batch_size // n_proc,
                                config.data.seed + config.seed, config.data.flip, proc, n_proc)
 
   # Replicated over every device of every process before a restore, which then reads
@@ -429,19 +431,19 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
     storage.write_json_atomic(workdir / "config.json", config_dict)
   metrics_log = MetricsLog(workdir, resume_step)
   metrics_log.hparams(config_dict)
-  schedule = jit_steps.make_schedule(config)  # a number, for a constant rate
+  schedule = jit_steps.make_schedule(t.optimizer, t.num_steps)  # a number, if constant
   lr_at = schedule if callable(schedule) else lambda _: schedule
 
-  ex = execution.Execution.from_config(config, training=True)
+  ex = execution.Execution.from_config(config.execution, training=True)
   eval_step = jit_steps.make_eval_step(flow, mesh, ex)
   sample_fn = jax.jit(jit_steps.with_precision(
-      lambda p, r: flow.sample(p, r, config.num_samples, config.sample_temperature,
+      lambda p, r: flow.sample(p, r, t.samples.num, t.samples.temperature,
                                ex.for_evaluation()), jit_steps.EVAL_PRECISION))
   eval_rng = jax.random.PRNGKey(config.seed + 12345)
 
   def test_bpd(params):
-    ev = data.eval_batches(test_src, jit_steps.eval_batch_size(config.eval_batch_size),
-                           config.eval_images, proc, n_proc)
+    ev = data.eval_batches(test_src, jit_steps.eval_batch_size(config.eval.batch_size),
+                           t.test.images, proc, n_proc)
     return jit_steps.evaluate_bpd(flow, params, ev, mesh, eval_rng, eval_step)[0]
 
   def write_samples(params, step):  # every process computes; process 0 writes the file
@@ -449,7 +451,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
     if proc == 0:
       grid = plots.save_grid(np.asarray(jax.device_get(imgs)),
                              workdir / "samples" / f"step{step:07d}.png",
-                             title=f"samples at step {step}, T = {config.sample_temperature}")
+                             title=f"samples at step {step}, T = {t.samples.temperature}")
       metrics_log.image("samples", grid, step)
 
   step = int(state["step"])
@@ -468,15 +470,15 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
     ckpts.save(step, to_tree(state), meta_out, test)
 
   minutes0 = metrics_log.offset_minutes
-  # config.time_limit_s bounds the run's training time over all its launches: what the
+  # config.train.time_limit_s bounds the run's training time over all its launches: what the
   # earlier ones trained is in the checkpoint (older ones: the metrics log's minutes).
   trained_before = float(meta.get("train_seconds", 60.0 * minutes0))
   start_time = time.perf_counter()
   trained_s = lambda: trained_before + time.perf_counter() - start_time  # noqa: E731
-  if config.time_limit_s and trained_before >= config.time_limit_s:
+  if t.time_limit_s and trained_before >= t.time_limit_s:
     progress.say(f"this run has trained {trained_before:.0f} s, its time limit "
-                 f"(time_limit_s = {config.time_limit_s:g}): nothing to train; raise "
-                 "--config.time_limit_s to train on", proc == 0)
+                 f"(time_limit_s = {t.time_limit_s:g}): nothing to train; raise "
+                 "--config.train.time_limit_s to train on", proc == 0)
     metrics_log.close()
     return {"step": step, "steps_this_run": 0, "stopped_by": "time_limit",
             "train_bpd": None, "best_test_bpd": meta.get("best_test_bpd"),
@@ -486,19 +488,20 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
   reason, last = "num_steps", {}
   try:
     progress.say(f"compiling the training step ({layout.size:,} parameters, batch "
-                 f"{config.batch_size})", proc == 0)
+                 f"{t.batch_size})", proc == 0)
     compile_start = time.perf_counter()
     loop_step, ex_used = jit_steps.compile_loop_step(
-        flow, jit_steps.make_optimizer(config), mesh, layout,
-        (state, window, prefetch.queue[0][0]), config.matmul_precision, ex,
-        execution.remat_choice(config), command_buffers=config.gpu_command_buffers)
+        flow, jit_steps.make_optimizer(t.optimizer, t.num_steps), mesh, layout,
+        (state, window, prefetch.queue[0][0]), config.execution.matmul_precision, ex,
+        execution.remat_choice(config.execution),
+        command_buffers=config.execution.gpu_command_buffers)
     progress.say(f"compiled in {time.perf_counter() - compile_start:.1f} s"
                  + ("; each RNVP layer is recomputed in the backward pass (remat), as the "
                     "step would not fit in the accelerator's memory otherwise"
                     if ex_used.remat and not ex.remat else ""), proc == 0)
     start_step, start_time = step, time.perf_counter()
     window_start, window_steps = start_time, 0
-    while step < config.num_steps:
+    while step < t.num_steps:
       state, window = loop_step(state, window, prefetch.next())
       prefetch.fill()  # the host reads ahead while the device runs the step
       step += 1
@@ -507,20 +510,20 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
         jax.block_until_ready(window)
         progress.say(f"ran step {step} in {time.perf_counter() - start_time:.1f} s; "
                      "training", proc == 0)
-        bar = progress.bar(None, config.progress and proc == 0, total=config.num_steps,
+        bar = progress.bar(None, config.progress and proc == 0, total=t.num_steps,
                            initial=step, desc="train", unit="step")
       else:
         bar.update(1)
-      log_now = step % config.log_every == 0 or step == config.num_steps
+      log_now = step % t.log_every == 0 or step == t.num_steps
       # With several processes the clocks are compared at log steps only, which every
       # process visits, and agreed: one process alone must never take another branch.
-      out_of_time = bool(config.time_limit_s) and (n_proc == 1 or log_now) and \
-          multihost.any_process(trained_s() > config.time_limit_s)
+      out_of_time = bool(t.time_limit_s) and (n_proc == 1 or log_now) and \
+          multihost.any_process(trained_s() > t.time_limit_s)
       if multihost.preempted(step):  # SIGTERM to any process: all stop at this step
         stop.received = "SIGTERM"
-      eval_now = step % config.eval_every == 0 or step == config.num_steps or out_of_time
-      sample_now = bool(config.sample_every) and step % config.sample_every == 0
-      save_now = step % config.ckpt_every == 0 or eval_now or stop.received or out_of_time
+      eval_now = step % t.test.every == 0 or step == t.num_steps or out_of_time
+      sample_now = bool(t.samples.every) and step % t.samples.every == 0
+      save_now = step % t.checkpoint.every == 0 or eval_now or stop.received or out_of_time
       if not (log_now or sample_now or save_now):
         continue  # no read-back: the next step is dispatched while this one runs
 
@@ -531,14 +534,14 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
         last = {"step": step, "minutes": round(minutes, 4), **reader.row(),
                 "lr": float(lr_at(step)),
                 "steps_per_s": window_steps / dt,
-                "images_per_s": window_steps * config.batch_size / dt}
+                "images_per_s": window_steps * t.batch_size / dt}
         window = reader.restart()
         window_start, window_steps = time.perf_counter(), 0
         metrics_log.write(last)
         bar.set_postfix(bpd=f"{last['train_bpd']:.3f}", refresh=False)
-        if config.time_limit_s:  # the bar ends where the run will: num_steps or the limit
-          time_left = config.time_limit_s - trained_s()
-          bar.total = min(config.num_steps, step + max(1, int(last["steps_per_s"] * time_left)))
+        if t.time_limit_s:  # the bar ends where the run will: num_steps or the limit
+          time_left = t.time_limit_s - trained_s()
+          bar.total = min(t.num_steps, step + max(1, int(last["steps_per_s"] * time_left)))
       test = test_bpd(params_of(state["params"])) if eval_now else None
       if eval_now:
         _record_test(meta, test, step, minutes, metrics_log, bar)
@@ -549,7 +552,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
       if stop.received or out_of_time:
         reason = stop.received or "time_limit"
         break
-    if step == config.num_steps and ckpts.latest_step() != step:
+    if step == t.num_steps and ckpts.latest_step() != step:
       save(step)
   finally:
     metrics_log.close()
