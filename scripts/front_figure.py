@@ -21,7 +21,8 @@ from matplotlib.figure import Figure  # noqa: E402
 import rgflow_jax  # noqa: E402
 from rgflow_jax.core import pixels  # noqa: E402
 from rgflow_jax.io import storage  # noqa: E402
-from rgflow_jax.paper import latents, plots, receptive  # noqa: E402
+from rgflow_jax.io import figures  # noqa: E402
+from rgflow_jax.paper import latents, receptive  # noqa: E402
 
 
 def front_figure(workdir, out, temperature: float = 0.8, rf_samples: int = 8):
@@ -46,7 +47,7 @@ def front_figure(workdir, out, temperature: float = 0.8, rf_samples: int = 8):
   fig = Figure(figsize=(12, 4.6))
   grid = fig.add_gridspec(2, 2 + flow.num_levels, height_ratios=(3, 1.1))
   ax = fig.add_subplot(grid[0, :2])
-  ax.imshow(plots.image_grid(samples, 4))
+  ax.imshow(figures.image_grid(samples, 4))
   ax.set_title(f"samples, T = {temperature}", fontsize=9)
   ax.axis("off")
   for level, field in enumerate(fields):
@@ -56,7 +57,7 @@ def front_figure(workdir, out, temperature: float = 0.8, rf_samples: int = 8):
                  fontsize=8)
     ax.axis("off")
   ax = fig.add_subplot(grid[1, :])
-  ax.imshow(plots.image_grid(row, len(values)))
+  ax.imshow(figures.image_grid(row, len(values)))
   ax.set_title(f"level {top}'s strongest latent set to "
                + ", ".join(f"{v:+g}" for v in values), fontsize=9)
   ax.axis("off")

@@ -22,7 +22,7 @@ import pytest
 
 from helpers import ROOT, load_config, smoke_config
 from rgflow_jax.io import checkpoint, storage
-from rgflow_jax.run import evaluation, jit_steps, run_config, training
+from rgflow_jax.run import jit_steps, run_config, trained, training
 
 
 def _train(tmp_path, workdir, steps):
@@ -87,7 +87,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint(runs, tmp_path, damage, ca
   c = smoke_config(runs)
   # Evaluation (read-only) skips the damaged one and reads step 4, moving nothing.
   with caplog.at_level(logging.WARNING, logger="rgflow_jax.io.checkpoint"):
-    _, params, step, *_ = evaluation.load_params(c, work, "latest")
+    _, params, step, *_ = trained.load_params(c, work, "latest")
   assert step == 4 and "checkpoint damaged, skipped" in caplog.text
   assert "checkpoints/6" in caplog.text
   assert (work / "checkpoints" / "6").is_dir() and not (work / "damaged").exists()
@@ -135,7 +135,7 @@ def test_a_model_of_other_shapes_is_refused_in_one_line_and_nothing_moved(runs, 
   wider = smoke_config(runs, num_steps=8, ckpt_every=2, eval_every=100, sample_every=0,
                        log_every=2, **{"model.hidden": (12,)})
   for attempt in (lambda: training.train_and_evaluate(wider, work),
-                  lambda: evaluation.load_params(wider, work, "best")):
+                  lambda: trained.load_params(wider, work, "best")):
     with pytest.raises(checkpoint.IncompatibleCheckpoint) as err:
       attempt()
     message = str(err.value)
@@ -209,7 +209,7 @@ def test_evaluation_opens_a_training_run_read_only(runs, tmp_path, caplog):
   c = smoke_config(runs)
   for which in ("latest", "best"):
     with caplog.at_level(logging.INFO):
-      step = evaluation.load_params(c, work, which).step
+      step = trained.load_params(c, work, which).step
     assert step == 6
   assert "checkpoint_manager" in {r.module for r in caplog.records}  # Orbax did log ...
   for note in checkpoint._ReadOnlyNotes.NOTES:  # ... but not its read-only notes

@@ -14,7 +14,7 @@ import pytest
 from helpers import ROOT, load_config, perturb, random_inception_weights, run_eval
 from rgflow_jax.io import checkpoint, storage
 from rgflow_jax.paper import inpainting
-from rgflow_jax.run import evaluation, jit_steps, run_config, training
+from rgflow_jax.run import jit_steps, run_config, trained, training
 
 pytestmark = pytest.mark.e2e  # real processes / services: the end-to-end tier
 
@@ -66,12 +66,12 @@ def test_realnvp_config_is_sized_to_the_rgflow_of_the_same_config():
 def test_realnvp_has_no_cone_but_a_random_set_of_the_cone_size(runs):
   _, r = runs
   c, workdir = r["smoke,realnvp"]
-  flow = evaluation.load_params(c, workdir).flow
+  flow = trained.load_params(c, workdir).flow
   region = np.zeros((32, 32), bool)
   region[5:15, 7:17] = True
   with pytest.raises(ValueError, match="no causal cone"):
     inpainting.free_latents(flow, region, "cone")
-  rg_flow = evaluation.load_params(*r["smoke"]).flow
+  rg_flow = trained.load_params(*r["smoke"]).flow
   n_cone = inpainting.free_latents(rg_flow, region, "cone").sum()
   rnd = inpainting.free_latents(flow, region, "random", 0)
   assert rnd.sum() == n_cone and rnd.shape == (32, 32, 3)

@@ -22,7 +22,7 @@ from rgflow_jax.configs import base
 from rgflow_jax.core import execution
 from rgflow_jax.core.execution import Execution
 from rgflow_jax.io import checkpoint, metrics, storage
-from rgflow_jax.run import evaluation, jit_steps, run_config, training
+from rgflow_jax.run import jit_steps, run_config, trained, training
 
 def _check_run_outputs(workdir):
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -551,7 +551,6 @@ def test_an_update_that_overflows_the_parameters_is_skipped():
 
 @pytest.mark.e2e
 def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
-  from rgflow_jax.run import evaluation  # noqa: PLC0415
   c = smoke_config(tmp_path, num_steps=6, eval_every=3, ckpt_every=3, sample_every=0)
   good = training.train_and_evaluate(c, tmp_path / "run")
   assert np.isfinite(good["best_test_bpd"])
@@ -565,7 +564,7 @@ def test_a_nan_test_bpd_never_becomes_the_best_checkpoint(tmp_path):
   best_step = ckpts.best.best_step()
   ckpts.close()
   assert best_step in (3, 6) and np.isfinite(tests[best_step])
-  flow, params, step, *_ = evaluation.load_params(c, tmp_path / "run", "best")
+  flow, params, step, *_ = trained.load_params(c, tmp_path / "run", "best")
   assert step == best_step
   assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(params))
 

@@ -103,8 +103,8 @@ def export_run(config, workdir, path) -> int:
   import jax  # noqa: PLC0415
 
   from rgflow_jax.io import authors_weights, storage  # noqa: PLC0415
-  from rgflow_jax.run import evaluation
-  flow, params, step, *_ = evaluation.load_params(config, workdir, "latest")
+  from rgflow_jax.run import trained
+  flow, params, step, *_ = trained.load_params(config, workdir, "latest")
   buffers = {}
   saved = storage.as_path(workdir) / BUFFERS
   if saved.exists():

@@ -9,6 +9,7 @@ For RG-Flow the default computes only the cone's blocks each step
 from __future__ import annotations
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,8 @@ import optax
 
 from rgflow_jax.core import cones, local, pixels, registry
 from rgflow_jax.core.geometry import Geometry
+from rgflow_jax.io.progress import bar as progress_bar
+from rgflow_jax.paper import fid
 from rgflow_jax.paper.latents import decode_jit, encode_jit
 
 
@@ -185,3 +188,69 @@ def _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr):
                                  local.cone_latents(cone, starts), steps, lr)
   z = local.with_cone_latents(cone, z_fixed[None], z_cone[None])[0]
   return z, base_nll + delta
+
+
+def inpaint_modes(flow) -> tuple[str, ...]:
+  """Which latents inpainting frees for this model (App. F, Table F1).
+
+  RG-Flow: its inference cone only (latents outside it cannot reach the region, so
+  freeing all of them gives the same result exactly). Other models: a random set as
+  large as RG-Flow's cone ("constrained"), and every latent.
+  """
+  return ("cone",) if registry.is_rgflow(flow) else ("random", "all")
+
+
+def inpaint_table(flow, params, truth_u8, seed: int, rng, n_starts, n_steps, progress,
+                  frees=None, extractor=None):
+  """PSNR rows and panels (truth, corrupted, one per mode) for a 10 x 10 region of each
+  uint8 image of ``truth_u8``, and with an Inception ``extractor``
+  (:class:`rgflow_jax.paper.fid.Extractor`) the Inception-PSNR too.
+
+  The regions and their noise depend only on ``seed`` and the images, so two models
+  given the same images and seed inpaint the same corrupted images.
+  """
+  frees = tuple(frees or inpaint_modes(flow))
+  L = flow.image_size
+  size = max(2, round(10 * L / 32))  # the paper's 10 x 10 region on 32 x 32 images
+  gen = np.random.default_rng(seed)
+  rows, panels = [], []
+  items = progress_bar(enumerate(truth_u8), progress, total=len(truth_u8),
+                       desc="inpainting", unit="img")
+  for k, truth_u8_k in items:
+    truth = (truth_u8_k.astype(np.float32) + 0.5) / 256.0
+    top, left = gen.integers(0, L - size + 1, size=2)
+    region = np.zeros((L, L), bool)
+    region[top:top + size, left:left + size] = True
+    corrupted = np.where(region[..., None], gen.uniform(size=truth.shape), truth)
+    row = {"image": k, "region": [int(top), int(left), size],
+           "psnr_corrupted": psnr(corrupted, truth, region[..., None])}
+    panel = [truth, corrupted]
+    for how in frees:
+      t0 = time.perf_counter()
+      x, info = inpaint(flow, params, corrupted, region, jax.random.fold_in(rng, k),
+                                 n_starts, n_steps, free=how, truth=truth)
+      x = np.asarray(x)  # (waits for the result)
+      row[f"seconds_{how}"] = time.perf_counter() - t0  # the first image's includes compiling
+      row[f"psnr_{how}"] = info["psnr"]
+      row[f"free_latents_{how}"] = info["free_latents"]
+      row[f"local_{how}"] = info["local"]
+      panel.append(x)
+    if extractor is not None:  # features of truth, corrupted and each inpainting
+      feats = extractor.features(np.stack([np.asarray(pixels.to_uint8(p)) for p in panel]))
+      row["inception_psnr_corrupted"] = fid.inception_psnr(feats[1], feats[0])
+      for how, f in zip(frees, feats[2:], strict=True):
+        row[f"inception_psnr_{how}"] = fid.inception_psnr(f, feats[0])
+    rows.append(row)
+    panels.extend(panel)
+  summary = {"columns": ["truth", "corrupted"] + [f"free: {h}" for h in frees],
+             "rows": rows, "modes": list(frees)}
+  for key in ["psnr"] + (["inception_psnr"] if extractor is not None else []):
+    for how in ("corrupted",) + frees:
+      summary[f"mean_{key}_{how}"] = float(np.mean([r[f"{key}_{how}"] for r in rows]))
+  for how in frees:
+    seconds = [r[f"seconds_{how}"] for r in rows]
+    # The median leaves out the first image's compile time (with 3 or more images).
+    summary[f"median_seconds_{how}"] = float(np.median(seconds))
+    summary[f"mean_free_latents_{how}"] = float(np.mean([r[f"free_latents_{how}"]
+                                                         for r in rows]))
+  return summary, np.stack(panels)

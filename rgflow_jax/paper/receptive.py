@@ -16,6 +16,8 @@ import numpy as np
 
 from rgflow_jax.core import bound, pixels
 from rgflow_jax.core.flow import Flow
+from rgflow_jax.io import figures, storage
+from rgflow_jax.io.progress import bar as progress_bar
 
 
 def _image(flow, params, z):
@@ -162,3 +164,51 @@ def receptive_field_strengths(flow, params, level: int, rng, n_samples: int = 8,
   rfs = receptive_fields(flow, params, latents, rng, n_samples, chunk=chunk)
   strengths = rfs.reshape(len(latents), -1).sum(axis=1)
   return (latents, strengths, rfs) if return_maps else (latents, strengths)
+
+
+def strongest_latents(flow, params, rng, n_samples):
+  """The latent (i, j, c) with the largest receptive field at each level."""
+  top = []
+  for level in range(flow.num_levels):
+    latents, s = receptive_field_strengths(flow, params, level, rng, n_samples)
+    top.append(tuple(int(v) for v in latents[np.argmax(s)]))
+  return top
+
+
+def receptive_field_figures(flow, params, key, rf_samples, out_dir, progress=False):
+  """Maps of the 6 strongest latents per level and the strength histograms (Fig. 5c,
+  C1), the prior sampled with ``key``; returns (summary per level, the strongest latent
+  of each level)."""
+  strongest, strengths, maps, titles, summary = [], {}, [], [], {}
+  for level in progress_bar(range(flow.num_levels), progress, desc="receptive fields",
+                            unit="level"):
+    # One pass over every latent of the level: strengths, and the maps of the top 6.
+    latents, s, rfs = receptive_field_strengths(
+        flow, params, level, key, n_samples=rf_samples,
+        return_maps=True)
+    strengths[f"level {level}"] = s
+    order = np.argsort(-s)[:6]
+    top, rfs = latents[order], rfs[order]
+    strongest.append(tuple(int(v) for v in top[0]))
+    maps.extend(rfs)
+    titles.extend(f"h={level} ({i},{j},{c})" for i, j, c in top)
+    summary[f"level{level}"] = {
+        "median_strength": float(np.median(s)), "max_strength": float(s.max()),
+        "count_strength_above_1": int((s > 1).sum()), "top": top.tolist(),
+        # how spread out the strongest map is: pixels holding half its mass
+        "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
+  out_dir = storage.as_path(out_dir)
+  figures.plot_maps(np.stack(maps), titles, out_dir / "receptive_fields.png", ncol=6,
+                  suptitle="receptive fields of the 6 strongest latents of each "
+                  "level, a row per level (h = level, (i, j, c) = the latent): E_z sum_c "
+                  "|dx/dz| with x in [0, 1] pixel units; each map coloured from 0 to its "
+                  "own maximum (its colour bar)")
+  figures.plot_histograms(strengths, out_dir / "rf_strengths.png",
+                        "receptive-field strength (sum of the map)",
+                        "receptive-field strengths per level")
+  return summary, strongest
+
+
+def _pixels_for_half(rf_map) -> int:
+  v = np.sort(np.asarray(rf_map).reshape(-1))[::-1]
+  return int(np.searchsorted(np.cumsum(v), 0.5 * v.sum()) + 1)

@@ -22,8 +22,7 @@ import re
 import numpy as np
 
 from rgflow_jax import data
-from rgflow_jax.io import storage
-from rgflow_jax.paper import plots
+from rgflow_jax.io import figures, storage
 from rgflow_jax.run import evaluation, run_config
 
 # The paper's reported figures to print beside ours: test bits/dim per data set and
@@ -122,11 +121,11 @@ def compare(workdirs, out, overrides: dict | None = None) -> dict:
   if data_name in evaluation.SEMANTIC_DATA:  # a first row of real test images
     src = data.make_source(configs[0].data, "test", 32, 3, bool(configs[0].progress))
     sample_rows.insert(0, np.stack([src[i] for i in range(min(8, len(src)))]))
-  plots.save_grid(np.concatenate(sample_rows), out / "samples.png", ncol=8)
+  figures.save_grid(np.concatenate(sample_rows), out / "samples.png", ncol=8)
   # truth and corrupted once (every run inpaints the same images), then each run's modes
   panels = np.concatenate([inpaint_panels[0][:, :2]] + [p[:, 2:] for p in inpaint_panels],
                           axis=1)
-  plots.save_grid(panels.reshape((-1,) + panels.shape[2:]), out / "inpaint.png",
+  figures.save_grid(panels.reshape((-1,) + panels.shape[2:]), out / "inpaint.png",
                   ncol=panels.shape[1])
   result = {"data": data_name, "runs": rows, "overrides": overrides,
             "figures": {"samples": "samples.png (first row: real test images, then one "

@@ -34,23 +34,18 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import logging
-import time
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rgflow_jax import data
-from rgflow_jax.core import pixels, registry
-from rgflow_jax.io import checkpoint, metrics, platform, storage
+from rgflow_jax.core import pixels
+from rgflow_jax.io import figures, metrics, platform, storage
 from rgflow_jax.io.progress import bar as progress_bar, say as progress_say
-from rgflow_jax.paper import fid, inpainting, latents, plots, receptive, semantic
-from rgflow_jax.run import jit_steps, run_config
-
-log = logging.getLogger(__name__)
+from rgflow_jax.paper import fid, inpainting, latents, receptive, semantic
+from rgflow_jax.run import jit_steps, run_config, trained
 
 # Each mode's key: fold_in(PRNGKey(config.seed + KEY_OFFSET), MODE_KEYS[mode]). Two
 # runs evaluated with the same seed see the same noise, and the modes that sample the
@@ -140,65 +135,6 @@ def plus_minus(stderr: float | None, draws: int) -> str:
   return f"+- {spread} ({draws} draw{'s' if draws != 1 else ''})"
 
 
-# ------------------------------------------------------------------ loading
-class Loaded(NamedTuple):
-  """A run's model as evaluated: ``checkpoint`` says which one was read ('best',
-  'latest' or 'step') and ``fallback`` why, where the best was asked for and not read."""
-
-  flow: object
-  params: object
-  step: int
-  checkpoint: str
-  fallback: str | None = None
-
-
-def load_params(config, workdir, which="best") -> Loaded:
-  """The run's best (default) or latest intact checkpoint's parameters, or those of
-  checkpoint step ``which`` (an int), as a :class:`Loaded` (which unpacks as ``flow,
-  params, step, checkpoint, fallback``). A run without an intact best checkpoint falls
-  back to the latest, saying so."""
-  step = None
-  if isinstance(which, (int, np.integer)) and not isinstance(which, bool):
-    step, which = int(which), "step"
-  elif which not in ("best", "latest"):
-    raise ValueError(f"checkpoint must be 'best', 'latest' or a step (an int), got {which!r}")
-  workdir = storage.as_path(workdir)
-  if not (workdir / "checkpoints").is_dir():
-    raise FileNotFoundError(f"no checkpoints in {workdir}: train first "
-                            f"(rgflow-train --config ... --workdir {workdir})")
-  run_config.check_resume_compatible(workdir, config, run_config.EVAL_KEYS_THAT_MATTER,
-                                     use="evaluate")
-  flow = run_config.build_model(config)
-  state = jit_steps.init_state(flow, config, run_config.param_dtype(config))
-  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
-  try:
-    restored, fallback = None, None
-    if which == "step":
-      last, best = set(ckpts.last.all_steps()), set(ckpts.best.all_steps())
-      if step not in last | best:
-        raise FileNotFoundError(f"{workdir} has no checkpoint of step {step}; it has "
-                                f"steps {sorted(last | best) or 'none'}")
-      best = step not in last
-      ckpts.check_shapes(state, step, best)
-      state, meta = ckpts.restore(state, step, best)
-      return Loaded(flow, state["params"], step, "step")
-    if which == "best":
-      if ckpts.best.best_step() is None:
-        fallback = f"{workdir}/best holds no checkpoint (no evaluation was saved)"
-      else:
-        try:
-          restored = ckpts.restore_newest_intact(state, best=True)
-        except FileNotFoundError as e:
-          fallback = str(e)
-      if fallback:
-        log.warning("%s; evaluating the latest intact checkpoint instead", fallback)
-    state, meta, _ = restored or ckpts.restore_newest_intact(state)
-  finally:
-    ckpts.close()
-  return Loaded(flow, state["params"], int(meta["step"]),
-                "best" if restored else "latest", fallback)
-
-
 def _to_uint8(x):
   return np.asarray(pixels.to_uint8(x))
 
@@ -232,120 +168,6 @@ def test_bpd(flow, params, images_source, batch_size: int, draws: int, rng,
           "iw_stderr": result["iw_stderr"]}
 
 
-def strongest_latents(flow, params, rng, n_samples):
-  """The latent (i, j, c) with the largest receptive field at each level."""
-  top = []
-  for level in range(flow.num_levels):
-    latents, s = receptive.receptive_field_strengths(flow, params, level, rng, n_samples)
-    top.append(tuple(int(v) for v in latents[np.argmax(s)]))
-  return top
-
-
-def inpaint_modes(flow) -> tuple[str, ...]:
-  """Which latents inpainting frees for this model (App. F, Table F1).
-
-  RG-Flow: its inference cone only (latents outside it cannot reach the region, so
-  freeing all of them gives the same result exactly). Other models: a random set as
-  large as RG-Flow's cone ("constrained"), and every latent.
-  """
-  return ("cone",) if registry.is_rgflow(flow) else ("random", "all")
-
-
-def inpaint_table(config, flow, params, rng, n_images, n_starts, n_steps, progress,
-                  frees=None, extractor=None):
-  """PSNR rows and panels (truth, corrupted, one per mode) for 10 x 10 regions, and with
-  an Inception ``extractor`` (:class:`rgflow_jax.paper.fid.Extractor`) the Inception-PSNR too.
-
-  Images and regions depend only on ``config.seed`` and the test set, so two models
-  evaluated with the same config seed inpaint the same images.
-  """
-  frees = tuple(frees or inpaint_modes(flow))
-  L = flow.image_size
-  size = max(2, round(10 * L / 32))  # the paper's 10 x 10 region on 32 x 32 images
-  truth_u8 = _test_images(config, flow, n_images, progress)
-  gen = np.random.default_rng(config.seed)
-  rows, panels = [], []
-  items = progress_bar(enumerate(truth_u8), progress, total=len(truth_u8),
-                       desc="inpainting", unit="img")
-  for k, truth_u8_k in items:
-    truth = (truth_u8_k.astype(np.float32) + 0.5) / 256.0
-    top, left = gen.integers(0, L - size + 1, size=2)
-    region = np.zeros((L, L), bool)
-    region[top:top + size, left:left + size] = True
-    corrupted = np.where(region[..., None], gen.uniform(size=truth.shape), truth)
-    row = {"image": k, "region": [int(top), int(left), size],
-           "psnr_corrupted": inpainting.psnr(corrupted, truth, region[..., None])}
-    panel = [truth, corrupted]
-    for how in frees:
-      t0 = time.perf_counter()
-      x, info = inpainting.inpaint(flow, params, corrupted, region, jax.random.fold_in(rng, k),
-                                 n_starts, n_steps, free=how, truth=truth)
-      x = np.asarray(x)  # (waits for the result)
-      row[f"seconds_{how}"] = time.perf_counter() - t0  # the first image's includes compiling
-      row[f"psnr_{how}"] = info["psnr"]
-      row[f"free_latents_{how}"] = info["free_latents"]
-      row[f"local_{how}"] = info["local"]
-      panel.append(x)
-    if extractor is not None:  # features of truth, corrupted and each inpainting
-      feats = extractor.features(np.stack([_to_uint8(p) for p in panel]))
-      row["inception_psnr_corrupted"] = fid.inception_psnr(feats[1], feats[0])
-      for how, f in zip(frees, feats[2:], strict=True):
-        row[f"inception_psnr_{how}"] = fid.inception_psnr(f, feats[0])
-    rows.append(row)
-    panels.extend(panel)
-  summary = {"columns": ["truth", "corrupted"] + [f"free: {h}" for h in frees],
-             "rows": rows, "modes": list(frees)}
-  for key in ["psnr"] + (["inception_psnr"] if extractor is not None else []):
-    for how in ("corrupted",) + frees:
-      summary[f"mean_{key}_{how}"] = float(np.mean([r[f"{key}_{how}"] for r in rows]))
-  for how in frees:
-    seconds = [r[f"seconds_{how}"] for r in rows]
-    # The median leaves out the first image's compile time (with 3 or more images).
-    summary[f"median_seconds_{how}"] = float(np.median(seconds))
-    summary[f"mean_free_latents_{how}"] = float(np.mean([r[f"free_latents_{how}"]
-                                                         for r in rows]))
-  return summary, np.stack(panels)
-
-
-def receptive_field_figures(flow, params, key, rf_samples, out_dir, progress=False):
-  """Maps of the 6 strongest latents per level and the strength histograms (Fig. 5c,
-  C1), the prior sampled with ``key``; returns (summary per level, the strongest latent
-  of each level)."""
-  strongest, strengths, maps, titles, summary = [], {}, [], [], {}
-  for level in progress_bar(range(flow.num_levels), progress, desc="receptive fields",
-                            unit="level"):
-    # One pass over every latent of the level: strengths, and the maps of the top 6.
-    latents, s, rfs = receptive.receptive_field_strengths(
-        flow, params, level, key, n_samples=rf_samples,
-        return_maps=True)
-    strengths[f"level {level}"] = s
-    order = np.argsort(-s)[:6]
-    top, rfs = latents[order], rfs[order]
-    strongest.append(tuple(int(v) for v in top[0]))
-    maps.extend(rfs)
-    titles.extend(f"h={level} ({i},{j},{c})" for i, j, c in top)
-    summary[f"level{level}"] = {
-        "median_strength": float(np.median(s)), "max_strength": float(s.max()),
-        "count_strength_above_1": int((s > 1).sum()), "top": top.tolist(),
-        # how spread out the strongest map is: pixels holding half its mass
-        "top_map_pixels_for_half_mass": _pixels_for_half(rfs[0])}
-  out_dir = storage.as_path(out_dir)
-  plots.plot_maps(np.stack(maps), titles, out_dir / "receptive_fields.png", ncol=6,
-                  suptitle="receptive fields of the 6 strongest latents of each "
-                  "level, a row per level (h = level, (i, j, c) = the latent): E_z sum_c "
-                  "|dx/dz| with x in [0, 1] pixel units; each map coloured from 0 to its "
-                  "own maximum (its colour bar)")
-  plots.plot_histograms(strengths, out_dir / "rf_strengths.png",
-                        "receptive-field strength (sum of the map)",
-                        "receptive-field strengths per level")
-  return summary, strongest
-
-
-def _pixels_for_half(rf_map) -> int:
-  v = np.sort(np.asarray(rf_map).reshape(-1))[::-1]
-  return int(np.searchsorted(np.cumsum(v), 0.5 * v.sum()) + 1)
-
-
 # -------------------------------------------------------------------- modes
 def _describe_bpd(results: dict) -> str:
   r = results["test_bpd"]
@@ -376,11 +198,11 @@ SAMPLE_TEMPERATURES = (1.0, 0.8, 0.5, 0.0)
     f"temperatures {', '.join(f'{t:.2f}' for t in r['samples_mixed_temperatures'])})"))
 def _samples(ctx: Context) -> dict:
   sample = jax.jit(ctx.flow.sample, static_argnums=2)
-  real = plots.grid_image(_test_images(ctx.config, ctx.flow, 64, ctx.progress), 8,
+  real = figures.grid_image(_test_images(ctx.config, ctx.flow, 64, ctx.progress), 8,
                           title=f"test images ({ctx.config.data.name}), for comparison")
 
   def save(imgs, name, title):  # samples on the left, real test images on the right
-    plots.save_side_by_side([plots.grid_image(np.asarray(imgs), 8, title=title), real],
+    figures.save_side_by_side([figures.grid_image(np.asarray(imgs), 8, title=title), real],
                             ctx.figure(name))
 
   drawn = {}
@@ -404,7 +226,7 @@ def _progressive(ctx: Context) -> dict:
   z = flow.sample_latents(ctx.key("progressive"), 8, ctx.config.train.samples.temperature,
                          ctx.dtype)
   images = jax.jit(lambda p, zz: latents.progressive(flow, p, zz))(ctx.params, z)
-  plots.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
+  figures.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
                   ctx.figure("progressive.png"), ncol=8,
                   rows=[f"levels >= {flow.num_levels - 1 - r}" for r in range(images.shape[0])],
                   title="coarse to fine: row r decodes only the latents of levels >= "
@@ -416,7 +238,7 @@ def _progressive(ctx: Context) -> dict:
     "receptive fields: receptive_fields.png, rf_strengths.png; median strength by level "
     + ", ".join(f"{v['median_strength']:.3g}" for v in r["rf"].values())))
 def _rf(ctx: Context) -> dict:
-  summary, ctx.shared["strongest"] = receptive_field_figures(
+  summary, ctx.shared["strongest"] = receptive.receptive_field_figures(
       ctx.flow, ctx.params, ctx.key("rf"), ctx.options.rf.samples, ctx.out_dir,
       progress=ctx.progress)
   for name in ("receptive_fields.png", "rf_strengths.png"):
@@ -431,20 +253,20 @@ def _traverse(ctx: Context) -> dict:
   flow = ctx.flow
   z = flow.sample_latents(ctx.key("traverse"), 4, 0.8, ctx.dtype)
   values = np.linspace(-3.0, 3.0, 9)
-  tops = ctx.shared.get("strongest") or strongest_latents(flow, ctx.params, ctx.key("rf"),
-                                                          ctx.options.rf.samples)
+  tops = ctx.shared.get("strongest") or receptive.strongest_latents(
+      flow, ctx.params, ctx.key("rf"), ctx.options.rf.samples)
   traverse = jax.jit(lambda p, zz, lat, v: latents.traverse(flow, p, zz, lat, v))
   frames_per_level = []
   for level, latent in enumerate(tops):
     rows = np.asarray(traverse(ctx.params, z, jnp.asarray(latent), jnp.asarray(values)))
     grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
-    plots.save_grid(_to_uint8(grid), ctx.figure(f"traverse_level{level}.png"),
+    figures.save_grid(_to_uint8(grid), ctx.figure(f"traverse_level{level}.png"),
                     ncol=len(values), columns=[f"{v:+g}" for v in values],
                     rows=[f"sample {k + 1}" for k in range(len(z))],
                     title=f"level {level}: latent (i, j, c) = {latent} set to "
                     f"{values[0]:g} ... {values[-1]:g} (columns); a row per sample")
     frames_per_level.append(rows)
-  plots.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
+  figures.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
                   for v in range(len(values))], ctx.figure("traverse.gif"), ncol=4,
                  titles=[f"strongest latent of each level (a row per level) = {v:+.2f}"
                          for v in values])
@@ -463,7 +285,7 @@ def _mix(ctx: Context) -> dict:
                   for a, b in pairs for theta in range(flow.num_levels + 1)])
   panels = pixels.from_flow(latents.decode_jit(flow, ctx.params, zm)[0])
   top = flow.num_levels
-  plots.save_grid(_to_uint8(panels), ctx.figure("mix.png"), ncol=top + 1,
+  figures.save_grid(_to_uint8(panels), ctx.figure("mix.png"), ncol=top + 1,
                   columns=[f"theta {t}" + (" = A" if t == 0 else " = B" if t == top else "")
                            for t in range(top + 1)],
                   rows=[f"A: {a + 1}, B: {b + 1}" for a, b in pairs],
@@ -489,10 +311,11 @@ def _describe_inpaint(results: dict) -> str:
 @mode("inpaint", _describe_inpaint)
 def _inpaint(ctx: Context) -> dict:
   o = ctx.options.inpaint
-  summary, panels = inpaint_table(ctx.config, ctx.flow, ctx.params, ctx.key("inpaint"),
-                                  o.images, o.starts, o.steps, ctx.progress,
-                                  extractor=ctx.extractor)
-  plots.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
+  truth = _test_images(ctx.config, ctx.flow, o.images, ctx.progress)
+  summary, panels = inpainting.inpaint_table(ctx.flow, ctx.params, truth, ctx.config.seed,
+                                             ctx.key("inpaint"), o.starts, o.steps,
+                                             ctx.progress, extractor=ctx.extractor)
+  figures.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
                   ncol=len(summary["columns"]), columns=summary["columns"],
                   title="inpainting: " + " | ".join(summary["columns"]))
   ctx.arrays("inpaint", panels=_to_uint8(panels), columns=np.asarray(summary["columns"]))
@@ -541,7 +364,7 @@ def _fid(ctx: Context) -> dict:
 
 @mode("curve", lambda r: "bits/dim against training time: bpd_curve.png")
 def _curve(ctx: Context) -> dict:
-  plots.plot_bpd_curve(ctx.workdir / "metrics.jsonl", ctx.figure("bpd_curve.png"),
+  figures.plot_bpd_curve(ctx.workdir / "metrics.jsonl", ctx.figure("bpd_curve.png"),
                        run_config.reference_curves(ctx.config))
   return {"curve": "bpd_curve.png"}
 
@@ -563,8 +386,8 @@ def _semantic(ctx: Context) -> dict:
   sample = jax.jit(ctx.flow.sample, static_argnums=2)
   imgs = _to_uint8(sample(ctx.params, ctx.key("semantic"), n, 1.0))
   real = _test_images(ctx.config, ctx.flow, n, ctx.progress)
-  plots.save_side_by_side([plots.grid_image(imgs[:64], 8, title="samples at T = 1"),
-                           plots.grid_image(real[:64], 8, title="test images")],
+  figures.save_side_by_side([figures.grid_image(imgs[:64], 8, title="samples at T = 1"),
+                           figures.grid_image(real[:64], 8, title="test images")],
                           ctx.figure("semantic_samples.png"))
   ctx.arrays("semantic_samples", samples=imgs)
   return {"semantic": semantic.compare(imgs, real), "semantic_samples": n}
@@ -611,7 +434,7 @@ def _check_options(e) -> None:
 
 
 def checkpoint_choice(config):
-  """``config.eval.checkpoint`` as :func:`load_params` takes it: 'best', 'latest' or a
+  """``config.eval.checkpoint`` as :func:`~rgflow_jax.run.trained.load_params` takes it: 'best', 'latest' or a
   step (an int)."""
   which = str(config.eval.checkpoint)
   return int(which) if which.isdigit() else which
@@ -635,7 +458,7 @@ def evaluate(config, workdir, out_dir=None, on_mode: Callable[[str], None] | Non
     weights = config.eval.fid.weights
     needs_inception = weights and {"fid", "inpaint"} & set(modes)
     extractor = fid.Extractor.from_file(weights) if needs_inception else None
-    flow, params, step, used, fallback = load_params(config, workdir,
+    flow, params, step, used, fallback = trained.load_params(config, workdir,
                                                      checkpoint_choice(config))
     ctx = Context(config, workdir, out_dir, flow, params, step, extractor)
     results = {"step": step, "checkpoint": used, "checkpoint_fallback": fallback,

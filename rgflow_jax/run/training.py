@@ -32,8 +32,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from rgflow_jax import data
 from rgflow_jax.core import execution, pixels
 
-from rgflow_jax.io import checkpoint, multihost, platform, progress, runlock, storage
-from rgflow_jax.paper import plots
+from rgflow_jax.io import (checkpoint, figures, multihost, platform, progress, runlock,
+                           storage)
 
 from rgflow_jax.io.metrics import MetricsLog
 from rgflow_jax.run import jit_steps, run_folder
@@ -449,7 +449,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
   def write_samples(params, step):  # every process computes; process 0 writes the file
     imgs = pixels.to_uint8(sample_fn(params, jax.random.fold_in(eval_rng, step)))
     if proc == 0:
-      grid = plots.save_grid(np.asarray(jax.device_get(imgs)),
+      grid = figures.save_grid(np.asarray(jax.device_get(imgs)),
                              workdir / "samples" / f"step{step:07d}.png",
                              title=f"samples at step {step}, T = {t.samples.temperature}")
       metrics_log.image("samples", grid, step)
@@ -559,7 +559,7 @@ def _train_with(ckpts, config, workdir, lock, from_best, flow, mesh, dtype) -> d
     stop.restore()
     bar.close()
   if proc == 0:
-    plots.plot_bpd_curve(workdir / "metrics.jsonl", workdir / "bpd_curve.png",
+    figures.plot_bpd_curve(workdir / "metrics.jsonl", workdir / "bpd_curve.png",
                          reference_curves(config))
   summary = {"step": step, "steps_this_run": step - start_step, "stopped_by": reason,
              "train_bpd": last.get("train_bpd"), "best_test_bpd": meta.get("best_test_bpd"),
