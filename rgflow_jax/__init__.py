@@ -37,6 +37,7 @@ _EXPORTS = {
     "RGFlow": "rgflow_jax.core.rgflow", "init": "rgflow_jax.core.rgflow",
     "receptive_field": "rgflow_jax.paper.receptive",
     "receptive_field_at_site": "rgflow_jax.paper.receptive",
+    "RGFlowError": "rgflow_jax.core.errors",
 }
 __all__ = sorted([*_EXPORTS, "load"])
 __version__ = "0.1.0"

@@ -44,15 +44,14 @@ def main(argv):
   if flags.FLAGS["config"].present:
     sys.exit("error: compare evaluates each run with its own config: give only "
              "--config.eval.* settings, not --config")
-  from rgflow_jax.data import DataError  # noqa: PLC0415
+  from rgflow_jax.core.errors import RGFlowError  # noqa: PLC0415
   from rgflow_jax.run import compare  # noqa: PLC0415
-  from rgflow_jax.run.run_config import TrainingError  # noqa: PLC0415
   f = flags.FLAGS
   try:
     overrides = cli.eval_overrides(OLD_FLAGS)
     compare.check_workdirs(workdirs)
     result = compare.compare(workdirs, f.out, overrides)
-  except (DataError, TrainingError, ValueError, OSError) as e:
+  except (RGFlowError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(compare.tables_markdown(result))
   print(f"wrote {f.out}/compare.json, compare.md and the figures")

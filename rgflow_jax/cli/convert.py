@@ -24,6 +24,8 @@ import sys
 import numpy as np
 from absl import flags
 
+from rgflow_jax.core.errors import RGFlowError
+
 BUFFERS = "authors_buffers.npz"  # the state_dict entries the model does not use
 
 
@@ -38,7 +40,7 @@ def _define_flags():
   flags.mark_flags_as_required(["config", "workdir"])
 
 
-class ConvertError(RuntimeError):
+class ConvertError(RGFlowError, RuntimeError):
   """A conversion that cannot be made; one line."""
 
 
@@ -127,8 +129,6 @@ def export_run(config, workdir, path) -> int:
 def main(argv):
   del argv
   from rgflow_jax import cli
-  from rgflow_jax.io import authors_weights  # noqa: PLC0415
-  from rgflow_jax.run.run_config import TrainingError  # noqa: PLC0415
   cli.quiet_libraries()
   f = flags.FLAGS
   source, target, workdir = f["from"].value, f["to"].value, f["workdir"].value
@@ -142,8 +142,7 @@ def main(argv):
     else:
       step = export_run(config, workdir, target)
       print(f"exported step {step} of {workdir} to {target}")
-  except (ConvertError, authors_weights.StateDictError, TrainingError, ValueError,
-          OSError) as e:
+  except (RGFlowError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
 
 

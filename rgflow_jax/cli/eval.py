@@ -54,10 +54,9 @@ def _define_flags():
 def main(argv):
   del argv
   cli.quiet_libraries()
-  from rgflow_jax.data import DataError  # noqa: PLC0415
+  from rgflow_jax.core.errors import RGFlowError  # noqa: PLC0415
   from rgflow_jax.run.evaluation import evaluate, summary_lines  # noqa: PLC0415
   from rgflow_jax.run import run_config  # noqa: PLC0415
-  from rgflow_jax.run.run_config import TrainingError  # noqa: PLC0415
   f = flags.FLAGS
   try:
     overrides = cli.eval_overrides(OLD_FLAGS, QUICK if f.quick else None)
@@ -68,7 +67,7 @@ def main(argv):
     if f.mode is not None:
       config.eval.modes = f.mode
     results = evaluate(config, f.workdir, on_mode=lambda line: print(line, flush=True))
-  except (DataError, TrainingError, ValueError, OSError) as e:
+  except (RGFlowError, ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   if f.json:
     print(json.dumps(results, indent=1))

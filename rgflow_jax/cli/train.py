@@ -83,9 +83,9 @@ def main(argv):
   del argv
   cli.quiet_libraries()
   from rgflow_jax.io import multihost  # noqa: PLC0415  (after the CPU tuning and flags)
-  from rgflow_jax.data import DataError  # noqa: PLC0415
+  from rgflow_jax.core.errors import RGFlowError  # noqa: PLC0415
   from rgflow_jax.run.run_config import ConfigError  # noqa: PLC0415
-  from rgflow_jax.run.training import TrainingError, train_and_evaluate  # noqa: PLC0415
+  from rgflow_jax.run.training import train_and_evaluate  # noqa: PLC0415
   f = flags.FLAGS
   workdir = f.workdir or default_workdir(f["config"].config_filename)
   earlier_run = ("resume_from_best" if f.resume_from_best else
@@ -100,7 +100,7 @@ def main(argv):
       _fail(f"error: the disk is full ({e}); free some space and rerun to resume from the "
             "last checkpoint")
     _fail(f"error: {e}")
-  except (DataError, TrainingError, ValueError) as e:
+  except (RGFlowError, ValueError) as e:
     _fail(f"error: {multihost.lost_peer_message(e) or e}")
   except Exception as e:  # noqa: BLE001  (a collective that failed with a peer gone)
     message = multihost.lost_peer_message(e)

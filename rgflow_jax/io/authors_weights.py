@@ -30,12 +30,14 @@ import math
 
 import numpy as np
 
+from rgflow_jax.core.errors import RGFlowError
+
 
 PREFIXES = ("module.net.", "module.")  # nn.DataParallel's, around their wrapper's
 LAPLACE_SCALE = 1.0 / math.sqrt(2.0)  # their Laplace prior's b: unit variance
 
 
-class StateDictError(ValueError):
+class StateDictError(RGFlowError, ValueError):
   """A state_dict that does not fit the model; the message names the tensor."""
 
 

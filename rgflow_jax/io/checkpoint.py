@@ -37,20 +37,21 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rgflow_jax.core.errors import RGFlowError
 from rgflow_jax.io import multihost, storage
 
 log = logging.getLogger(__name__)
 
 
-class DamagedCheckpoint(RuntimeError):
+class DamagedCheckpoint(RGFlowError, RuntimeError):
   """A checkpoint that cannot be restored as it was saved; the message says why."""
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(RGFlowError, OSError):
   """A checkpoint that could not be written (full disk, lost rights); one line."""
 
 
-class NoIntactCheckpoint(FileNotFoundError):
+class NoIntactCheckpoint(RGFlowError, FileNotFoundError):
   """Checkpoints there, none of them intact; ``damaged`` lists (step, why) of each, and
   none of them has been moved."""
 
@@ -59,7 +60,7 @@ class NoIntactCheckpoint(FileNotFoundError):
     self.damaged = damaged
 
 
-class IncompatibleCheckpoint(ValueError):
+class IncompatibleCheckpoint(RGFlowError, ValueError):
   """An intact checkpoint of another model (other parameter names or shapes): not
   damage, so nothing is moved; the message names the first differences."""
 

@@ -37,12 +37,13 @@ import threading
 import jax
 import numpy as np
 
+from rgflow_jax.core.errors import RGFlowError
 from rgflow_jax.io.platform import runs_on_cpu
 
 log = logging.getLogger(__name__)
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RGFlowError, RuntimeError):
   """A multi-process setting that cannot work; the message says which and how to fix."""
 
 

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 
+from rgflow_jax.core.errors import RGFlowError
 from rgflow_jax.io import storage
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ LOCK_NAME = ".train.lock"
 DEFAULT_LEASE_S = 300.0
 
 
-class RunLocked(RuntimeError):
+class RunLocked(RGFlowError, RuntimeError):
   """Another process is training in this workdir; the message names it."""
 
 

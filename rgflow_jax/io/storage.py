@@ -25,14 +25,16 @@ import tempfile
 
 from etils import epath
 
+from rgflow_jax.core.errors import RGFlowError
+
 REMOTE_SCHEMES = ("gs://", "s3://", "az://", "hf://")
 
 
-class StorageError(OSError):
+class StorageError(RGFlowError, OSError):
   """A path that cannot be reached or written; the message names it and the fix."""
 
 
-class RunFileError(ValueError):
+class RunFileError(RGFlowError, ValueError):
   """A file of a run folder (config.json, a metrics row, checkpoint metadata) that is
   there but does not hold what it must; the message names the file, the line or key,
   and what is wrong. Nothing is moved or rewritten because of it."""

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rgflow_jax.core.errors import RGFlowError
 from rgflow_jax.io import storage
 
 SIZE = 299  # the network's input side
@@ -42,7 +43,7 @@ WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_we
                "pt_inception-2015-12-05-6726825d.pth")
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(RGFlowError, ValueError):
   """A weights file that is missing, unreadable or not the FID Inception's; one line."""
 
 

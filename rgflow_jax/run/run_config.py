@@ -22,17 +22,18 @@ import ml_collections
 
 from rgflow_jax.configs import base
 from rgflow_jax.core import execution, registry
+from rgflow_jax.core.errors import RGFlowError
 from rgflow_jax.io import metrics, multihost, storage
 from rgflow_jax.run import jit_steps
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RGFlowError, RuntimeError):
   """The run cannot go on; the message says why and what to do."""
 
 
-class ConfigError(ValueError):
+class ConfigError(RGFlowError, ValueError):
   """A config value that cannot work; the message names the key and the values allowed
   (the commands exit with status 2, as for a bad command line)."""
 
