@@ -83,12 +83,12 @@ def bench_size(L: int, model: str, batch: int, starts: int, repeats: int, loop: 
   free_mask = jnp.broadcast_to(cone_mask.reshape(L, L, 1), (L, L, 3))
 
   def full_nll(z):
-    return inpainting._neg_log_lik(flow, params, z, z_fixed, free_mask, region3, image[0])
+    return inpainting.neg_log_lik(flow, params, z, z_fixed, free_mask, region3, image[0])
 
   prepared = local.prepare(flow, params)
 
   def local_nll(zc):
-    return inpainting._local_neg_log_lik(flow, prepared, cone, cache, box_mask, box_image, zc)
+    return inpainting.cone_neg_log_lik(flow, prepared, cone, cache, box_mask, box_image, zc)
 
   opt = optax.adam(1e-2)
 

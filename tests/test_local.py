@@ -105,7 +105,7 @@ def test_local_change_of_log_likelihood_and_its_gradient_equal_the_full(
   for n, (top, left) in enumerate(positions):
     cone = local.Cone.for_box(flow, top, left, size, size)
     cache = local.cache_baseline(flow, params, cone, image)
-    np.testing.assert_allclose(cache["log_prob"], base_lp, rtol=1e-12)
+    np.testing.assert_allclose(cache.log_prob, base_lp, rtol=1e-12)
     z_free = local.cone_latents(cone, z0) + 0.3 * jax.random.normal(
         jax.random.PRNGKey(n), (1, cone.plan.n_cone, C))
     got, g_got = local_fn(z_free, cone, cache)
@@ -130,7 +130,7 @@ def test_local_inpainting_ends_at_the_latents_of_the_full_path(x64_module, L, C,
   args = (flow, params, corrupted, region, jax.random.PRNGKey(7))
   kw = dict(n_starts=6, steps=12, lr=0.05, truth=image[0])
   x_loc, loc = inpainting.inpaint(*args, **kw)  # local is the default for RG-Flow's cone
-  x_full, full = inpainting.inpaint(*args, local=False, **kw)
+  x_full, full = inpainting.inpaint(*args, on_cone=False, **kw)
   moved = np.abs(np.asarray(full["z"]) - np.asarray(latents.encode_jit(
       flow, params, pixels.to_flow(jnp.asarray(corrupted)[None])[0])[0][0])).max()
   assert moved > 0.1  # the free latents did move
@@ -139,7 +139,7 @@ def test_local_inpainting_ends_at_the_latents_of_the_full_path(x64_module, L, C,
   np.testing.assert_allclose(loc["neg_log_lik"], full["neg_log_lik"], rtol=1e-10)
   assert loc["psnr"] == pytest.approx(full["psnr"], rel=1e-9)
   with pytest.raises(ValueError, match="local inpainting computes on RG-Flow's cone"):
-    inpainting.inpaint(*args, free="all", local=True, **kw)
+    inpainting.inpaint(*args, free="all", on_cone=True, **kw)
 
 
 @pytest.mark.parametrize("L,C,order,size,positions", [
@@ -158,7 +158,7 @@ def test_latent_edits_recompute_only_the_generation_cone(x64_module, L, C, order
     z_new = jnp.where(box, z + jax.random.normal(jax.random.PRNGKey(top), z.shape), z)
     got = edit(params, cone, cache, z_new)
     want, _ = flow.decode(params, z_new)
-    assert float(jnp.abs(want - cache["image"]).max()) > 1e-2  # the edit shows
+    assert float(jnp.abs(want - cache.image).max()) > 1e-2  # the edit shows
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 

@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ALPHA = 0.05  # squeeze margin: p = ALPHA + (1 - 2 ALPHA) x
 
@@ -47,6 +48,17 @@ def from_flow(y):
 def to_uint8(x):
   """x in [0, 1] -> uint8 pixels (floor of 256 x, the inverse of dequantisation)."""
   return jnp.clip(jnp.floor(x * 256.0), 0, 255).astype(jnp.uint8)
+
+
+def to_uint8_numpy(x) -> np.ndarray:
+  """:func:`to_uint8` as a host array (for figures and files)."""
+  return np.asarray(to_uint8(x))
+
+
+def from_uint8(images) -> np.ndarray:
+  """uint8 pixels -> x in [0, 1] at the centres of their bins ((u + 0.5) / 256,
+  float32): the image a pixel stands for, without dequantisation noise."""
+  return (np.asarray(images).astype(np.float32) + 0.5) / 256.0
 
 
 def bits_per_dim(log_prob_x, num_dims: int):

@@ -3,7 +3,7 @@ which latents may move, the objective (the corrupted image's log-likelihood with
 region generated), best-of-N prior starts then Adam, and the PSNR over the region.
 
 For RG-Flow the default computes only the cone's blocks each step
-(:mod:`rgflow_jax.core.local`); other models, and ``local=False``, use the whole image.
+(:mod:`rgflow_jax.core.local`); other models, and ``on_cone=False``, use the whole image.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _generated(y):
   return jnp.clip(x, 1e-6, 1 - 1e-6)
 
 
-def _neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
+def neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
   """-log p of the corrupted image with the region generated from the latents."""
   z = jnp.where(free_mask, z_free, z_fixed)
   y, _ = flow.decode(params, z[None])
@@ -78,7 +78,7 @@ def _neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
   return -flow.log_prob_pixels(params, x[None])[0]
 
 
-def _local_neg_log_lik(flow, params, cone, cache, box_mask, box_corrupted, z_cone):
+def cone_neg_log_lik(flow, params, cone, cache, box_mask, box_corrupted, z_cone):
   """The same objective less the baseline's, from the cone alone (rgflow_jax.core.local):
   -(log p(image) - log p(baseline)), the free latents being the cone's (n_cone, C);
   ``params`` as the engine takes them (best: local.prepare's, made once)."""
@@ -108,7 +108,7 @@ def _best_start_then_adam(nll, starts, steps, lr, free_mask=None):
 @functools.partial(jax.jit, static_argnums=(0, 7))
 def _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted, steps, lr):
   """One compiled program per model and step count: the whole image each step."""
-  nll = functools.partial(_neg_log_lik, flow, params, z_fixed=z_fixed, free_mask=free_mask,
+  nll = functools.partial(neg_log_lik, flow, params, z_fixed=z_fixed, free_mask=free_mask,
                           region3=region3, corrupted=corrupted)
   z, value = _best_start_then_adam(nll, starts, steps, lr, free_mask)
   return jnp.where(free_mask, z, z_fixed), value
@@ -118,13 +118,13 @@ def _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted, 
 def _inpaint_local(flow, params, cone, cache, box_mask, box_corrupted, starts, steps, lr):
   """One compiled program per model, region shape and step count, any position: only
   the region's cone each step."""
-  nll = functools.partial(_local_neg_log_lik, flow, local.prepare(flow, params), cone,
+  nll = functools.partial(cone_neg_log_lik, flow, local.prepare(flow, params), cone,
                           cache, box_mask, box_corrupted)
   return _best_start_then_adam(nll, starts, steps, lr)
 
 
 def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: int = 300,
-            lr: float = 0.05, free: str = "cone", truth=None, local: bool | None = None):
+            lr: float = 0.05, free: str = "cone", truth=None, on_cone: bool | None = None):
   """Inpaint ``region`` of one image (App. F).
 
   ``corrupted``: (L, L, C) image in [0, 1]; ``region``: (L, L) bool, True where it is
@@ -133,16 +133,16 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   truth's). The objective is the log-likelihood of the corrupted image with the
   generated region pasted in. The best of ``n_starts`` prior draws for the free
   latents starts Adam (``steps`` steps, learning rate ``lr`` decayed to 0 on a cosine).
-  ``local`` (RG-Flow, ``free="cone"``; the default there): every step computes only
+  ``on_cone`` (RG-Flow, ``free="cone"``; the default there): every step computes only
   the blocks of the region's cone (:mod:`rgflow_jax.core.local`: the same objective up to a
   constant, the same starts and Adam steps, so the same latents up to rounding); False:
   the whole image each step, as any model can.
   Returns (image in [0, 1], info dict with the PSNR over the region against ``truth``
   if given, the final negative log-likelihood, the latents and the free mask).
   """
-  if local is None:
-    local = free == "cone" and registry.is_rgflow(flow)
-  if local and not (free == "cone" and registry.is_rgflow(flow)):
+  if on_cone is None:
+    on_cone = free == "cone" and registry.is_rgflow(flow)
+  if on_cone and not (free == "cone" and registry.is_rgflow(flow)):
     raise ValueError("local inpainting computes on RG-Flow's cone: it needs an RG-Flow "
                      f"and free='cone' (got {type(flow).__name__}, free={free!r})")
   region = np.asarray(region, bool)
@@ -159,7 +159,7 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   y0, _ = pixels.to_flow(jnp.clip(corrupted, 1e-6, 1 - 1e-6)[None])
   z_fixed = encode_jit(flow, params, y0)[0][0]
   starts = flow.sample_latents(rng, n_starts, 1.0, dtype)
-  if local:
+  if on_cone:
     z, nll = _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr)
   else:
     z, nll = _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted,
@@ -167,7 +167,7 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   y, _ = decode_jit(flow, params, z[None])
   x = jnp.where(region3, pixels.from_flow(y)[0], corrupted)
   info = {"neg_log_lik": float(nll), "free_latents": int(free_mask.sum()), "z": z,
-          "free_mask": free_mask, "local": bool(local)}
+          "free_mask": free_mask, "local": bool(on_cone)}
   if truth is not None:
     info["psnr"] = psnr(x, truth, region[..., None])
   return x, info
@@ -183,7 +183,7 @@ def _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr):
   # do; these keep its pixel transform finite).
   baseline = jnp.where(jnp.asarray(region)[..., None], 0.5, corrupted)[None]
   cache = local.cache_baseline(flow, params, cone, baseline)
-  base_nll = -cache["log_prob"][0]
+  base_nll = -cache.log_prob[0]
   z_cone, delta = _inpaint_local(flow, params, cone, cache, box_mask, box_corrupted,
                                  local.cone_latents(cone, starts), steps, lr)
   z = local.with_cone_latents(cone, z_fixed[None], z_cone[None])[0]
@@ -217,7 +217,7 @@ def inpaint_table(flow, params, truth_u8, seed: int, rng, n_starts, n_steps, pro
   items = progress_bar(enumerate(truth_u8), progress, total=len(truth_u8),
                        desc="inpainting", unit="img")
   for k, truth_u8_k in items:
-    truth = (truth_u8_k.astype(np.float32) + 0.5) / 256.0
+    truth = pixels.from_uint8(truth_u8_k)
     top, left = gen.integers(0, L - size + 1, size=2)
     region = np.zeros((L, L), bool)
     region[top:top + size, left:left + size] = True
@@ -236,7 +236,7 @@ def inpaint_table(flow, params, truth_u8, seed: int, rng, n_starts, n_steps, pro
       row[f"local_{how}"] = info["local"]
       panel.append(x)
     if extractor is not None:  # features of truth, corrupted and each inpainting
-      feats = extractor.features(np.stack([np.asarray(pixels.to_uint8(p)) for p in panel]))
+      feats = extractor.features(np.stack([pixels.to_uint8_numpy(p) for p in panel]))
       row["inception_psnr_corrupted"] = fid.inception_psnr(feats[1], feats[0])
       for how, f in zip(frees, feats[2:], strict=True):
         row[f"inception_psnr_{how}"] = fid.inception_psnr(f, feats[0])

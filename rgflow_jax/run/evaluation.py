@@ -135,10 +135,6 @@ def plus_minus(stderr: float | None, draws: int) -> str:
   return f"+- {spread} ({draws} draw{'s' if draws != 1 else ''})"
 
 
-def _to_uint8(x):
-  return np.asarray(pixels.to_uint8(x))
-
-
 def _test_images(config, flow, n, progress):
   source = data.make_source(config.data, "test", flow.image_size, flow.channels, progress)
   return np.stack([source[i] for i in range(min(n, len(source)))])
@@ -207,7 +203,7 @@ def _samples(ctx: Context) -> dict:
 
   drawn = {}
   for t in SAMPLE_TEMPERATURES:
-    drawn[f"T{t:.1f}"] = _to_uint8(sample(ctx.params, ctx.key("samples"), 64, t))
+    drawn[f"T{t:.1f}"] = pixels.to_uint8_numpy(sample(ctx.params, ctx.key("samples"), 64, t))
     save(drawn[f"T{t:.1f}"], f"samples_T{t:.1f}.png",
          f"samples at temperature T = {t} (step {ctx.step})")
   ctx.arrays("samples", **drawn)
@@ -226,7 +222,7 @@ def _progressive(ctx: Context) -> dict:
   z = flow.sample_latents(ctx.key("progressive"), 8, ctx.config.train.samples.temperature,
                          ctx.dtype)
   images = jax.jit(lambda p, zz: latents.progressive(flow, p, zz))(ctx.params, z)
-  figures.save_grid(_to_uint8(images.reshape((-1,) + flow.event_shape)),
+  figures.save_grid(pixels.to_uint8_numpy(images.reshape((-1,) + flow.event_shape)),
                   ctx.figure("progressive.png"), ncol=8,
                   rows=[f"levels >= {flow.num_levels - 1 - r}" for r in range(images.shape[0])],
                   title="coarse to fine: row r decodes only the latents of levels >= "
@@ -260,13 +256,13 @@ def _traverse(ctx: Context) -> dict:
   for level, latent in enumerate(tops):
     rows = np.asarray(traverse(ctx.params, z, jnp.asarray(latent), jnp.asarray(values)))
     grid = rows.transpose(1, 0, 2, 3, 4).reshape((-1,) + flow.event_shape)
-    figures.save_grid(_to_uint8(grid), ctx.figure(f"traverse_level{level}.png"),
+    figures.save_grid(pixels.to_uint8_numpy(grid), ctx.figure(f"traverse_level{level}.png"),
                     ncol=len(values), columns=[f"{v:+g}" for v in values],
                     rows=[f"sample {k + 1}" for k in range(len(z))],
                     title=f"level {level}: latent (i, j, c) = {latent} set to "
                     f"{values[0]:g} ... {values[-1]:g} (columns); a row per sample")
     frames_per_level.append(rows)
-  figures.save_gif([_to_uint8(np.concatenate([f[v] for f in frames_per_level]))
+  figures.save_gif([pixels.to_uint8_numpy(np.concatenate([f[v] for f in frames_per_level]))
                   for v in range(len(values))], ctx.figure("traverse.gif"), ncol=4,
                  titles=[f"strongest latent of each level (a row per level) = {v:+.2f}"
                          for v in values])
@@ -277,7 +273,7 @@ def _traverse(ctx: Context) -> dict:
 def _mix(ctx: Context) -> dict:
   flow = ctx.flow
   imgs = _test_images(ctx.config, flow, 4, ctx.progress)
-  y, _ = pixels.to_flow((imgs.astype(np.float32) + 0.5) / 256.0)
+  y, _ = pixels.to_flow(pixels.from_uint8(imgs))
   z, _ = latents.encode_jit(flow, ctx.params, y)
   n = len(imgs) - len(imgs) % 2
   pairs = [(a, a + 1) for a in range(0, n, 2)] + [(a + 1, a) for a in range(0, n, 2)]
@@ -285,7 +281,7 @@ def _mix(ctx: Context) -> dict:
                   for a, b in pairs for theta in range(flow.num_levels + 1)])
   panels = pixels.from_flow(latents.decode_jit(flow, ctx.params, zm)[0])
   top = flow.num_levels
-  figures.save_grid(_to_uint8(panels), ctx.figure("mix.png"), ncol=top + 1,
+  figures.save_grid(pixels.to_uint8_numpy(panels), ctx.figure("mix.png"), ncol=top + 1,
                   columns=[f"theta {t}" + (" = A" if t == 0 else " = B" if t == top else "")
                            for t in range(top + 1)],
                   rows=[f"A: {a + 1}, B: {b + 1}" for a, b in pairs],
@@ -315,10 +311,11 @@ def _inpaint(ctx: Context) -> dict:
   summary, panels = inpainting.inpaint_table(ctx.flow, ctx.params, truth, ctx.config.seed,
                                              ctx.key("inpaint"), o.starts, o.steps,
                                              ctx.progress, extractor=ctx.extractor)
-  figures.save_grid(_to_uint8(panels), ctx.figure("inpaint.png"),
+  figures.save_grid(pixels.to_uint8_numpy(panels), ctx.figure("inpaint.png"),
                   ncol=len(summary["columns"]), columns=summary["columns"],
                   title="inpainting: " + " | ".join(summary["columns"]))
-  ctx.arrays("inpaint", panels=_to_uint8(panels), columns=np.asarray(summary["columns"]))
+  ctx.arrays("inpaint", panels=pixels.to_uint8_numpy(panels),
+             columns=np.asarray(summary["columns"]))
   return {"inpaint": summary}
 
 
@@ -329,7 +326,7 @@ def draw_samples(flow, params, rng, n: int, temperature: float, batch_size: int,
   out = []
   for b in progress_bar(range(-(-n // batch_size)), progress, desc="samples", unit="batch"):
     imgs = sample(params, jax.random.fold_in(rng, b), batch_size, temperature)
-    out.append(_to_uint8(imgs))
+    out.append(pixels.to_uint8_numpy(imgs))
   return np.concatenate(out)[:n]
 
 
@@ -384,7 +381,7 @@ def _semantic(ctx: Context) -> dict:
                      "leave it out of --mode for this run")
   n = ctx.options.semantic.samples
   sample = jax.jit(ctx.flow.sample, static_argnums=2)
-  imgs = _to_uint8(sample(ctx.params, ctx.key("semantic"), n, 1.0))
+  imgs = pixels.to_uint8_numpy(sample(ctx.params, ctx.key("semantic"), n, 1.0))
   real = _test_images(ctx.config, ctx.flow, n, ctx.progress)
   figures.save_side_by_side([figures.grid_image(imgs[:64], 8, title="samples at T = 1"),
                            figures.grid_image(real[:64], 8, title="test images")],
@@ -434,8 +431,8 @@ def _check_options(e) -> None:
 
 
 def checkpoint_choice(config):
-  """``config.eval.checkpoint`` as :func:`~rgflow_jax.run.trained.load_params` takes it: 'best', 'latest' or a
-  step (an int)."""
+  """``config.eval.checkpoint`` as :func:`~rgflow_jax.run.trained.load_params` takes it:
+  'best', 'latest' or a step (an int)."""
   which = str(config.eval.checkpoint)
   return int(which) if which.isdigit() else which
 

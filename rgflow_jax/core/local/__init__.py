@@ -15,10 +15,11 @@ tables) and :mod:`.engine` computes on its blocks alone:
 """
 
 from rgflow_jax.core.local.cone import Cone, Plan, bounding_box, make_plan
-from rgflow_jax.core.local.engine import (Prepared, cache_baseline, cache_decode, cone_latents,
-                                     decode_region, delta_log_prob, edit_latents, prepare,
-                                     with_cone_latents)
+from rgflow_jax.core.local.engine import (BaselineCache, DecodeCache, Prepared, StageBaseline,
+                                          cache_baseline, cache_decode, cone_latents,
+                                          decode_region, delta_log_prob, edit_latents,
+                                          prepare, with_cone_latents)
 
-__all__ = ["Cone", "Plan", "Prepared", "bounding_box", "cache_baseline", "cache_decode",
-           "cone_latents", "decode_region", "delta_log_prob", "edit_latents", "make_plan",
-           "prepare", "with_cone_latents"]
+__all__ = ["BaselineCache", "Cone", "DecodeCache", "Plan", "Prepared", "StageBaseline",
+           "bounding_box", "cache_baseline", "cache_decode", "cone_latents", "decode_region",
+           "delta_log_prob", "edit_latents", "make_plan", "prepare", "with_cone_latents"]

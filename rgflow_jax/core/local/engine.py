@@ -37,6 +37,44 @@ class Prepared:
 jax.tree_util.register_dataclass(Prepared, data_fields=["blocks"], meta_fields=[])
 
 
+@dataclasses.dataclass(frozen=True)
+class StageBaseline:
+  """One stage of a :class:`BaselineCache`: the baseline's inputs at the cone's block
+  sites (1, P, k*k, C), its per-block log-dets (1, P) and, where the stage ends a level,
+  its latents there (1, P, k*k, C)."""
+
+  inputs: jax.Array
+  log_dets: jax.Array
+  latents: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineCache:
+  """What :func:`delta_log_prob` reads of the baseline image (:func:`cache_baseline`):
+  its pixels in the box (1, H*W, C), a :class:`StageBaseline` per stage, and its
+  log-density (1,)."""
+
+  pixels: jax.Array
+  stages: tuple
+  log_prob: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeCache:
+  """What :func:`edit_latents` reads of a decode (:func:`cache_decode`): each stage's
+  inputs at the cone's block sites, and the decoded image (B, L, L, C) in flow space."""
+
+  inputs: tuple
+  image: jax.Array
+
+
+jax.tree_util.register_dataclass(StageBaseline, data_fields=["inputs", "log_dets", "latents"],
+                                 meta_fields=[])
+jax.tree_util.register_dataclass(BaselineCache, data_fields=["pixels", "stages", "log_prob"],
+                                 meta_fields=[])
+jax.tree_util.register_dataclass(DecodeCache, data_fields=["inputs", "image"], meta_fields=[])
+
+
 def prepare(flow, params, execution=None) -> Prepared:
   """The flow's parameters as the engine uses them (done once; idempotent)."""
   if isinstance(params, Prepared):
@@ -71,17 +109,17 @@ def cache_baseline(flow, params, cone: Cone, baseline_pixels, execution=None):
   """What :func:`delta_log_prob` needs of the baseline image (1, L, L, C) in [0, 1]:
   each stage's baseline inputs at its block sites, its per-block log-dets and latents,
   the baseline's pixels in the box, and its log-density (``log_prob``, per image, as
-  ``flow.log_prob_pixels``). Computed once, at full size."""
+  ``flow.log_prob_pixels``), as a :class:`BaselineCache`. Computed once, at full size."""
   x = jnp.asarray(baseline_pixels)
   y, ld_pixels = pixels.to_flow(x)
   z, log_det, kept = flow.encode_stages(params, y, execution)
   z_flat = z.reshape(1, -1, flow.channels)
-  stages = [{"inputs": _gather(x_in, tab.sites),
-             "log_dets": jnp.take(ld, jnp.asarray(tab.ids), axis=1),
-             "latents": _gather(z_flat, tab.image_sites)}
-            for (x_in, ld), tab in zip(kept, cone.stages, strict=True)]
-  return {"pixels": _gather(x.reshape(1, -1, flow.channels), cone.pixels),
-          "stages": stages, "log_prob": flow.prior_log_prob(z) + ld_pixels + log_det}
+  stages = tuple(StageBaseline(_gather(x_in, tab.sites),
+                               jnp.take(ld, jnp.asarray(tab.ids), axis=1),
+                               _gather(z_flat, tab.image_sites))
+                 for (x_in, ld), tab in zip(kept, cone.stages, strict=True))
+  return BaselineCache(_gather(x.reshape(1, -1, flow.channels), cone.pixels), stages,
+                       flow.prior_log_prob(z) + ld_pixels + log_det)
 
 
 def _pixel_log_det(x):
@@ -89,7 +127,8 @@ def _pixel_log_det(x):
   return pixels.to_flow(x[:, :, None, :])[1]
 
 
-def delta_log_prob(flow, params, cone: Cone, cache: dict, new_pixels, execution=None):
+def delta_log_prob(flow, params, cone: Cone, cache: BaselineCache, new_pixels,
+                   execution=None):
   """log p(x) - log p(baseline) per image, for images x equal to the baseline outside
   the box and ``new_pixels`` (B, H*W, C) in [0, 1] (row-major over the box) inside
   it; from the blocks of the box's inference cone only."""
@@ -97,16 +136,16 @@ def delta_log_prob(flow, params, cone: Cone, cache: dict, new_pixels, execution=
   prepared = prepare(flow, params, execution)
   b = new_pixels.shape[0]
   prev = pixels.to_flow(new_pixels[:, :, None, :])[0][:, :, 0, :]
-  delta = _pixel_log_det(new_pixels) - _pixel_log_det(cache["pixels"])
-  for st, tab, base in zip(cone.plan.stages, cone.stages, cache["stages"], strict=True):
-    inputs = _where(tab.use_new, _gather(prev, tab.src), base["inputs"])
+  delta = _pixel_log_det(new_pixels) - _pixel_log_det(cache.pixels)
+  for st, tab, base in zip(cone.plan.stages, cone.stages, cache.stages, strict=True):
+    inputs = _where(tab.use_new, _gather(prev, tab.src), base.inputs)
     out, ld = _run(flow, prepared, st, inputs, False, execution)
-    delta = delta + jnp.sum((ld - base["log_dets"]) * jnp.asarray(tab.real, out.dtype),
+    delta = delta + jnp.sum((ld - base.log_dets) * jnp.asarray(tab.real, out.dtype),
                             axis=1)
     if st.ends_level:
       w = jnp.asarray(tab.holds_latent & tab.real[:, None], out.dtype)
       lp = priors.log_density(flow.prior, out, 1.0) - \
-          priors.log_density(flow.prior, base["latents"], 1.0)
+          priors.log_density(flow.prior, base.latents, 1.0)
       delta = delta + jnp.sum(lp * w[None, :, :, None], axis=(1, 2, 3))
     prev = out.reshape(b, -1, out.shape[-1])
   return delta
@@ -151,13 +190,13 @@ def decode_region(flow, params, cone: Cone, latents, execution=None):
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def cache_decode(flow, params, cone: Cone, z, execution=None):
   """What :func:`edit_latents` needs of the decode of z (B, L, L, C): each stage's
-  inputs at its block sites, and the decoded image (flow space)."""
+  inputs at its block sites, and the decoded image (flow space): a :class:`DecodeCache`."""
   image, _, kept = flow.decode_stages(params, z, execution)
-  return {"inputs": [_gather(x, tab.sites) for x, tab in zip(kept, cone.stages, strict=True)],
-          "image": image}
+  return DecodeCache(tuple(_gather(x, tab.sites)
+                           for x, tab in zip(kept, cone.stages, strict=True)), image)
 
 
-def edit_latents(flow, params, cone: Cone, cache: dict, z_new, execution=None):
+def edit_latents(flow, params, cone: Cone, cache: DecodeCache, z_new, execution=None):
   """The decoded image (B, L, L, C) in flow space of ``z_new``, a latent that differs
   from the cached one only at the sites of the cone's box (a ``Cone.for_latent_box``);
   only the blocks of its generation cone are recomputed."""
@@ -166,11 +205,11 @@ def edit_latents(flow, params, cone: Cone, cache: dict, z_new, execution=None):
   b, L, _, c = z_new.shape
   z_flat = z_new.reshape(b, L * L, c)
   prev = None
-  for st, tab, base in zip(cone.plan.stages, cone.stages, cache["inputs"], strict=True):
+  for st, tab, base in zip(cone.plan.stages, cone.stages, cache.inputs, strict=True):
     inputs = base if prev is None else _where(tab.use_new, _gather(prev, tab.src), base)
     if st.ends_level:
       inputs = _where(tab.holds_latent, _gather(z_flat, tab.image_sites), inputs)
     out, _ = _run(flow, prepared, st, inputs, True, execution)
     prev = out.reshape(b, -1, c)
-  image = cache["image"].reshape(b, L * L, c)
+  image = cache.image.reshape(b, L * L, c)
   return image.at[:, jnp.asarray(cone.out_sites)].set(prev, mode="drop").reshape(b, L, L, c)
