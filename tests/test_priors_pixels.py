@@ -40,3 +40,13 @@ def test_dequantized_pixels_stay_in_their_bin():
   x = pixels.dequantize(jax.random.PRNGKey(0), u)
   assert ((x * 256 >= u) & (x * 256 < u.astype(jnp.float32) + 1)).all()
   np.testing.assert_array_equal(pixels.to_uint8(x), u)
+
+
+def test_every_uint8_value_comes_back_from_its_bin_centre():
+  u8 = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1)
+  x = pixels.from_uint8(u8)
+  assert x.dtype == np.float32 and x.min() > 0 and x.max() < 1
+  np.testing.assert_array_equal(x, (u8.astype(np.float32) + 0.5) / 256)
+  back = pixels.to_uint8_numpy(x)
+  assert isinstance(back, np.ndarray) and back.dtype == np.uint8
+  np.testing.assert_array_equal(back, u8)
