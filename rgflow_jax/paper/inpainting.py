@@ -78,13 +78,13 @@ def neg_log_lik(flow, params, z_free, z_fixed, free_mask, region3, corrupted):
   return -flow.log_prob_pixels(params, x[None])[0]
 
 
-def cone_neg_log_lik(flow, params, cone, cache, box_mask, box_corrupted, z_cone):
+def cone_neg_log_lik(flow, prepared, cone, cache, box_mask, box_corrupted, z_cone):
   """The same objective less the baseline's, from the cone alone (rgflow_jax.core.local):
   -(log p(image) - log p(baseline)), the free latents being the cone's (n_cone, C);
-  ``params`` as the engine takes them (best: local.prepare's, made once)."""
-  x_gen = _generated(local.decode_region(flow, params, cone, z_cone[None])[0])
+  ``prepared``: local.prepare's parameters, made once."""
+  x_gen = _generated(local.decode_region(flow, prepared, cone, z_cone[None])[0])
   x = jnp.where(box_mask[:, None], x_gen, box_corrupted)
-  return -local.delta_log_prob(flow, params, cone, cache, x[None])[0]
+  return -local.delta_log_prob(flow, prepared, cone, cache, x[None])[0]
 
 
 def _best_start_then_adam(nll, starts, steps, lr, free_mask=None):

@@ -7,11 +7,12 @@ and what depends on it, is a set of blocks per stage: the region's cone
 tables) and :mod:`.engine` computes on its blocks alone:
 
     cone = Cone.for_region(flow, region)             # or Cone.for_box(flow, t, l, h, w)
+    prepared = prepare(flow, params)                 # once per parameters
     cache = cache_baseline(flow, params, cone, baseline)
-    delta = delta_log_prob(flow, params, cone, cache, new_pixels)
-    pixels = decode_region(flow, params, cone, cone_latents(cone, z))
+    delta = delta_log_prob(flow, prepared, cone, cache, new_pixels)
+    pixels = decode_region(flow, prepared, cone, cone_latents(cone, z))
     edit = Cone.for_latent_box(flow, t, l, h, w)     # generation cone of latents
-    image = edit_latents(flow, params, edit, cache_decode(flow, params, edit, z), z_new)
+    image = edit_latents(flow, prepared, edit, cache_decode(flow, params, edit, z), z_new)
 """
 
 from rgflow_jax.core.local.cone import Cone, Plan, bounding_box, make_plan

@@ -9,9 +9,12 @@
 
 Each stage gathers its blocks' inputs (new values where the cone's tables say so, the
 cache's elsewhere) and runs them through the same batched RNVP block as the full model
-(:func:`rgflow_jax.core.coupling_fast.apply_prepared`). ``params`` is the flow's parameters
-or :func:`prepare`'s result (weight norm and checkerboard order done once, for loops
-that call these functions many times with the same parameters).
+(:func:`rgflow_jax.core.coupling_fast.apply_prepared`).
+
+One argument type each: the two caches run the whole flow and take its parameters; the
+functions on a cone take a :class:`Prepared` (:func:`prepare`: weight norm and
+checkerboard order done once, with the execution they were done for, so that loops
+calling them many times with the same parameters do not redo it).
 """
 
 from __future__ import annotations
@@ -23,18 +26,20 @@ import jax
 import jax.numpy as jnp
 
 from rgflow_jax.core import bound, coupling_fast, pixels, priors
-from rgflow_jax.core.execution import DEFAULT
+from rgflow_jax.core.execution import DEFAULT, Execution
 from rgflow_jax.core.local.cone import Cone
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-  """Every stage's block parameters through coupling_fast.prepare, keyed (level, layer)."""
+  """Every stage's block parameters through coupling_fast.prepare, keyed (level, layer),
+  and the execution they were prepared for (static)."""
 
   blocks: dict
+  execution: Execution = DEFAULT
 
 
-jax.tree_util.register_dataclass(Prepared, data_fields=["blocks"], meta_fields=[])
+jax.tree_util.register_dataclass(Prepared, data_fields=["blocks"], meta_fields=["execution"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,22 +81,31 @@ jax.tree_util.register_dataclass(DecodeCache, data_fields=["inputs", "image"], m
 
 
 def prepare(flow, params, execution=None) -> Prepared:
-  """The flow's parameters as the engine uses them (done once; idempotent)."""
+  """The flow's parameters (a tree or a BoundParams) as the functions on a cone take
+  them, for ``execution`` (default: DEFAULT)."""
   if isinstance(params, Prepared):
-    return params
+    raise TypeError("these parameters are prepared already: pass them on as they are")
+  execution = execution or DEFAULT
   params = bound.tree_of(params)
   return Prepared({(st.level, st.layer): coupling_fast.prepare(
-      params[st.param_key][st.layer], flow.block_size, flow.channels, execution or DEFAULT)
-      for st in flow.stages()})
+      params[st.param_key][st.layer], flow.block_size, flow.channels, execution)
+      for st in flow.stages()}, execution)
 
 
-def _run(flow, prepared: Prepared, plan_stage, inputs, inverse: bool, execution):
+def _check_prepared(prepared) -> Prepared:
+  if not isinstance(prepared, Prepared):
+    raise TypeError(f"the functions on a cone take prepared parameters, not a "
+                    f"{type(prepared).__name__}: pass local.prepare(flow, params), made once")
+  return prepared
+
+
+def _run(flow, prepared: Prepared, plan_stage, inputs, inverse: bool):
   """inputs (B, P, k*k, C) -> (outputs of the same shape, per-block log-dets (B, P))."""
   b, p, kk, c = inputs.shape
   k = flow.block_size
   out, ld = coupling_fast.apply_prepared(prepared.blocks[plan_stage.level, plan_stage.layer],
                                          inputs.reshape(b * p, k, k, c), inverse=inverse,
-                                         execution=execution)
+                                         execution=prepared.execution)
   return out.reshape(b, p, kk, c), ld.reshape(b, p)
 
 
@@ -127,19 +141,17 @@ def _pixel_log_det(x):
   return pixels.to_flow(x[:, :, None, :])[1]
 
 
-def delta_log_prob(flow, params, cone: Cone, cache: BaselineCache, new_pixels,
-                   execution=None):
+def delta_log_prob(flow, prepared: Prepared, cone: Cone, cache: BaselineCache, new_pixels):
   """log p(x) - log p(baseline) per image, for images x equal to the baseline outside
   the box and ``new_pixels`` (B, H*W, C) in [0, 1] (row-major over the box) inside
   it; from the blocks of the box's inference cone only."""
-  execution = execution or DEFAULT
-  prepared = prepare(flow, params, execution)
+  prepared = _check_prepared(prepared)
   b = new_pixels.shape[0]
   prev = pixels.to_flow(new_pixels[:, :, None, :])[0][:, :, 0, :]
   delta = _pixel_log_det(new_pixels) - _pixel_log_det(cache.pixels)
   for st, tab, base in zip(cone.plan.stages, cone.stages, cache.stages, strict=True):
     inputs = _where(tab.use_new, _gather(prev, tab.src), base.inputs)
-    out, ld = _run(flow, prepared, st, inputs, False, execution)
+    out, ld = _run(flow, prepared, st, inputs, False)
     delta = delta + jnp.sum((ld - base.log_dets) * jnp.asarray(tab.real, out.dtype),
                             axis=1)
     if st.ends_level:
@@ -166,13 +178,12 @@ def with_cone_latents(cone: Cone, z, values):
   return flat.reshape(z.shape)
 
 
-def decode_region(flow, params, cone: Cone, latents, execution=None):
+def decode_region(flow, prepared: Prepared, cone: Cone, latents):
   """The generated pixels (B, H*W, C) in flow space (row-major over the box) of the
   cone latents ``latents`` (B, n_cone, C) (:func:`cone_latents`), from the blocks the
   box depends on only; equal to ``flow.decode``'s there. (The box's pixels depend on
   no other latent.)"""
-  execution = execution or DEFAULT
-  prepared = prepare(flow, params, execution)
+  prepared = _check_prepared(prepared)
   b = latents.shape[0]
   prev = None
   for st, tab in zip(reversed(cone.plan.stages), reversed(cone.stages)):
@@ -182,7 +193,7 @@ def decode_region(flow, params, cone: Cone, latents, execution=None):
                                              _gather(prev, tab.src_decode))
     else:
       inputs = _gather(prev, tab.src_decode)
-    out, _ = _run(flow, prepared, st, inputs, True, execution)
+    out, _ = _run(flow, prepared, st, inputs, True)
     prev = out.reshape(b, -1, out.shape[-1])
   return _gather(prev, cone.pixels_from_decode)
 
@@ -196,12 +207,11 @@ def cache_decode(flow, params, cone: Cone, z, execution=None):
                            for x, tab in zip(kept, cone.stages, strict=True)), image)
 
 
-def edit_latents(flow, params, cone: Cone, cache: DecodeCache, z_new, execution=None):
+def edit_latents(flow, prepared: Prepared, cone: Cone, cache: DecodeCache, z_new):
   """The decoded image (B, L, L, C) in flow space of ``z_new``, a latent that differs
   from the cached one only at the sites of the cone's box (a ``Cone.for_latent_box``);
   only the blocks of its generation cone are recomputed."""
-  execution = execution or DEFAULT
-  prepared = prepare(flow, params, execution)
+  prepared = _check_prepared(prepared)
   b, L, _, c = z_new.shape
   z_flat = z_new.reshape(b, L * L, c)
   prev = None
@@ -209,7 +219,7 @@ def edit_latents(flow, params, cone: Cone, cache: DecodeCache, z_new, execution=
     inputs = base if prev is None else _where(tab.use_new, _gather(prev, tab.src), base)
     if st.ends_level:
       inputs = _where(tab.holds_latent, _gather(z_flat, tab.image_sites), inputs)
-    out, _ = _run(flow, prepared, st, inputs, True, execution)
+    out, _ = _run(flow, prepared, st, inputs, True)
     prev = out.reshape(b, -1, c)
   image = cache.image.reshape(b, L * L, c)
   return image.at[:, jnp.asarray(cone.out_sites)].set(prev, mode="drop").reshape(b, L, L, c)
