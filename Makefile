@@ -3,7 +3,8 @@
 #                                   python3 (-m "not campaign")
 #   make test PYTHON=python3.12     the same with another interpreter (and its newest JAX)
 #   make test-all                   the whole suite, fault campaigns included (what CI runs)
-#   make test-fast                  the suite without its end-to-end tier (-m "not e2e")
+#   make test-fast                  the suite without its end-to-end tier, tests/e2e/
+#                                   (-m "not e2e")
 #   make check-accel PYTHON=python3.12  TPU and GPU targets compiled on this CPU
 #                                   (docs/accelerators.md)
 #   make test-fast FLOOR=1 PYTHON=python3.11 VENV=.venv-floor

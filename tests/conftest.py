@@ -31,3 +31,12 @@ def x64():
   jax.config.update("jax_enable_x64", True)
   yield jnp.float64
   jax.config.update("jax_enable_x64", old)
+
+
+@pytest.fixture(scope="module")
+def x64_module():
+  """float64 for a whole module (its compiled programs shared between its tests)."""
+  old = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", old)

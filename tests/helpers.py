@@ -1,9 +1,13 @@
 """Helpers shared by tests and by the scripts tests run in subprocesses: random
-non-identity parameters, small models of each flow, the training step's gradient."""
+non-identity parameters, small models of each flow, the training step's gradient, local
+inference's cases, the requirement files and the docs' code blocks."""
 
 import copy
 import functools
+import hashlib
 import importlib
+import os
+import re
 from pathlib import Path
 
 import jax
@@ -11,14 +15,15 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
+from packaging.requirements import Requirement
 
-from rgflow_jax import RGFlow, RealNVP
+from rgflow_jax import RealNVP, RGFlow
 from rgflow_jax.configs import base
 from rgflow_jax.core import execution
-
 from rgflow_jax.run import jit_steps
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
+FIXTURES = ROOT / "tests" / "fixtures"  # committed inputs of the tests
 
 
 def step_gradient(flow, params, images, mesh, ex=execution.TRAINING) -> dict:
@@ -145,3 +150,62 @@ def unit_config():
   c = load_config("msds1")
   c.model.image_size, c.model.channels = UNIT_BATCH[1], UNIT_BATCH[3]
   return c
+
+
+# Local inference's cases: (L, C, layer order, region size, positions (top, left)):
+CONE_CASES = [
+    (16, 1, "paper", 3, [(0, 0), (14, 14), (5, 9)]),
+    (16, 2, "authors", 4, [(13, 0), (6, 6)]),
+    (32, 3, "paper", 10, [(0, 0), (27, 3), (11, 20)]),
+    (32, 1, "authors", 10, [(30, 30), (4, 17)]),
+]
+
+
+def cone_case(L, C, order, seed=0):
+  """A CONE_CASES flow (float64, random parameters) and an image (1, L, L, C) in (0, 1)."""
+  flow, params = random_flow(L, C, 4, jnp.float64, seed=seed, layer_order=order,
+                             hidden=8)
+  rng = np.random.default_rng(seed)
+  image = rng.uniform(0.02, 0.98, (1, L, L, C))
+  return flow, params, image
+
+
+def requirement_set(lines) -> set[tuple]:
+  """(name, specifier, extras) of each requirement line, extras' own lines left out."""
+  out = set()
+  for line in lines:
+    line = line.split("#", 1)[0].strip()
+    if line and not line.startswith("-"):
+      r = Requirement(line)
+      if r.marker is None or "extra" not in str(r.marker):
+        out.add((r.name.lower().replace("_", "-"), str(r.specifier), tuple(sorted(r.extras))))
+  return out
+
+
+def doc_python_blocks():
+  """(file, number, code) of every ```python block of docs/*.md."""
+  for path in sorted((ROOT / "docs").glob("*.md")):
+    for number, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S)):
+      yield path.name, number, code
+
+
+def assert_gradients_close(got, want):
+  got, want = np.asarray(got), np.asarray(want)
+  assert np.abs(want).max() > 1e-3  # a gradient worth comparing
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def data_section(name, **location):
+  """A data section (config.data) of set ``name``, its location as given."""
+  c = base.base_config().data
+  c.name = name
+  c.location.update({"data_dir": "/nonexistent-data", **location})
+  return c
+
+
+def file_digests(folder) -> dict:
+  """sha256 of every file under ``folder`` by relative path, the run lock aside (each
+  trainer writes its pid there)."""
+  folder = Path(os.fspath(folder))
+  return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".train.lock"}

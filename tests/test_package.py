@@ -1,117 +1,23 @@
-"""The installable package: the wheel holds every module and the configs, declares the
-licence, its dependencies are requirements.txt's, its console scripts train and evaluate
-from a fresh venv outside the clone, and importing it changes nothing about the process."""
+"""The package as a whole: its requirement files agree with pyproject, importing it
+changes nothing in the process, no import cycle, each layer imports only its own or lower
+ones, and the tests mirror the package (the wheel: tests/e2e/test_wheel.py)."""
 
+import ast
 import os
-import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
-import pytest
-from packaging.requirements import Requirement
-
-from helpers import ROOT
-
-
-def _requirements(lines) -> set[tuple]:
-  out = set()
-  for line in lines:
-    line = line.split("#", 1)[0].strip()
-    if line and not line.startswith("-"):
-      r = Requirement(line)
-      if r.marker is None or "extra" not in str(r.marker):
-        out.add((r.name.lower().replace("_", "-"), str(r.specifier), tuple(sorted(r.extras))))
-  return out
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-  """The wheel built from a copy of the package's files (as pip builds it from a clone)."""
-  tmp = tmp_path_factory.mktemp("wheel")
-  src = tmp / "src"
-  shutil.copytree(ROOT / "rgflow_jax", src / "rgflow_jax",
-                  ignore=shutil.ignore_patterns("__pycache__"))
-  for name in ("pyproject.toml", "README.md", "LICENSE"):
-    shutil.copy(ROOT / name, src / name)
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                  "--quiet", "-w", str(tmp / "dist"), str(src)], check=True,
-                 capture_output=True, text=True)
-  (path,) = (tmp / "dist").glob("rgflow_jax-*.whl")
-  return path
-
-
-@pytest.mark.e2e
-def test_wheel_holds_every_module_configs_licence_and_requirements_txt(wheel):
-  with zipfile.ZipFile(wheel) as z:
-    names = set(z.namelist())
-    (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
-    metadata = z.read(meta_name).decode()
-    (entry_name,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-    entry_points = z.read(entry_name).decode()
-  modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "rgflow_jax").rglob("*.py")}
-  assert modules and modules <= names, sorted(modules - names)
-  assert "rgflow_jax/configs/msds1.py" in names and "rgflow_jax/cli/train.py" in names
-  assert "License-Expression: MIT" in metadata.splitlines()
-  assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-  requires = [l.split(":", 1)[1] for l in metadata.splitlines() if l.startswith("Requires-Dist:")]
-  want = _requirements((ROOT / "requirements.txt").read_text().splitlines())
-  assert _requirements(requires) == want
-  extras = {l.split(":", 1)[1].strip() for l in metadata.splitlines()
-            if l.startswith("Provides-Extra:")}
-  assert {"cuda", "cuda12", "cuda13", "tpu", "gcs", "s3", "test", "prepare"} <= extras
-  assert "Requires-Dist: jax[cuda13]>=0.10.2; extra == \"cuda\"" in metadata
-  for script in ("rgflow-train", "rgflow-eval", "rgflow-compare", "rgflow-convert"):
-    assert f"{script} = rgflow_jax." in entry_points
-
-
-@pytest.mark.campaign
-@pytest.mark.e2e
-def test_the_wheel_in_a_fresh_venv_trains_and_evaluates_outside_the_clone(wheel, tmp_path):
-  """pip install of the wheel into a new venv (its dependencies lent from this one through
-  a .pth file: no network), then the console scripts from a folder with no clone in it."""
-  venv = tmp_path / "venv"
-  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-  vpy = venv / "bin" / "python"
-  site = subprocess.run([str(vpy), "-c",
-                         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                        capture_output=True, text=True, check=True).stdout.strip()
-  import sysconfig  # noqa: PLC0415
-  Path(site, "lent_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-  subprocess.run([str(vpy), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                  str(wheel)], check=True, capture_output=True, text=True)
-  work = tmp_path / "elsewhere"
-  work.mkdir()
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-  where = subprocess.run([str(vpy), "-c", "import rgflow_jax; print(rgflow_jax.__file__)"],
-                         cwd=work, env=env, capture_output=True, text=True, check=True)
-  assert where.stdout.strip().startswith(site)  # the installed copy, not the clone
-
-  def run(script, *args):
-    out = subprocess.run([str(venv / "bin" / script), *args], cwd=work, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
-
-  train = run("rgflow-train", "--config", "msds1:smoke", "--workdir", "run")
-  assert train.stdout.strip().splitlines()[-1].startswith("done: step 6 (6 this run)")
-  assert "compiling the training step" in train.stderr
-  evaluation = run("rgflow-eval", "--config", "msds1:smoke", "--workdir", "run", "--mode",
-                   "bpd", "--config.eval.bpd.draws=1")
-  lines = evaluation.stdout.strip().splitlines()
-  assert lines[0].startswith("test bits/dim: ") and "+- n/a (1 draw), " in lines[0]
-  assert lines[0].endswith(" (over images), 32 images")
-  assert (work / "run" / "eval" / "eval.json").is_file() and (work / "data" / "msds1").is_dir()
+from helpers import ROOT, requirement_set
 
 
 def test_test_requirements_match_the_test_extra():
   import tomllib  # noqa: PLC0415  (Python >= 3.11, as the suite runs)
   project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-  assert _requirements(project["dependencies"]) == \
-      _requirements((ROOT / "requirements.txt").read_text().splitlines())
-  assert _requirements(project["optional-dependencies"]["test"]) == \
-      _requirements((ROOT / "requirements-test.txt").read_text().splitlines())
+  assert requirement_set(project["dependencies"]) == \
+      requirement_set((ROOT / "requirements.txt").read_text().splitlines())
+  assert requirement_set(project["optional-dependencies"]["test"]) == \
+      requirement_set((ROOT / "requirements-test.txt").read_text().splitlines())
 
 
 IMPORT_EVERYTHING = """
@@ -146,8 +52,6 @@ def test_importing_the_package_changes_nothing_in_the_process():
 def _imports_of_package() -> dict[str, set[str]]:
   """module -> the package modules it imports, anywhere in the file (function-level
   imports included), from the source text."""
-  import ast  # noqa: PLC0415
-
   pkg = ROOT / "rgflow_jax"
   modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
              for p in pkg.rglob("*.py")}
@@ -227,24 +131,52 @@ def test_a_module_imports_only_its_own_layer_or_lower_ones():
   assert _layer_violations(graph) == []
 
 
-def test_every_error_the_package_defines_is_an_rgflow_error():
-  """One base the commands catch (rgflow_jax.RGFlowError), each class keeping the
-  built-in one a caller expects beside it."""
-  import importlib  # noqa: PLC0415
-  import inspect  # noqa: PLC0415
-  import pkgutil  # noqa: PLC0415
+def _defines_functions(path: Path) -> bool:
+  return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for node in ast.walk(ast.parse(path.read_text())))
 
-  import rgflow_jax  # noqa: PLC0415
-  errors = {}
-  for info in pkgutil.walk_packages(rgflow_jax.__path__, "rgflow_jax."):
-    module = importlib.import_module(info.name)
-    for name, obj in vars(module).items():
-      if (inspect.isclass(obj) and issubclass(obj, BaseException)
-          and obj.__module__ == info.name):
-        errors[f"{info.name}.{name}"] = obj
-  assert len(errors) >= 15, sorted(errors)  # the base and every error the package raises
-  assert [n for n, e in errors.items() if not issubclass(e, rgflow_jax.RGFlowError)] == []
-  assert issubclass(rgflow_jax.RGFlowError, Exception)
-  from rgflow_jax.data import DataError  # noqa: PLC0415
-  from rgflow_jax.io import storage  # noqa: PLC0415
-  assert issubclass(DataError, ValueError) and issubclass(storage.StorageError, OSError)
+
+def _test_files_of(module: Path) -> list[Path]:
+  """Where a module's tests are: tests/<its folder>/test_<name>.py, or tests/e2e/ under the
+  same name where all of them need real processes or runs. A package's __init__ is
+  test_<package>.py (the root's: test_package.py); the config files, data more than
+  code, share tests/configs/test_configs.py."""
+  rel = module.relative_to(ROOT / "rgflow_jax")
+  if rel.parts[0] == "configs":
+    return [ROOT / "tests" / "configs" / "test_configs.py"]
+  if rel.name == "__init__.py":
+    if rel.parent == Path("."):
+      return [ROOT / "tests" / "test_package.py"]
+    rel = rel.parent.parent / rel.parent.name
+  name = f"test_{rel.stem}.py"
+  return [ROOT / "tests" / rel.parent / name, ROOT / "tests" / "e2e" / name]
+
+
+def test_the_tests_mirror_the_package():
+  """Each module that defines a function has its test file (modules of re-exports and
+  error classes alone have none); no test file lies outside the mirror."""
+  modules = [p for p in sorted((ROOT / "rgflow_jax").rglob("*.py")) if _defines_functions(p)]
+  assert len(modules) > 40
+  missing = [f"{m.relative_to(ROOT)}: {_test_files_of(m)[0].relative_to(ROOT)}"
+             for m in modules if not any(f.exists() for f in _test_files_of(m))]
+  assert missing == []
+  folders = {p.parent for m in modules for p in _test_files_of(m)}
+  folders |= {ROOT / "tests", ROOT / "tests" / "experiments"}  # the repository's own files
+  astray = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
+            if p.parent not in folders and "fixtures" not in p.parts]
+  assert astray == []
+
+
+def test_the_e2e_marker_is_the_e2e_folder(request):
+  """tests/e2e/conftest.py marks every test there, and only there; a campaign is e2e."""
+  e2e = ROOT / "tests" / "e2e"
+  items = request.session.items
+  assert any(item.path == Path(__file__) for item in items)
+  for item in items:
+    inside = e2e in Path(item.path).parents
+    marked = item.get_closest_marker("e2e") is not None
+    assert marked == inside, item.nodeid
+    assert item.get_closest_marker("campaign") is None or inside, item.nodeid
+  outside = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
+             if e2e not in p.parents and "pytest.mark." + "e2e" in p.read_text()]
+  assert outside == []

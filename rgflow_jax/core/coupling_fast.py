@@ -18,7 +18,7 @@ arithmetic on masked values: :func:`_half_coupling`).
 On top of that, optional (an :class:`rgflow_jax.core.execution.Execution` chooses):
 remat, bfloat16 matmul inputs, and a hand-written backward pass for the conditioners
 (:func:`_mlp_bwd`) with its XLA:CPU layout choices and its ``shard_map`` cotangent sums.
-``tests/test_coupling_fast.py`` checks all of it against the definition.
+``tests/core/test_coupling_fast.py`` checks all of it against the definition.
 
 The one entry point is :func:`apply_blocks`.
 """
@@ -128,7 +128,7 @@ def _weight_grad(a, g, narrow: bool, out_dtype):
   hundreds of inputs) it is computed as the (out, in) product g^T a and transposed
   after, behind an optimisation barrier so that XLA does not fold it back (XLA:CPU's
   (in, out) product is the slower one there: docs/benchmark.md, "Choices in the code").
-  tests/test_coupling_fast.py checks the compiled gradient.
+  tests/core/test_coupling_fast.py checks the compiled gradient.
   """
   dims = (((1,), (1,)), ((0,), (0,)))
   if not narrow:
