@@ -86,10 +86,17 @@ def test_logged_warnings_read_as_the_commands_own_lines():
   from absl import logging as absl_logging  # noqa: PLC0415
   handler = absl_logging.get_absl_handler()
   old = handler.formatter
+  # quiet_libraries sets these loggers' levels for the process: restored after, so that
+  # later tests in this worker still see Orbax's notes (logged through "absl").
+  levels = {name: logging.getLogger(name).level
+            for name in ("absl", "jax", "gcsfs", "fsspec", "s3fs")}
   try:
     cli.quiet_libraries()
+    assert logging.getLogger("absl").level == logging.WARNING
     record = logging.LogRecord("rgflow_jax.run", logging.WARNING, __file__, 1,
                                "best/ holds no checkpoint; evaluating %s", ("latest",), None)
     assert handler.format(record) == "warning: best/ holds no checkpoint; evaluating latest"
   finally:
     handler.setFormatter(old)
+    for name, level in levels.items():
+      logging.getLogger(name).setLevel(level)
