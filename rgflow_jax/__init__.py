@@ -7,6 +7,14 @@ The functional API, params first (params that carry their flow: :func:`load` or
     z, log_det = rgflow_jax.encode(run.params, y)       # image -> latent (RG direction)
     rf = rgflow_jax.receptive_field(run.params, 2, 0)   # (L, L), paper eq. 14
 
+What the commands run, as functions of a config and a folder::
+
+    config = rgflow_jax.get_config("msds1:cpu")         # rgflow-train --config msds1:cpu
+    rgflow_jax.train_and_evaluate(config, "runs/a")
+    rgflow_jax.evaluate(config, "runs/a")               # rgflow-eval
+    rgflow_jax.compare(["runs/a", "runs/b"], "out")     # rgflow-compare
+    rgflow_jax.import_run(config, "theirs.pth", "runs/c")  # rgflow-convert
+
 Layers, lowest first; a module imports only from its own layer or lower ones
 (a test in ``tests/test_package.py``):
 
@@ -37,7 +45,10 @@ _EXPORTS = {
     "RGFlow": "rgflow_jax.core.rgflow", "init": "rgflow_jax.core.rgflow",
     "receptive_field": "rgflow_jax.paper.receptive",
     "receptive_field_at_site": "rgflow_jax.paper.receptive",
-    "RGFlowError": "rgflow_jax.core.errors",
+    "RGFlowError": "rgflow_jax.core.errors", "get_config": "rgflow_jax.configs",
+    "train_and_evaluate": "rgflow_jax.run.training", "evaluate": "rgflow_jax.run.evaluation",
+    "compare": "rgflow_jax.run.compare", "import_run": "rgflow_jax.run.convert",
+    "export_run": "rgflow_jax.run.convert",
 }
 __all__ = sorted([*_EXPORTS, "load"])
 __version__ = "0.1.0"

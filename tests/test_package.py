@@ -1,6 +1,7 @@
 """The package as a whole: its requirement files agree with pyproject, importing it
 changes nothing in the process, no import cycle, each layer imports only its own or lower
-ones, and the tests mirror the package (the wheel: tests/e2e/test_wheel.py)."""
+ones, what the commands run is the library's, and the tests mirror the package (the
+wheel: tests/e2e/test_wheel.py)."""
 
 import ast
 import os
@@ -8,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import ROOT, requirement_set
+import pytest
+
+import rgflow_jax
+from helpers import ROOT, load_config, requirement_set
 
 
 def test_test_requirements_match_the_test_extra():
@@ -51,7 +55,8 @@ def test_importing_the_package_changes_nothing_in_the_process():
 
 def _imports_of_package() -> dict[str, set[str]]:
   """module -> the package modules it imports, anywhere in the file (function-level
-  imports included), from the source text."""
+  imports included), from the source text; the package's public names, imported on
+  first use, count as imports of the package."""
   pkg = ROOT / "rgflow_jax"
   modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
              for p in pkg.rglob("*.py")}
@@ -65,6 +70,8 @@ def _imports_of_package() -> dict[str, set[str]]:
                  for a in node.names}
       elif isinstance(node, ast.Import):
         deps |= {a.name for a in node.names}
+    if name == "rgflow_jax":
+      deps |= set(rgflow_jax._EXPORTS.values())
     graph[name] = {d for d in deps if d in modules and d != name
                    and not name.startswith(d + ".") and d != "rgflow_jax"}
   return graph
@@ -129,6 +136,32 @@ def test_a_module_imports_only_its_own_layer_or_lower_ones():
                             "rgflow_jax.run.b": {"rgflow_jax.io.d"}}) == \
       ["rgflow_jax.core.a -> rgflow_jax.run.b"]
   assert _layer_violations(graph) == []
+
+
+def _imported_by_commands_alone(graph: dict[str, set[str]]) -> list[str]:
+  """The modules outside cli/ that only cli/ imports: logic a notebook could not call."""
+  importers = {}
+  for module, deps in graph.items():
+    for dep in deps:
+      importers.setdefault(dep, set()).add(module)
+  cli = "rgflow_jax.cli"
+  return sorted(m for m, by in importers.items()
+                if not m.startswith(cli) and all(b.startswith(cli) for b in by))
+
+
+def test_what_the_commands_run_the_library_exports():
+  assert _imported_by_commands_alone({"rgflow_jax.cli.a": {"rgflow_jax.run.b"},
+                                      "rgflow_jax.run.b": {"rgflow_jax.io.c"}}) == \
+      ["rgflow_jax.run.b"]
+  assert _imported_by_commands_alone(_imports_of_package()) == []
+  assert rgflow_jax.get_config("msds1:smoke") == load_config("msds1", "smoke")
+  from rgflow_jax.run import compare, convert, evaluation, training  # noqa: PLC0415
+  assert (rgflow_jax.train_and_evaluate, rgflow_jax.evaluate, rgflow_jax.compare,
+          rgflow_jax.import_run, rgflow_jax.export_run) == \
+      (training.train_and_evaluate, evaluation.evaluate, compare.compare, convert.import_run,
+       convert.export_run)
+  with pytest.raises(ValueError, match="unknown config 'msds3': use one of celeba, "):
+    rgflow_jax.get_config("msds3:cpu")
 
 
 def _defines_functions(path: Path) -> bool:

@@ -5,11 +5,13 @@ ml_collections config; the variants every config shares (``cpu``, ``smoke``,
 
 On the command line a config is a name and variants (``msds1:cpu``) or, as before, a
 config file's path (``configs/msds1.py:cpu``, or a file of your own):
-:func:`resolve` turns the first form into the second.
+:func:`resolve` turns the first form into the second. In Python,
+``get_config("msds1:cpu")`` (also ``rgflow_jax.get_config``) builds it.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -28,10 +30,22 @@ def resolve(arg: str) -> str:
   path, sep, variant = arg.partition(":")
   if "/" in path or os.sep in path or path.endswith(".py") or os.path.exists(path):
     return arg
-  if path not in names():
-    raise ValueError(f"unknown config {path!r}: use one of {', '.join(names())} (e.g. "
-                     "msds1:cpu) or the path of a config file (e.g. my_config.py:smoke)")
+  _check_name(path)
   return f"{FOLDER / (path + '.py')}{sep}{variant}"
+
+
+def get_config(arg: str):
+  """The shipped config ``name[:variant,...]`` (``"msds1"``, ``"celeba:smoke,gaussian"``)
+  as the commands build it for ``--config``: an ml_collections ConfigDict."""
+  name, _, variant = arg.partition(":")
+  _check_name(name)
+  return importlib.import_module(f"rgflow_jax.configs.{name}").get_config(variant)
+
+
+def _check_name(name: str):
+  if name not in names():
+    raise ValueError(f"unknown config {name!r}: use one of {', '.join(names())} (e.g. "
+                     "msds1:cpu) or the path of a config file (e.g. my_config.py:smoke)")
 
 
 def keys_help(config=None) -> str:
