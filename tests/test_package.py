@@ -172,15 +172,15 @@ def _defines_functions(path: Path) -> bool:
 def _test_files_of(module: Path) -> list[Path]:
   """Where a module's tests are: tests/<its folder>/test_<name>.py, or tests/e2e/ under the
   same name where all of them need real processes or runs. A package's __init__ is
-  test_<package>.py (the root's: test_package.py); the config files, data more than
-  code, share tests/configs/test_configs.py."""
+  test_<package>.py in the package's folder (the root's: tests/test_package.py); the
+  config files, data more than code, share tests/configs/test_configs.py."""
   rel = module.relative_to(ROOT / "rgflow_jax")
   if rel.parts[0] == "configs":
     return [ROOT / "tests" / "configs" / "test_configs.py"]
   if rel.name == "__init__.py":
     if rel.parent == Path("."):
       return [ROOT / "tests" / "test_package.py"]
-    rel = rel.parent.parent / rel.parent.name
+    rel = rel.parent / rel.parent.name  # cli/__init__.py: tests/cli/test_cli.py
   name = f"test_{rel.stem}.py"
   return [ROOT / "tests" / rel.parent / name, ROOT / "tests" / "e2e" / name]
 
@@ -190,6 +190,8 @@ def test_the_tests_mirror_the_package():
   error classes alone have none); no test file lies outside the mirror."""
   modules = [p for p in sorted((ROOT / "rgflow_jax").rglob("*.py")) if _defines_functions(p)]
   assert len(modules) > 40
+  assert _test_files_of(ROOT / "rgflow_jax" / "cli" / "__init__.py")[0] == \
+      ROOT / "tests" / "cli" / "test_cli.py"
   missing = [f"{m.relative_to(ROOT)}: {_test_files_of(m)[0].relative_to(ROOT)}"
              for m in modules if not any(f.exists() for f in _test_files_of(m))]
   assert missing == []
