@@ -79,7 +79,7 @@ def import_run(config, path, workdir) -> int:
   ckpts.save(0, state, {"step": 0, "skipped_steps": 0, "best_test_bpd": None,
                         "data_state": None, "imported_from": str(path)})
   ckpts.close()
-  return int(sum(np.size(a) for a in jax.tree.leaves(params)))
+  return flow.num_params(params)
 
 
 def export_run(config, workdir, path) -> int:
