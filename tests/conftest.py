@@ -1,5 +1,6 @@
 """The suite's process settings and fixtures (float64); shared helpers are in helpers.py."""
 
+import contextlib
 import os
 
 # The suite is bound by XLA compile time, not run time: compile with fewer LLVM passes.
@@ -24,19 +25,25 @@ import jax.numpy as jnp
 import pytest
 
 
+@contextlib.contextmanager
+def _float64():
+  old = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", old)
+
+
 @pytest.fixture
 def x64():
   """Run the test with float64 enabled, restoring the previous setting after."""
-  old = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield jnp.float64
-  jax.config.update("jax_enable_x64", old)
+  with _float64():
+    yield jnp.float64
 
 
 @pytest.fixture(scope="module")
 def x64_module():
   """float64 for a whole module (its compiled programs shared between its tests)."""
-  old = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", old)
+  with _float64():
+    yield
