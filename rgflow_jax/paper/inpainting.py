@@ -87,44 +87,49 @@ def cone_neg_log_lik(flow, prepared, cone, cache, box_mask, box_corrupted, z_con
   return -local.delta_log_prob(flow, prepared, cone, cache, x[None])[0]
 
 
-def _best_start_then_adam(nll, starts, steps, lr, free_mask=None):
+def _best_start_then_adam(nll, starts, steps, lr, free_mask=None, on_step=None):
   """Pick the start with the lowest ``nll``, then ``steps`` of Adam on it (only the
-  entries of ``free_mask`` move, if given)."""
+  entries of ``free_mask`` move, if given); ``on_step(k)`` on the host after step k."""
   scores = jax.vmap(nll)(starts)
   z = starts[jnp.argmin(scores)]
   # Decaying steps: the Laplace prior's kink at 0 would leave Adam oscillating there.
   opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
 
-  def body(_, carry):
+  def body(i, carry):
     z, state = carry
     g = jax.grad(nll)(z)
     updates, state = opt.update(g if free_mask is None else g * free_mask, state)
+    if on_step is not None:
+      jax.debug.callback(on_step, i + 1)
     return optax.apply_updates(z, updates), state
 
   z, _ = jax.lax.fori_loop(0, steps, body, (z, opt.init(z)))
   return z, nll(z)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted, steps, lr):
+@functools.partial(jax.jit, static_argnums=(0, 7, 9))
+def _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted, steps, lr,
+                  on_step=None):
   """One compiled program per model and step count: the whole image each step."""
   nll = functools.partial(neg_log_lik, flow, params, z_fixed=z_fixed, free_mask=free_mask,
                           region3=region3, corrupted=corrupted)
-  z, value = _best_start_then_adam(nll, starts, steps, lr, free_mask)
+  z, value = _best_start_then_adam(nll, starts, steps, lr, free_mask, on_step)
   return jnp.where(free_mask, z, z_fixed), value
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _inpaint_local(flow, params, cone, cache, box_mask, box_corrupted, starts, steps, lr):
+@functools.partial(jax.jit, static_argnums=(0, 7, 9))
+def _inpaint_local(flow, params, cone, cache, box_mask, box_corrupted, starts, steps, lr,
+                   on_step=None):
   """One compiled program per model, region shape and step count, any position: only
   the region's cone each step."""
   nll = functools.partial(cone_neg_log_lik, flow, local.prepare(flow, params), cone,
                           cache, box_mask, box_corrupted)
-  return _best_start_then_adam(nll, starts, steps, lr)
+  return _best_start_then_adam(nll, starts, steps, lr, on_step=on_step)
 
 
 def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: int = 300,
-            lr: float = 0.05, free: str = "cone", truth=None, on_cone: bool | None = None):
+            lr: float = 0.05, free: str = "cone", truth=None, on_cone: bool | None = None,
+            on_step=None):
   """Inpaint ``region`` of one image (App. F).
 
   ``corrupted``: (L, L, C) image in [0, 1]; ``region``: (L, L) bool, True where it is
@@ -136,7 +141,9 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   ``on_cone`` (RG-Flow, ``free="cone"``; the default there): every step computes only
   the blocks of the region's cone (:mod:`rgflow_jax.core.local`: the same objective up to a
   constant, the same starts and Adam steps, so the same latents up to rounding); False:
-  the whole image each step, as any model can.
+  the whole image each step, as any model can. ``on_step(k)``, if given, is called on
+  the host after Adam step k = 1 .. ``steps`` (a progress bar's hook; each distinct
+  callable is a program of its own, so pass one that lives as long as its caller).
   Returns (image in [0, 1], info dict with the PSNR over the region against ``truth``
   if given, the final negative log-likelihood, the latents and the free mask).
   """
@@ -160,10 +167,11 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   z_fixed = encode_jit(flow, params, y0)[0][0]
   starts = flow.sample_latents(rng, n_starts, 1.0, dtype)
   if on_cone:
-    z, nll = _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr)
+    z, nll = _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr,
+                           on_step)
   else:
     z, nll = _inpaint_full(flow, params, starts, z_fixed, free_mask, region3, corrupted,
-                           steps, lr)
+                           steps, lr, on_step)
   y, _ = decode_jit(flow, params, z[None])
   x = jnp.where(region3, pixels.from_flow(y)[0], corrupted)
   info = {"neg_log_lik": float(nll), "free_latents": int(free_mask.sum()), "z": z,
@@ -173,7 +181,7 @@ def inpaint(flow, params, corrupted, region, rng, n_starts: int = 200, steps: in
   return x, info
 
 
-def _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr):
+def _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr, on_step):
   """The local path of :func:`inpaint`: (latents (L, L, C), negative log-likelihood)."""
   cone = local.Cone.for_region(flow, region)
   c = flow.channels
@@ -185,7 +193,7 @@ def _inpaint_cone(flow, params, corrupted, region, z_fixed, starts, steps, lr):
   cache = local.cache_baseline(flow, params, cone, baseline)
   base_nll = -cache.log_prob[0]
   z_cone, delta = _inpaint_local(flow, params, cone, cache, box_mask, box_corrupted,
-                                 local.cone_latents(cone, starts), steps, lr)
+                                 local.cone_latents(cone, starts), steps, lr, on_step)
   z = local.with_cone_latents(cone, z_fixed[None], z_cone[None])[0]
   return z, base_nll + delta
 

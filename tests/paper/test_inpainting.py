@@ -56,3 +56,19 @@ def test_psnr_by_hand():
   mask[0, :2, :2] = True  # 4 sites x 3 channels = 12 values hold that error
   assert abs(inpainting.psnr(a, b, mask) - 10 * np.log10(12 / 0.25)) < 1e-12
   assert inpainting.psnr(a, a) == float("inf")
+
+
+@pytest.mark.parametrize("on_cone", [True, False])
+def test_on_step_reports_every_adam_step_and_changes_nothing(on_cone):
+  flow, params = random_flow(16, 1, 4)
+  truth = np.asarray(flow.sample(params, jax.random.PRNGKey(5), 1, 0.5))[0]
+  region = square_region(16, 2, 9, size=3)
+  steps = []
+  kwargs = dict(n_starts=4, steps=6, lr=0.1, on_cone=on_cone)
+  x, info = inpainting.inpaint(flow, params, truth, region, jax.random.PRNGKey(3),
+                               on_step=steps.append, **kwargs)
+  jax.effects_barrier()
+  assert sorted(int(s) for s in steps) == [1, 2, 3, 4, 5, 6]  # (callbacks are unordered)
+  x0, info0 = inpainting.inpaint(flow, params, truth, region, jax.random.PRNGKey(3), **kwargs)
+  np.testing.assert_array_equal(np.asarray(info["z"]), np.asarray(info0["z"]))
+  np.testing.assert_array_equal(np.asarray(x), np.asarray(x0))
