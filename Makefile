@@ -5,6 +5,8 @@
 #   make test-all                   the whole suite, fault campaigns included (what CI runs)
 #   make test-fast                  the suite without its end-to-end tier, tests/e2e/
 #                                   (-m "not e2e")
+#   make browser                    Debian's headless Chromium for the explorer's browser
+#                                   test (make test installs it where it can)
 #   make check-accel PYTHON=python3.12  TPU and GPU targets compiled on this CPU
 #                                   (docs/accelerators.md)
 #   make test-fast FLOOR=1 PYTHON=python3.11 VENV=.venv-floor
@@ -33,7 +35,7 @@ DEMO_DIR ?= runs/msds1-cpu
 ACCEL_VENV ?= .venv-accel
 ACCEL_JSON ?= $(ACCEL_VENV)/check-accel.json
 
-.PHONY: test test-all test-fast test-e2e demo install clean check-accel
+.PHONY: test test-all test-fast test-e2e demo install clean check-accel browser
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,11 +66,20 @@ check-accel: $(ACCEL_VENV)/.installed
 	$(ACCEL_VENV)/bin/python benchmarks/compile_time.py --check --targets tpu:v5e:1x1 \
 	  --configs celeba:accel --programs train --batch 128
 
-test: install
+# Debian's headless Chromium for the explorer's browser test (tests/e2e/test_explore.py),
+# which Playwright drives as it is (no browser download). Installed where apt-get can
+# (as root); elsewhere the test says it is skipped and why.
+browser:
+	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq chromium-headless-shell >/dev/null; } || \
+	  echo "note: no Chromium (apt-get install chromium-headless-shell): the browser test is skipped"
+
+test: install browser
 	@$(VERSIONS)
 	$(PYTEST) -m "not campaign" tests
 
-test-all: install
+test-all: install browser
 	@$(VERSIONS)
 	$(PYTEST) tests
 
@@ -76,7 +87,7 @@ test-fast: install
 	@$(VERSIONS)
 	$(PYTEST) -m "not e2e" tests
 
-test-e2e: install
+test-e2e: install browser
 	@$(VERSIONS)
 	$(PYTEST) -m e2e tests
 

@@ -20,12 +20,14 @@ from rgflow_jax.run import evaluation
                              "eval.inpaint.steps = 300", "deprecated: --config.eval.bpd.draws"]),
     ("rgflow_jax.cli.compare", ["--out", "--config.eval.*", "--config.eval.fid.weights"]),
     ("rgflow_jax.cli.convert", ["--from", "--to", "--workdir"]),
+    ("rgflow_jax.cli.explore", ["--workdir", "--port", "--host", "127.0.0.1", "[explore]"]),
 ])
 def test_help_of_every_entry_point_lists_its_flags_configs_and_variants(module, words):
   out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                        text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
   text = " ".join(out.stdout.split())  # absl wraps long help lines
-  if module != "rgflow_jax.cli.compare":  # compare reads each run's own config
+  # compare and explore read each run's own config
+  if module not in ("rgflow_jax.cli.compare", "rgflow_jax.cli.explore"):
     words = words + configs.names() + list(base.VARIANT_HELP)
   missing = [w for w in words if w not in text]
   assert not missing, (missing, out.stdout[-3000:], out.stderr[-2000:])

@@ -39,6 +39,9 @@ def test_wheel_holds_every_module_configs_licence_and_requirements_txt(wheel):
   modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "rgflow_jax").rglob("*.py")}
   assert modules and modules <= names, sorted(modules - names)
   assert "rgflow_jax/configs/msds1.py" in names and "rgflow_jax/cli/train.py" in names
+  # the explorer's page, script and style: served from the installed package
+  assert {f"rgflow_jax/explore/static/{n}" for n in ("explorer.html", "explorer.js",
+                                                      "explorer.css")} <= names
   assert "License-Expression: MIT" in metadata.splitlines()
   assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
   requires = [l.split(":", 1)[1] for l in metadata.splitlines() if l.startswith("Requires-Dist:")]
@@ -46,9 +49,11 @@ def test_wheel_holds_every_module_configs_licence_and_requirements_txt(wheel):
   assert requirement_set(requires) == want
   extras = {l.split(":", 1)[1].strip() for l in metadata.splitlines()
             if l.startswith("Provides-Extra:")}
-  assert {"cuda", "cuda12", "cuda13", "tpu", "gcs", "s3", "test", "prepare"} <= extras
+  assert {"cuda", "cuda12", "cuda13", "tpu", "gcs", "s3", "test", "prepare",
+          "explore"} <= extras
   assert "Requires-Dist: jax[cuda13]>=0.10.2; extra == \"cuda\"" in metadata
-  for script in ("rgflow-train", "rgflow-eval", "rgflow-compare", "rgflow-convert"):
+  for script in ("rgflow-train", "rgflow-eval", "rgflow-compare", "rgflow-convert",
+                 "rgflow-explore"):
     assert f"{script} = rgflow_jax." in entry_points
 
 
