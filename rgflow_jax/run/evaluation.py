@@ -17,6 +17,8 @@ The modes:
   histograms (Fig. 5c);
 - ``traverse``: the strongest latent of each level varied, PNG rows and a GIF (Fig. 6);
 - ``mix``: level mixing of test images (Fig. 7);
+- ``explorer``: one self-contained HTML file of the strongest latents of each level,
+  their receptive fields and traversals (:mod:`rgflow_jax.explore.export`);
 - ``inpaint``: 10 x 10 regions of test images: cone-constrained for RG-Flow, randomly
   constrained and unconstrained for Real NVP; PSNR table (Fig. 8);
 - ``fid``: FID of samples against the test set (Tables B1, G1), with the Inception
@@ -42,6 +44,7 @@ import numpy as np
 
 from rgflow_jax import data
 from rgflow_jax.core import pixels
+from rgflow_jax.explore import export
 from rgflow_jax.io import figures, metrics, platform, storage
 from rgflow_jax.io.progress import bar as progress_bar, say as progress_say
 from rgflow_jax.paper import fid, inpainting, latents, receptive, semantic
@@ -288,6 +291,19 @@ def _mix(ctx: Context) -> dict:
                   title="level mixing of test images A and B: column theta takes levels "
                   f">= theta from A, the rest from B (theta = 0 .. {flow.num_levels})")
   return {"mix": {"columns": f"theta = 0 (all of A) .. {flow.num_levels} (all of B)"}}
+
+
+@mode("explorer", lambda r: (
+    f"explorer file: the {r['explorer']['per_level']} strongest latents of each of "
+    f"{len(r['explorer']['latents'])} levels, receptive fields and traversals -> "
+    "explorer.html (opens offline)"))
+def _explorer(ctx: Context) -> dict:
+  per_level = 3
+  chosen = export.write_html(ctx.flow, ctx.params, ctx.out_dir / "explorer.html",
+                             ctx.key("rf"), title=f"RG-Flow latents: {ctx.workdir} "
+                             f"(step {ctx.step})", rf_samples=ctx.options.rf.samples,
+                             per_level=per_level, progress=ctx.progress)
+  return {"explorer": {"latents": chosen, "per_level": per_level}}
 
 
 def _describe_inpaint(results: dict) -> str:

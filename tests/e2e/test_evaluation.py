@@ -20,7 +20,8 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   for name in ["samples_T1.0.png", "samples_T0.0.png", "samples_mixed_T.png",
                "progressive.png", "receptive_fields.png", "rf_strengths.png",
                "traverse_level0.png", "traverse_level3.png", "traverse.gif", "mix.png",
-               "inpaint.png", "bpd_curve.png", "semantic_samples.png", "samples.npz",
+               "inpaint.png", "bpd_curve.png", "semantic_samples.png", "explorer.html",
+               "samples.npz",
                "inpaint.npz", "semantic_samples.npz", "eval.json"]:
     assert (out / name).exists(), name
   saved = json.loads((out / "eval.json").read_text())
@@ -38,6 +39,7 @@ def test_evaluate_all_modes_on_a_smoke_checkpoint(tmp_path):
   lines = evaluation.summary_lines(results)
   starts = {"bpd": "test bits/dim: ", "samples": "samples: ", "progressive": "progressive ",
             "rf": "receptive fields: ", "traverse": "traversals ", "mix": "level mixing ",
+            "explorer": "explorer file: ",
             "inpaint": "inpainting (free: cone; ", "curve": "bits/dim against ",
             "semantic": "semantic scores of 16 samples "}
   ran = [m for m in evaluation.MODES if m != "fid"]  # fid needs Inception weights
