@@ -8,7 +8,7 @@ import pytest
 from helpers import ROOT
 
 URL = "https://github.com/rgflow-jax/rgflow-jax"
-PKG = f"rgflow-jax @ git+{URL}"
+PKG = f"rgflow-jax[explore] @ git+{URL}"
 # Colab's preinstalled JAX on its GPU and TPU runtimes (a plugin or libtpu beside it).
 COLAB_GPU = {"jax": "0.12.0", "jaxlib": "0.12.0", "jax-cuda12-plugin": "0.12.0",
              "jax-cuda12-pjrt": "0.12.0", "numpy": "2.3.0"}
@@ -33,16 +33,16 @@ def choose_install():
      PKG, [], "no GPU or TPU found"),
     # A GPU with a driver older than CUDA 13's 580: CUDA 12.
     (dict(driver="575.57.08", device_files=[], installed=CPU_ONLY),
-     f"rgflow-jax[cuda12] @ git+{URL}", [], "driver 575.57.08: JAX with CUDA 12"),
+     f"rgflow-jax[cuda12,explore] @ git+{URL}", [], "driver 575.57.08: JAX with CUDA 12"),
     (dict(driver="580.65.06", device_files=[], installed={}),
-     f"rgflow-jax[cuda13] @ git+{URL}", [], "CUDA 13"),
+     f"rgflow-jax[cuda13,explore] @ git+{URL}", [], "CUDA 13"),
     (dict(driver="470.256.02", device_files=[], installed={}),
      PKG, [], "older than 525"),
     # TPU v4 and older: /dev/accel<n>; v5e, v5p, v6e: /dev/vfio/<n>.
     (dict(driver=None, device_files=["/dev/accel0", "/dev/accel1"], installed={}),
-     f"rgflow-jax[tpu] @ git+{URL}", [], "TPU device files"),
+     f"rgflow-jax[tpu,explore] @ git+{URL}", [], "TPU device files"),
     (dict(driver=None, device_files=["/dev/vfio/0", "/dev/vfio/vfio"], installed=CPU_ONLY),
-     f"rgflow-jax[tpu] @ git+{URL}", [], "TPU device files"),
+     f"rgflow-jax[tpu,explore] @ git+{URL}", [], "TPU device files"),
     # Colab's preinstalled accelerator JAX is kept, pinned.
     (dict(driver="550.54.15", device_files=[], installed=COLAB_GPU),
      PKG, ["jax==0.12.0", "jaxlib==0.12.0"], "keeping the installed JAX 0.12.0 (jax-cuda12"),
@@ -54,7 +54,7 @@ def choose_install():
     # ... unless it is older than the package's floor: replaced by the hardware's extra.
     (dict(driver="580.82.07", device_files=[],
           installed={"jax": "0.4.33", "jaxlib": "0.4.33", "jax-cuda12-plugin": "0.4.33"}),
-     f"rgflow-jax[cuda13] @ git+{URL}", [], "the installed JAX 0.4.33 is older than 0.10.2"),
+     f"rgflow-jax[cuda13,explore] @ git+{URL}", [], "the installed JAX 0.4.33 is older than 0.10.2"),
 ])
 def test_the_install_choice(choose_install, env, want, pins, why):
   requirement, constraints, reason = choose_install(URL, False, **env)
