@@ -83,3 +83,24 @@ def most_blocks(flow, length: int, generation: bool) -> tuple[dict, ...]:
       for layer, blocks in level.items():
         most[h][layer] = max(most[h].get(layer, 0), len(blocks))
   return tuple(most)
+
+
+@functools.lru_cache(maxsize=64)
+def most_site_blocks(flow, level: int) -> tuple[dict, ...]:
+  """Per level and layer, the most blocks of the generation cone of one latent site
+  over every site of ``level`` (both axes at once: a site (i, j) holds a latent of level
+  min(level of i, level of j), so rows and columns are not independent here).
+
+  A site of a fine level reaches no coarser stage and few blocks of the others, so its
+  plan is far smaller than that of a one-site box anywhere (which must cover the top
+  level's sites, whose cone is the whole image)."""
+  L = flow.image_size
+  on_level = flow.level_of_site() == level
+  # blocks[i][h][layer]: the blocks along one axis of the cone of the site interval [i, i+1)
+  blocks = [generation_axis(flow, i, 1) for i in range(L)]
+  most = [{} for _ in range(flow.num_levels)]
+  for h in range(flow.num_levels):
+    for layer in blocks[0][h]:
+      n = np.array([len(b[h][layer]) for b in blocks])
+      most[h][layer] = int((np.outer(n, n) * on_level).max())
+  return tuple(most)

@@ -52,6 +52,7 @@ class Plan:
   width: int
   generation: bool
   stages: tuple[PlanStage, ...]
+  site_level: int | None = None  # a one-site generation plan padded over this level only
 
   @property
   def n_cone(self) -> int:
@@ -109,6 +110,14 @@ class Cone:
     channels there): what changes when they change."""
     return _generation_cone(make_plan(flow, height, width, True), flow, top, left)
 
+  @classmethod
+  def for_latent_site(cls, flow, i: int, j: int) -> "Cone":
+    """The generation cone of the latent at image site (i, j), padded over the sites of
+    its level only (one plan per level): an edit of a fine latent computes a small
+    cone, not the largest one-site cone anywhere."""
+    plan = make_plan(flow, 1, 1, True, site_level=int(flow.level_of_site()[i, j]))
+    return _generation_cone(plan, flow, i, j)
+
   @property
   def n_latents(self) -> int:
     """Latent sites in this cone (not counting padding): those its decimators hold."""
@@ -132,12 +141,21 @@ def _check_flow(flow) -> geometry.Geometry:
   return geo
 
 
-def make_plan(flow, height: int, width: int, generation: bool = False) -> Plan:
-  """Static shapes of the cones of ``height x width`` boxes, anywhere."""
+def make_plan(flow, height: int, width: int, generation: bool = False,
+              site_level: int | None = None) -> Plan:
+  """Static shapes of the cones of ``height x width`` boxes, anywhere; with
+  ``site_level``, of the generation cones of one latent site of that level."""
   geo = _check_flow(flow)
   if not (1 <= height <= geo.image_size and 1 <= width <= geo.image_size):
     raise ValueError(f"a box of {height} x {width} sites does not fit a "
                      f"{geo.image_size} x {geo.image_size} image")
+  if site_level is not None:
+    if not (generation and height == width == 1 and 0 <= site_level < geo.num_levels):
+      raise ValueError("a plan by level is for the generation cone of one site of a "
+                       f"level in 0..{geo.num_levels - 1}")
+    most = axes.most_site_blocks(flow, site_level)
+    stages = tuple(PlanStage(st, most[st.level][st.layer]) for st in flow.stages(inverse=True))
+    return Plan(geo, 1, 1, True, stages, site_level)
   rows = axes.most_blocks(flow, height, generation)
   cols = axes.most_blocks(flow, width, generation)
   stages = tuple(PlanStage(st, rows[st.level][st.layer] * cols[st.level][st.layer])

@@ -216,6 +216,8 @@ def edit_latents(flow, prepared: Prepared, cone: Cone, cache: DecodeCache, z_new
   z_flat = z_new.reshape(b, L * L, c)
   prev = None
   for st, tab, base in zip(cone.plan.stages, cone.stages, cache.inputs, strict=True):
+    if st.n_blocks == 0:  # a stage above the site's level (Cone.for_latent_site)
+      continue
     inputs = base if prev is None else _where(tab.use_new, _gather(prev, tab.src), base)
     if st.ends_level:
       inputs = _where(tab.holds_latent, _gather(z_flat, tab.image_sites), inputs)

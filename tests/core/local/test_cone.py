@@ -34,6 +34,14 @@ def test_an_edit_of_a_fine_latent_touches_a_few_blocks():
   real = sum(int(t.real.sum()) for t in cone.stages)
   every = 2 * sum(flow.geometry.blocks_per_side(h) ** 2 for h in range(flow.num_levels))
   assert real == 1 + 4 and every == 170  # one decimator block, the 4 disentanglers it meets
+  # Padded over every position, the box's plan holds all 170 (the top level's sites
+  # reach every block); padded over level-0 sites only, a site's plan holds 24.
+  assert sum(st.n_blocks for st in cone.plan.stages) == 170
+  site = local.Cone.for_latent_site(flow, 1, 1)
+  assert [st.n_blocks for st in site.plan.stages] == [0, 0, 0, 0, 0, 0, 8, 16]
+  assert sum(int(t.real.sum()) for t in site.stages) == real
+  with pytest.raises(ValueError, match="a plan by level is for the generation cone"):
+    local.make_plan(flow, 2, 1, True, site_level=0)
 
 
 def test_globally_connected_flows_and_oversized_regions_are_refused():

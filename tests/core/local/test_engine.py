@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import CONE_CASES, cone_case, random_flow, square_region
-from rgflow_jax.core import local, pixels
+from rgflow_jax.core import cones, local, pixels
 from rgflow_jax.paper import latents
 
 
@@ -89,6 +89,35 @@ def test_latent_edits_recompute_only_the_generation_cone(x64_module, L, C, order
     want, _ = flow.decode(params, z_new)
     assert float(jnp.abs(want - cache.image).max()) > 1e-2  # the edit shows
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("L,C,order", [(16, 1, "paper"), (32, 2, "authors")])
+def test_an_edit_at_one_site_computes_its_levels_cone_and_equals_the_full_decode(
+    x64_module, L, C, order):
+  flow, params, _ = cone_case(L, C, order, seed=3)
+  z = flow.sample_latents(jax.random.PRNGKey(6), 1, 1.0, jnp.float64)
+  edit = jax.jit(lambda p, cone, cache, zz: local.edit_latents(flow, p, cone, cache, zz))
+  prepared = local.prepare(flow, params)
+  levels = flow.level_of_site()
+  rng = np.random.default_rng(L)
+  for level in range(flow.num_levels):
+    sites = np.argwhere(levels == level)
+    for i, j in sites[rng.choice(len(sites), min(3, len(sites)), replace=False)]:
+      cone = local.Cone.for_latent_site(flow, int(i), int(j))
+      assert cone.plan.site_level == level
+      assert all(st.n_blocks == 0 for st in cone.plan.stages if st.level > level)
+      pixels_out = np.zeros(L * L, bool)
+      pixels_out[cone.out_sites[cone.out_sites < L * L]] = True
+      # what it recomputes holds the site's generation cone (the product of the two
+      # axes' cones may hold more: exact values all the same)
+      assert (pixels_out.reshape(L, L) >= cones.generation_cone(
+          flow.geometry, level, (int(i), int(j)))).all()
+      cache = local.cache_decode(flow, params, cone, z)
+      z_new = z.at[:, i, j, :].add(1.5)
+      want, _ = flow.decode(params, z_new)
+      np.testing.assert_allclose(edit(prepared, cone, cache, z_new), want, rtol=0,
+                                 atol=1e-12)
+  assert edit._cache_size() == flow.num_levels  # one program per level
 
 
 def test_functions_on_a_cone_take_prepared_parameters_only():
