@@ -7,10 +7,11 @@ images on show, each a :class:`View` (its latents and pixels) kept under a key.
     view = explorer.edit(view.key, i, j, c, 1.5)     # only the generation cone decoded
 
 Pixels go in and out as uint8 (L, L, C), the model's own quantisation (``pixels.to_uint8``),
-latents as float32 (L, L, C). An edit of the latents at one site recomputes the
-blocks of that site's generation cone (:func:`rgflow_jax.core.local.edit_latents`),
-from the decode's stage inputs cached when the site is selected: one full decode per
-selection, none per edit. Mixing follows the paper's eq. 15, a level at a time;
+latents as float32 (L, L, C). An edit of the latent at one site recomputes the blocks
+of that site's generation cone (:func:`rgflow_jax.core.local.edit_latents` on
+``Cone.for_latent_site``: padded over the sites of its level, so a fine latent's edit
+is cheap; one program per level), from the decode's stage inputs cached when the site
+is selected: one full decode per selection, none per edit. Mixing follows the paper's eq. 15, a level at a time;
 inpainting is :func:`rgflow_jax.paper.inpainting.inpaint` on the region's cone.
 
 Bad input is an :class:`ExplorerError` (a ``ValueError``) whose message is one line
@@ -248,7 +249,7 @@ class Explorer:
 
   def _cone(self, i, j) -> local.Cone:
     if (i, j) not in self._cones:
-      self._cones[i, j] = local.Cone.for_latent_box(self.flow, i, j, 1, 1)
+      self._cones[i, j] = local.Cone.for_latent_site(self.flow, i, j)
     return self._cones[i, j]
 
   def cone_mask(self, i: int, j: int) -> np.ndarray:
@@ -341,9 +342,11 @@ class Explorer:
     """Compile every program the requests run (encode, decode, the edit path, a
     receptive field); returns the seconds it took."""
     t0 = time.perf_counter()
-    L = self.flow.image_size
     view = self.open_sample(1.0, 0)
-    self.edit(view.key, L // 2, L // 2, 0, 0.5)
+    levels = self.flow.level_of_site()
+    for level in range(self.flow.num_levels):  # an edit program per level
+      i, j = np.argwhere(levels == level)[0]
+      self.edit(view.key, int(i), int(j), 0, 0.5)
     other = self.open_image(view.image, "warm-up")
     self.edit(other.key, 0, 0, 0, 0.5)
     self.mix(view.key, other.key, [0])
