@@ -198,13 +198,23 @@ def decode_region(flow, prepared: Prepared, cone: Cone, latents):
   return _gather(prev, cone.pixels_from_decode)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
 def cache_decode(flow, params, cone: Cone, z, execution=None):
   """What :func:`edit_latents` needs of the decode of z (B, L, L, C): each stage's
-  inputs at its block sites, and the decoded image (flow space): a :class:`DecodeCache`."""
-  image, _, kept = flow.decode_stages(params, z, execution)
-  return DecodeCache(tuple(_gather(x, tab.sites)
-                           for x, tab in zip(kept, cone.stages, strict=True)), image)
+  inputs at its block sites, and the decoded image (flow space): a :class:`DecodeCache`.
+  Two programs: the decode, one per flow whatever the cone, and the gathers, one per
+  plan (so cones of several plans cost one decode's compilation, not one each)."""
+  image, _, kept = _decode_stages(flow, params, z, execution)
+  return DecodeCache(_at_block_sites(kept, cone), image)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _decode_stages(flow, params, z, execution=None):
+  return flow.decode_stages(params, z, execution)
+
+
+@jax.jit
+def _at_block_sites(kept, cone: Cone):
+  return tuple(_gather(x, tab.sites) for x, tab in zip(kept, cone.stages, strict=True))
 
 
 def edit_latents(flow, prepared: Prepared, cone: Cone, cache: DecodeCache, z_new):
