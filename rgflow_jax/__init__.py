@@ -23,6 +23,7 @@ Layers, lowest first; a module imports only from its own layer or lower ones
     data     data sets and the input pipeline
     configs  ml_collections configs: one default per key (base.py), named variants
     paper    the paper's readings: latents, inpainting, receptive fields, FID, figures
+    explore  the latent explorer: its computations, web server and page, offline file
     run      a run's setup, jitted steps, training, evaluation, comparison
     cli      the commands (train, eval, compare, convert) and the CPU process tuning
 

@@ -39,6 +39,8 @@ from rgflow_jax.paper import inpainting, receptive
 from rgflow_jax.paper.latents import encode_jit, level_mask
 
 MAX_VIEWS = 64          # views kept; the oldest is forgotten first
+MAX_FIELDS = 256        # receptive fields kept (each L * L floats)
+MAX_JOBS = 16           # finished inpainting jobs kept for polling
 MAX_UPLOAD_BYTES = 4 << 20
 
 
@@ -138,7 +140,7 @@ class Explorer:
     self._lock = threading.RLock()
     self._selected = None   # (view key, i, j, cone, decode cache) of the site being edited
     self._cones = {}
-    self._fields = {}
+    self._fields: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
 
   @classmethod
   def for_run(cls, run, test_images: int = 64, **options) -> "Explorer":
@@ -245,6 +247,8 @@ class Explorer:
     if (i, j, c) not in self._fields:
       self._fields[i, j, c] = np.asarray(receptive.receptive_fields(
           self.flow, self.params, [(i, j, c)], None, self.rf_samples)[0])
+      while len(self._fields) > MAX_FIELDS:
+        self._fields.popitem(last=False)
     return self._fields[i, j, c]
 
   def _cone(self, i, j) -> local.Cone:
@@ -309,7 +313,11 @@ class Explorer:
                           f"got {mask.sum() if mask.shape == (L, L) else mask.shape})")
     view = self.view(key)
     job = Job(f"j{next(self._keys)}", self.inpaint_steps)
-    self.jobs[job.key] = job
+    with self._lock:
+      finished = [k for k, j in self.jobs.items() if j.state != "running"]
+      for k in finished[:max(0, len(finished) - MAX_JOBS + 1)]:
+        del self.jobs[k]
+      self.jobs[job.key] = job
     threading.Thread(target=self._inpaint, args=(job, view.key, view.image.copy(), mask,
                                                  seed), daemon=True,
                      name="rgflow-explore-inpaint").start()

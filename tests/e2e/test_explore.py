@@ -234,3 +234,18 @@ def test_bad_command_lines_are_one_line(tmp_path, args, message):
                        text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
   assert out.returncode != 0 and "Traceback" not in out.stderr
   assert out.stderr.strip().splitlines()[-1] == message.format(tmp=tmp_path), out.stderr
+
+
+@pytest.mark.campaign
+def test_quick_benchmark_times_edits_against_the_full_decode(tmp_path, capsys):
+  from benchmarks import explorer as bench  # noqa: PLC0415
+  out = tmp_path / "edit_time.json"
+  result = bench.main(["--quick", "--json", str(out)])
+  (row,) = json.loads(out.read_text())["rows"]
+  assert row == json.loads(json.dumps(result["rows"][0]))
+  assert row["L"] == 32 and row["weights"] == "random" and row["edits"] == 4 * 3
+  for key in ("compute_s", "server_s", "full_decode_s", "warm_up_s"):
+    assert row[key] > 0, key
+  assert row["server_s"] >= row["min_compute_s"]  # the answer includes the computation
+  assert list(row["cone_share"].values()) == sorted(row["cone_share"].values())
+  assert "| 32 (random) |" in capsys.readouterr().out

@@ -166,7 +166,7 @@ function showView(data) {
   const previous = S.history.filter(v => v.key !== data.key).pop();
   if (previous) $('mix-b').value = previous.key;
   S.selected = null; S.cone = null; S.mask = null;
-  $('value').disabled = true;
+  $('value').disabled = true; $('value-text').textContent = '';
   $('image-source').textContent = `${data.key}: ${data.source}`;
   $('download-png').href = `api/download/${data.key}.png`;
   $('download-npz').href = `api/download/${data.key}.npz`;
