@@ -35,6 +35,7 @@ from PIL import Image
 
 from rgflow_jax import data
 from rgflow_jax.core import local, pixels, registry
+from rgflow_jax.core.errors import RGFlowError
 from rgflow_jax.paper import inpainting, receptive
 from rgflow_jax.paper.latents import encode_jit, level_mask
 
@@ -44,7 +45,7 @@ MAX_JOBS = 16           # finished inpainting jobs kept for polling
 MAX_UPLOAD_BYTES = 4 << 20
 
 
-class ExplorerError(ValueError):
+class ExplorerError(RGFlowError, ValueError):
   """A request the explorer cannot serve; its message is one line for the page."""
 
 
@@ -127,6 +128,9 @@ class Explorer:
     self.params = params
     self.prepared = local.prepare(flow, params)
     self.dtype = jax.tree.leaves(params)[0].dtype
+    # Every view's latents live on the parameters' device, placed there (committed):
+    # so are the edits' outputs, and each edit program compiles once whatever made z.
+    self.device = next(iter(jax.tree.leaves(params)[0].devices()))
     self.test_images = (np.zeros((0,) + flow.event_shape, np.uint8) if test_images is None
                         else np.asarray(test_images, np.uint8))
     if self.test_images.shape[1:] != flow.event_shape:
@@ -176,9 +180,7 @@ class Explorer:
       return self.views[key]
 
   def _add(self, z, source: str, image=None) -> View:
-    # Through the host: every view's latents are then alike to jit (uncommitted),
-    # whichever program made them, and the edit path compiles once.
-    z = jnp.asarray(np.asarray(z), self.dtype)
+    z = jax.device_put(np.asarray(z, self.dtype), self.device)
     if image is None:
       image = np.asarray(_decode_uint8(self.flow, self.params, z)[0])
     with self._lock:
@@ -354,7 +356,9 @@ class Explorer:
     levels = self.flow.level_of_site()
     for level in range(self.flow.num_levels):  # an edit program per level
       i, j = np.argwhere(levels == level)[0]
-      self.edit(view.key, int(i), int(j), 0, 0.5)
+      fresh = self.open_sample(1.0, level)
+      self.edit(fresh.key, int(i), int(j), 0, 0.5)
+      self.edit(fresh.key, int(i), int(j), 0, -0.5)
     other = self.open_image(view.image, "warm-up")
     self.edit(other.key, 0, 0, 0, 0.5)
     self.mix(view.key, other.key, [0])

@@ -23,6 +23,7 @@ L, C = 16, 3
 @pytest.fixture(scope="module")
 def explorer(x64_module):
   flow, params = random_flow(L, C, 4, jnp.float64, seed=3, hidden=8)
+  params = jax.device_put(params, jax.devices()[0])  # committed, as a loaded run's are
   images = np.random.default_rng(0).integers(0, 256, (3, L, L, C), dtype=np.uint8)
   e = Explorer(flow, params, images, rf_samples=4, inpaint_starts=4, inpaint_steps=5)
   e.warm_up()
