@@ -21,8 +21,10 @@ PYTEST_WORKERS ?= auto
 PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 VERSIONS := $(PY) -c "import sys, jax, numpy; print(f'suite on Python {sys.version.split()[0]}, JAX {jax.__version__}, numpy {numpy.__version__}')"
 # FLOOR=1: requirements.txt's lower bounds as exact pins (extras dropped: pip refuses
-# them in constraints).
+# them in constraints), and those of the optional extras' packages the suite tests
+# (FLOOR_EXTRAS, read from requirements-test.txt).
 FLOOR ?=
+FLOOR_EXTRAS := flask flax
 CONSTRAINTS := $(if $(FLOOR),-c $(VENV)/floor-constraints.txt)
 
 DEMO_CONFIG ?= msds1:cpu
@@ -41,6 +43,8 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	sed -E -e 's/\[[^]]*\]//' -e 's/>=/==/' requirements.txt > $(VENV)/floor-constraints.txt
+	for p in $(FLOOR_EXTRAS); do grep -E "^$$p>=" requirements-test.txt | sed 's/>=/==/'; \
+	  done >> $(VENV)/floor-constraints.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt $(CONSTRAINTS)
 	touch $@
 

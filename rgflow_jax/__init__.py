@@ -25,6 +25,7 @@ Layers, lowest first; a module imports only from its own layer or lower ones
     paper    the paper's readings: latents, inpainting, receptive fields, FID, figures
     explore  the latent explorer: its computations, web server and page, offline file
     run      a run's setup, jitted steps, training, evaluation, comparison
+    nnx      the flow as a Flax NNX module (the [flax] extra; imported only by its users)
     cli      the commands (train, eval, compare, convert) and the CPU process tuning
 
 Importing the package changes nothing about the process: the CPU tuning in

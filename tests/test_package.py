@@ -5,6 +5,7 @@ wheel: tests/e2e/test_wheel.py)."""
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,20 @@ def test_test_requirements_match_the_test_extra():
       requirement_set((ROOT / "requirements.txt").read_text().splitlines())
   assert requirement_set(project["optional-dependencies"]["test"]) == \
       requirement_set((ROOT / "requirements-test.txt").read_text().splitlines())
+
+
+def test_the_floor_run_pins_the_extras_the_suite_tests():
+  """make test-fast FLOOR=1 pins the lower bounds of [explore] and [flax] too, as
+  requirements-test.txt states them (the Makefile reads them from there)."""
+  import tomllib  # noqa: PLC0415
+  extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+      "optional-dependencies"]
+  tested = {name for name, _, _ in requirement_set(extras["explore"] + extras["flax"])}
+  floor = re.search(r"^FLOOR_EXTRAS := (.*)$", (ROOT / "Makefile").read_text(), re.M)
+  assert set(floor.group(1).split()) == tested == {"flask", "flax"}
+  test_lines = requirement_set((ROOT / "requirements-test.txt").read_text().splitlines())
+  assert {(n, s) for n, s, _ in requirement_set(extras["explore"] + extras["flax"])} <= \
+      {(n, s) for n, s, _ in test_lines}
 
 
 IMPORT_EVERYTHING = """
@@ -111,7 +126,7 @@ def test_no_module_imports_a_module_that_imports_it_back():
 
 
 # The package's layers, lowest first (rgflow_jax/__init__.py says what each holds).
-LAYERS = ("core", "io", "data", "configs", "paper", "explore", "run", "cli")
+LAYERS = ("core", "io", "data", "configs", "paper", "explore", "run", "nnx", "cli")
 
 
 def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
