@@ -3,8 +3,8 @@ its methods the project's pure functions on them (no second implementation).
 
     flow = FlowModule.from_run("runs/msds1-cpu")         # or from_config, from_params
     z, log_det = flow.encode(y)                           # image -> latent
-    loss = lambda m: flow_bpd(m)                          # any NNX model holding it
-    optimizer = nnx.Optimizer(flow, tx, wrt=nnx.Param)    # nnx.jit / grad / split / merge
+    grads = nnx.grad(lambda m: m.bits_per_dim(x, key).mean())(flow)
+    optimizer = nnx.Optimizer(flow, tx, wrt=nnx.Param)    # nnx.jit / split / merge too
 
 The flow itself (a frozen dataclass: its structure) is a static attribute; the
 parameters are one nested dict of ``nnx.Param`` (the same keys as the pure functions'
