@@ -42,9 +42,10 @@ def main(argv):
   f = flags.FLAGS
   if importlib.util.find_spec("flask") is None:  # the [explore] extra
     sys.exit("error: rgflow-explore needs Flask: pip install 'rgflow-jax[explore]'")
-  for name in ("test_images", "rf_samples", "inpaint_starts", "inpaint_steps"):
-    if f[name].value is not None and f[name].value < (0 if name == "test_images" else 1):
-      sys.exit(f"error: --{name} must be >= {0 if name == 'test_images' else 1}")
+  for name, least in (("test_images", 0), ("rf_samples", 1), ("inpaint_starts", 1),
+                      ("inpaint_steps", 1)):
+    if f[name].value is not None and f[name].value < least:
+      sys.exit(f"error: --{name} must be >= {least}")
   if not 0 <= f.port < 65536:
     sys.exit(f"error: --port must be in 0 .. 65535, got {f.port}")
   from rgflow_jax import load  # noqa: PLC0415

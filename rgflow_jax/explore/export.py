@@ -22,7 +22,7 @@ from matplotlib import colormaps
 
 from rgflow_jax.core import pixels
 from rgflow_jax.explore.session import png_bytes
-from rgflow_jax.io import storage
+from rgflow_jax.io import figures, storage
 from rgflow_jax.io.progress import bar as progress_bar
 from rgflow_jax.paper import latents, receptive
 
@@ -38,15 +38,6 @@ def _heat(field) -> np.ndarray:
   f = np.asarray(field, np.float64)
   rgb = colormaps["magma"](f / max(f.max(), 1e-12))[..., :3]
   return (255 * rgb).round().astype(np.uint8)
-
-
-def _row(images) -> np.ndarray:
-  """(n, L, L, C) uint8 -> one image, side by side with a 1-pixel gap."""
-  n, L, _, c = images.shape
-  out = np.full((L, n * (L + 1) - 1, c), 255, np.uint8)
-  for k, im in enumerate(images):
-    out[:, k * (L + 1):k * (L + 1) + L] = im
-  return out
 
 
 def explorer_content(flow, params, rng, rf_samples: int = 8, per_level: int = 3,
@@ -67,9 +58,10 @@ def explorer_content(flow, params, rng, rf_samples: int = 8, per_level: int = 3,
     for k in order:
       latent = tuple(int(v) for v in sites[k])
       frames = pixels.to_uint8_numpy(traverse(params, z, jnp.asarray(latent), values))
+      rows = [figures.image_grid(f, ncol=len(f)) for f in frames]  # the samples side by side
       chosen.append({"latent": latent, "strength": float(strengths[k]),
                      "field": np.asarray(maps[k]), "field_png": _data_uri(_heat(maps[k])),
-                     "frames": [_data_uri(_row(f)) for f in frames]})
+                     "frames": [_data_uri(r) for r in rows]})
     levels.append({"level": level, "latents": chosen})
   return {"levels": levels, "values": [float(v) for v in values],
           "image_size": flow.image_size, "n_images": n_images, "rf_samples": rf_samples}

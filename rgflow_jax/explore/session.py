@@ -11,8 +11,9 @@ latents as float32 (L, L, C). An edit of the latent at one site recomputes the b
 of that site's generation cone (:func:`rgflow_jax.core.local.edit_latents` on
 ``Cone.for_latent_site``: padded over the sites of its level, so a fine latent's edit
 is cheap; one program per level), from the decode's stage inputs cached when the site
-is selected: one full decode per selection, none per edit. Mixing follows the paper's eq. 15, a level at a time;
-inpainting is :func:`rgflow_jax.paper.inpainting.inpaint` on the region's cone.
+is selected: one full decode per selection, none per edit. Mixing follows the paper's
+eq. 15, a level at a time; inpainting is :func:`rgflow_jax.paper.inpainting.inpaint` on
+the region's cone.
 
 Bad input is an :class:`ExplorerError` (a ``ValueError``) whose message is one line
 for the page; nothing here touches a file.

@@ -42,10 +42,11 @@ def chromium() -> str:
 def _start_server(run_dir, log_path):
   """rgflow-explore on a free port: (process, URL) once it prints its URL."""
   env = dict(os.environ, PYTHONPATH=str(ROOT))
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "rgflow_jax.cli.explore", "--workdir", str(run_dir),
-       "--port", "0", "--test_images", "4", "--inpaint_starts", "4", "--inpaint_steps", "3"],
-      stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True, env=env)
+  with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rgflow_jax.cli.explore", "--workdir", str(run_dir),
+         "--port", "0", "--test_images", "4", "--inpaint_starts", "4", "--inpaint_steps",
+         "3"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
   watchdog = threading.Timer(300, proc.kill)  # never wait forever for it
   watchdog.start()
   lines = []

@@ -37,11 +37,11 @@ def test_the_file_holds_the_strongest_latents_of_every_level_and_fetches_nothing
     for item in lv["latents"]:
       assert len(item["frames"]) == len(values)
       want = pixels.to_uint8_numpy(latents.traverse(flow, params, z, item["latent"], values))
-      # frame k: the two samples side by side, a white column between them
+      # frame k: the two samples side by side (figures.image_grid: a 1-pixel border)
       for frame, uri in zip(want, item["frames"]):
         got = _png(uri)
-        np.testing.assert_array_equal(got[:, :16], frame[0])
-        np.testing.assert_array_equal(got[:, 17:], frame[1])
+        np.testing.assert_array_equal(got[1:17, 1:17], frame[0])
+        np.testing.assert_array_equal(got[1:17, 18:34], frame[1])
       assert _png(item["field_png"]).shape == (16, 16, 3)
   path = tmp_path / "explorer.html"
   summary = export.write_html(flow, params, path, rng, rf_samples=2, per_level=2,

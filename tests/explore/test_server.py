@@ -130,6 +130,6 @@ def test_a_server_on_another_address_warns_and_a_local_one_does_not(client, capl
   finally:
     web.stop()
   assert not [r for r in caplog.records if "anyone who can reach" in r.getMessage()]
-  web = server.Server(explorer, "0.0.0.0", 0)
+  web = server.Server(explorer, "127.0.0.2", 0)  # another address (still loopback)
   web._server.server_close()
   assert [r for r in caplog.records if "anyone who can reach this machine" in r.getMessage()]
