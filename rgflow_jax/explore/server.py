@@ -155,16 +155,14 @@ def create_app(explorer: Explorer, stats: Stats | None = None):
   def rf():
     b = body()
     field = explorer.receptive_field(_int(b, "i"), _int(b, "j"), _int(b, "c", 0))
-    return {"field": _flat(field), "max": float(field.max()),
-            "level": explorer.level_of(b["i"], b["j"])}
+    return {"field": _flat(field), "max": float(field.max())}
 
   @app.post("/api/select")
   def select():
     b = body()
     i, j = _int(b, "i"), _int(b, "j")
     explorer.select(str(b.get("view")), i, j)
-    return {"cone": _flat(explorer.cone_mask(i, j).astype(np.uint8)),
-            "level": explorer.level_of(i, j)}
+    return {"cone": _flat(explorer.cone_mask(i, j).astype(np.uint8))}
 
   @app.post("/api/edit")
   def edit():

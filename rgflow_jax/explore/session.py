@@ -164,8 +164,7 @@ class Explorer:
     flow = self.flow
     return {"image_size": flow.image_size, "channels": flow.channels,
             "num_levels": flow.num_levels, "level_of_site": flow.level_of_site().tolist(),
-            "test_images": len(self.test_images), "max_upload_bytes": MAX_UPLOAD_BYTES,
-            "rf_samples": self.rf_samples, "inpaint_steps": self.inpaint_steps}
+            "test_images": len(self.test_images)}
 
   @staticmethod
   def compiles() -> int:
@@ -239,9 +238,6 @@ class Explorer:
     if not all(isinstance(v, int) for v in (i, j, c)) or not (
         0 <= i < L and 0 <= j < L and 0 <= c < C):
       raise ExplorerError(f"latent ({i}, {j}, {c}) is outside the {L} x {L} x {C} latents")
-
-  def level_of(self, i: int, j: int) -> int:
-    return int(self.flow.level_of_site()[i, j])
 
   def receptive_field(self, i: int, j: int, c: int) -> np.ndarray:
     """(L, L) receptive field of latent (i, j, c) (paper eq. 14, ``rf_samples`` prior
